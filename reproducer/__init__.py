@@ -1,0 +1,61 @@
+"""ray-reproducer: turn data files streamed as OpenMSIStream chunks into analysis results.
+
+The data path, in the order data flows through it:
+
+- :mod:`reproducer.chunk`: the chunk message wire format (decode, encode, keys);
+- :mod:`reproducer.reassembly`: chunks -> whole files, in memory, on disk or both;
+- :mod:`reproducer.offsets`: which consumed offsets are safe to commit;
+- :mod:`reproducer.upload` / :mod:`reproducer.download`: files -> topic -> files;
+- :mod:`reproducer.config`: OpenMSIStream INI config files.
+"""
+
+from reproducer.chunk import (
+    DEFAULT_CHUNK_SIZE,
+    DataFileChunk,
+    decode_value,
+    encode_value,
+    make_chunk,
+    result_key,
+)
+from reproducer.config import KafkaConfig, load_config
+from reproducer.errors import (
+    ChunkDecodeError,
+    ChunkHashError,
+    ConfigError,
+    ReproducerError,
+    UnsafePathError,
+    UploadError,
+)
+from reproducer.offsets import OffsetTracker
+from reproducer.reassembly import (
+    AddResult,
+    ChunkStatus,
+    CompletedFile,
+    FailureReason,
+    FileFailure,
+    Reassembler,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "AddResult",
+    "ChunkDecodeError",
+    "ChunkHashError",
+    "ChunkStatus",
+    "CompletedFile",
+    "ConfigError",
+    "DataFileChunk",
+    "FailureReason",
+    "FileFailure",
+    "KafkaConfig",
+    "OffsetTracker",
+    "Reassembler",
+    "ReproducerError",
+    "UnsafePathError",
+    "UploadError",
+    "decode_value",
+    "encode_value",
+    "load_config",
+    "make_chunk",
+    "result_key",
+]

@@ -1,0 +1,188 @@
+"""Where the bytes of a partial file live while it is rebuilt: memory, disk or both.
+
+Memory uses an anonymous ``mmap`` sized from the chunk metadata: pages cost memory only
+once written, so a generous estimate is free, and chunks are written in place (no
+concatenation, no second copy at completion). Disk writes go to a hidden temporary file
+next to the final path, renamed over it only when the file is complete and verified.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import uuid
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["DiskStore", "MemoryStore", "Mode", "Store", "StoreError", "open_store"]
+
+Mode = Literal["memory", "disk", "both"]
+
+
+class StoreError(Exception):
+    """The bytes of a file could not be stored (out of memory, disk full, unsafe path)."""
+
+
+class Store:
+    """Interface of a partial file's storage."""
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of this file held in memory."""
+        return 0
+
+    def write(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
+        """Make the stored bytes the final file; returns (memory view, disk path)."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Free memory and remove any temporary file."""
+
+
+class MemoryStore(Store):
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._map: mmap.mmap | None = None
+        self._held = 0
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def write(self, offset: int, data: bytes) -> None:
+        end = offset + len(data)
+        if not data:
+            return
+        try:
+            if self._map is None:
+                self._capacity = max(self._capacity, end)
+                self._map = mmap.mmap(-1, self._capacity)
+            elif end > len(self._map):
+                self._map.resize(max(end, len(self._map) + len(self._map) // 2))
+        except (OSError, ValueError, MemoryError) as exc:
+            raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
+        self._map[offset:end] = data
+        self._held += len(data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        assert self._map is not None
+        return self._map[offset : offset + length]
+
+    def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
+        if size == 0 or self._map is None:
+            return memoryview(b""), None
+        view = memoryview(self._map)[:size].toreadonly()
+        self._map = None  # the view keeps the mapping alive; it is freed with the view
+        self._held = 0
+        return view, None
+
+    def discard(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._held = 0
+
+
+class DiskStore(Store):
+    def __init__(self, output_dir: Path, relative: str, *, fsync: bool) -> None:
+        root = output_dir.resolve()
+        final = root.joinpath(*relative.split("/"))
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {final.parent}: {exc}") from exc
+        # A symlink already inside output_dir must not lead the write elsewhere.
+        if not final.parent.resolve().is_relative_to(root):
+            raise StoreError(f"{relative!r} resolves outside the output folder {root}")
+        self.final = final
+        self.temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.partial")
+        self._fsync = fsync
+        try:
+            fd = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.temp}: {exc}") from exc
+        os.close(fd)
+
+    def write(self, offset: int, data: bytes) -> None:
+        try:
+            fd = os.open(self.temp, os.O_WRONLY)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.temp}: {exc}") from exc
+
+    def read(self, offset: int, length: int) -> bytes:
+        fd = os.open(self.temp, os.O_RDONLY)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
+        try:
+            os.truncate(self.temp, size)
+            if self._fsync:
+                fd = os.open(self.temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            # Atomic: an older, longer file of the same name is replaced whole (defect 5).
+            self.temp.replace(self.final)
+        except OSError as exc:
+            self.discard()
+            raise StoreError(f"cannot complete {self.final}: {exc}") from exc
+        return None, self.final
+
+    def discard(self) -> None:
+        self.temp.unlink(missing_ok=True)
+
+
+class _BothStore(Store):
+    def __init__(self, memory: MemoryStore, disk: DiskStore) -> None:
+        self._memory, self._disk = memory, disk
+
+    @property
+    def held_bytes(self) -> int:
+        return self._memory.held_bytes
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._memory.write(offset, data)
+        self._disk.write(offset, data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._memory.read(offset, length)
+
+    def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
+        _, path = self._disk.finish(size)
+        view, _ = self._memory.finish(size)
+        return view, path
+
+    def discard(self) -> None:
+        self._memory.discard()
+        self._disk.discard()
+
+
+def open_store(
+    mode: Mode, capacity: int, output_dir: Path | None, relative: str, *, fsync: bool
+) -> Store:
+    """Storage for one partial file; ``capacity`` is a size estimate (memory modes)."""
+    if mode == "memory":
+        return MemoryStore(capacity)
+    if output_dir is None:
+        raise StoreError(f"mode {mode!r} needs an output folder")
+    disk = DiskStore(output_dir, relative, fsync=fsync)
+    if mode == "disk":
+        return disk
+    return _BothStore(MemoryStore(capacity), disk)

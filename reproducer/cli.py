@@ -1,0 +1,123 @@
+"""The ``reproducer`` command.
+
+::
+
+    reproducer upload PATH... --config FILE --topic_name T [--chunk_size N] [--upload_regex RE]
+    reproducer broker [--port N]          # a local Apache Kafka broker for tests and trials
+    reproducer demo [--mode memory|disk|both]   # the round trip on a local broker
+
+This module is the only place that parses command lines and configures logging handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reproducer.chunk import DEFAULT_CHUNK_SIZE
+from reproducer.config import load_config
+from reproducer.errors import ReproducerError
+from reproducer.upload import DEFAULT_UPLOAD_REGEX, progress_stream, upload
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("reproducer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reproducer",
+        description="Ray-distributed OpenMSIStream-compatible data file reproducer.",
+    )
+    parser.add_argument(
+        "--logger_stream_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="level of log lines written to stderr (default: info)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "upload", help="chunk files and directory trees and produce them to a topic"
+    )
+    up.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or directories")
+    up.add_argument("--config", required=True, type=Path, help="OpenMSIStream INI config file")
+    up.add_argument("--topic_name", required=True, help="topic to produce the chunks to")
+    up.add_argument(
+        "--chunk_size",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=f"bytes of file data per message (default: {DEFAULT_CHUNK_SIZE})",
+    )
+    up.add_argument(
+        "--upload_regex",
+        default=DEFAULT_UPLOAD_REGEX,
+        help="only relative paths matching this regex are uploaded (default: all but *.log)",
+    )
+
+    br = sub.add_parser("broker", help="run a local Apache Kafka broker until interrupted")
+    br.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
+    br.add_argument("--prefer", choices=["auto", "kafka", "tansu"], default="auto")
+
+    demo = sub.add_parser(
+        "demo",
+        help="upload a generated file tree to a local broker and rebuild it (the round trip)",
+    )
+    demo.add_argument("--mode", choices=["memory", "disk", "both"], default="memory")
+    demo.add_argument("--size_mb", type=_positive_int, default=64, help="size of the largest file")
+    demo.add_argument("--output_dir", type=Path, default=None, help="where disk modes write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.logger_stream_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "upload":
+            return _upload(args)
+        if args.command == "broker":
+            from cluster.broker import main as broker_main  # noqa: PLC0415
+
+            extra = ["--prefer", args.prefer] + (["--port", str(args.port)] if args.port else [])
+            return broker_main(extra)
+        if args.command == "demo":
+            from reproducer._demo import run_demo  # noqa: PLC0415
+
+            return run_demo(args.mode, args.size_mb, args.output_dir)
+    except ReproducerError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _upload(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    report = upload(
+        args.paths,
+        config,
+        args.topic_name,
+        chunk_size=args.chunk_size,
+        upload_regex=args.upload_regex,
+        progress=progress_stream(),
+    )
+    print(
+        f"uploaded {report.n_files} files, {report.n_chunks} chunks, {report.n_bytes} bytes "
+        f"to {args.topic_name} in {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)"
+    )
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value

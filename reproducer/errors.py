@@ -1,0 +1,84 @@
+"""Exceptions of ray-reproducer.
+
+One root, :class:`ReproducerError`; each subclass carries the data it concerns (field,
+file, topic, partition, offset) so callers can log coordinates and decide what to do
+without parsing messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChunkDecodeError",
+    "ChunkHashError",
+    "ConfigError",
+    "ReproducerError",
+    "UnsafePathError",
+    "UploadError",
+]
+
+
+class ReproducerError(Exception):
+    """Root of every error raised by ray-reproducer."""
+
+
+class ConfigError(ReproducerError):
+    """A configuration file or setting is missing or invalid."""
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{message}")
+        self.path = path
+        self.key = key
+
+
+class ChunkDecodeError(ReproducerError):
+    """A chunk message could not be decoded or is inconsistent.
+
+    ``field`` names the offending field (or ``"value"`` for the message as a whole).
+    ``topic``/``partition``/``offset`` are filled in by the consumer that read it.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        reason: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.field = field
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = ""
+        if self.topic is not None:
+            where = f" (topic={self.topic}[{self.partition}] offset={self.offset})"
+        return f"bad chunk message: {self.field}: {self.reason}{where}"
+
+    def at(self, topic: str, partition: int, offset: int) -> ChunkDecodeError:
+        """Return this error with the Kafka coordinates of the message filled in."""
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.args = (self._text(),)
+        return self
+
+
+class ChunkHashError(ChunkDecodeError):
+    """The SHA-512 of a chunk's data does not match the chunk hash it was sent with."""
+
+
+class UnsafePathError(ChunkDecodeError):
+    """A subdirectory or file name would escape the output folder or is not portable."""
+
+
+class UploadError(ReproducerError):
+    """Some chunks of some files were not acknowledged by the broker."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = dict(failed)
+        listed = "; ".join(f"{path}: {why}" for path, why in sorted(self.failed.items()))
+        super().__init__(f"{len(self.failed)} file(s) not fully delivered: {listed}")

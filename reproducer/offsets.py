@@ -1,0 +1,103 @@
+"""Which consumed offsets are safe to commit.
+
+Chunks of many files interleave in every partition, and one file's chunks spread over all
+partitions. An offset may be committed (Kafka commits mean "next offset to read") only when
+every message below it belongs to finished work: a file whose result the broker
+acknowledged, or that was recorded as failed, expired or poison. Otherwise a crash would
+skip chunks whose result was never delivered.
+
+Pure: no Kafka. Per partition it keeps the pending (offset, file) pairs in consumption
+order, so each query costs amortised O(1) per message.
+
+>>> t = OffsetTracker()
+>>> t.record(0, 10, file_id=1)
+>>> t.record(0, 11, file_id=2)
+>>> t.finish(2)
+>>> t.safe_offsets()
+{0: 10}
+>>> t.finish(1)
+>>> t.safe_offsets()
+{0: 12}
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["OffsetTracker"]
+
+
+class OffsetTracker:
+    """Maps consumed (partition, offset) pairs to files and answers safe commit offsets.
+
+    Contract: for each partition, :meth:`record` is called with increasing offsets, and a
+    file is recorded before it is finished.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[int, deque[tuple[int, int]]] = {}
+        self._next: dict[int, int] = {}  # partition -> last consumed offset + 1
+        self._refs: dict[int, int] = {}  # file id -> pending messages that reference it
+        self._finished: set[int] = set()
+        self._returned: dict[int, int] = {}
+
+    def record(self, partition: int, offset: int, file_id: int | None) -> None:
+        """A message was consumed; ``file_id`` owns it, or ``None`` if nothing does."""
+        last = self._next.get(partition)
+        if last is not None and offset < last:
+            raise ValueError(
+                f"offset {offset} of partition {partition} is below {last}, already recorded"
+            )
+        self._next[partition] = offset + 1
+        if file_id is None or file_id in self._finished:
+            return
+        self._pending.setdefault(partition, deque()).append((offset, file_id))
+        self._refs[file_id] = self._refs.get(file_id, 0) + 1
+
+    def finish(self, file_id: int) -> None:
+        """The file's work is done (result acknowledged, or recorded as failed)."""
+        if file_id in self._refs:
+            self._finished.add(file_id)
+
+    def is_pending(self, file_id: int) -> bool:
+        return file_id in self._refs and file_id not in self._finished
+
+    def safe_offsets(self) -> dict[int, int]:
+        """Per partition seen so far, the highest offset that is safe to commit."""
+        return {p: self._safe(p) for p in self._next}
+
+    def advanced(self) -> dict[int, int]:
+        """Safe offsets that moved since the last call: what to commit now."""
+        moved = {}
+        for partition in self._next:
+            safe = self._safe(partition)
+            if safe > self._returned.get(partition, -1):
+                moved[partition] = safe
+                self._returned[partition] = safe
+        return moved
+
+    def forget_partition(self, partition: int) -> None:
+        """The partition was revoked: drop what was recorded for it."""
+        for _, file_id in self._pending.pop(partition, ()):
+            self._release(file_id)
+        self._next.pop(partition, None)
+        self._returned.pop(partition, None)
+
+    @property
+    def n_pending_messages(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+    def _safe(self, partition: int) -> int:
+        queue = self._pending.get(partition)
+        while queue and queue[0][1] in self._finished:
+            _, file_id = queue.popleft()
+            self._release(file_id)
+        return queue[0][0] if queue else self._next[partition]
+
+    def _release(self, file_id: int) -> None:
+        refs = self._refs[file_id] - 1
+        if refs:
+            self._refs[file_id] = refs
+        else:
+            del self._refs[file_id]
+            self._finished.discard(file_id)
