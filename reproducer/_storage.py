@@ -46,8 +46,13 @@ class Store:
 
 
 class MemoryStore(Store):
+    _FIRST_MAP = 64 << 20
+    # MAP_PRIVATE: a shared anonymous map (the default) is shmem, and growing it with
+    # mremap leaves the new pages unbacked (SIGBUS on first write). No MADV_HUGEPAGE: with
+    # the usual defrag=madvise its faults compact memory synchronously, 2x slower here.
+
     def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+        self._hint = capacity
         self._map: mmap.mmap | None = None
         self._held = 0
 
@@ -60,11 +65,13 @@ class MemoryStore(Store):
         if not data:
             return
         try:
+            # Map up to the size hint, growing by doubling: an anonymous mmap grows with
+            # mremap (no copy), so a wrong hint from a bad chunk costs nothing up front.
             if self._map is None:
-                self._capacity = max(self._capacity, end)
-                self._map = mmap.mmap(-1, self._capacity)
+                size = max(end, min(self._hint, self._FIRST_MAP))
+                self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             elif end > len(self._map):
-                self._map.resize(max(end, len(self._map) + len(self._map) // 2))
+                self._map.resize(max(end, min(2 * len(self._map), self._hint)))
         except (OSError, ValueError, MemoryError) as exc:
             raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
         self._map[offset:end] = data
@@ -104,40 +111,60 @@ class DiskStore(Store):
         self.temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.partial")
         self._fsync = fsync
         try:
-            fd = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            self._fd: int | None = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except OSError as exc:
             raise StoreError(f"cannot create {self.temp}: {exc}") from exc
-        os.close(fd)
+        DiskStore._open_fds += 1
+        self._release_if_crowded()
+
+    # Each partial file keeps its descriptor open (one syscall per chunk, not three),
+    # unless too many partial files are open at once; then they reopen per operation.
+    # The count is approximate (updated from two threads without a lock): a soft cap.
+    _open_fds = 0
+    MAX_OPEN_FDS = 256
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.temp, os.O_RDWR)
+            DiskStore._open_fds += 1
+        return self._fd
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            DiskStore._open_fds -= 1
+
+    def _release_if_crowded(self) -> None:
+        if DiskStore._open_fds > self.MAX_OPEN_FDS:
+            self._close()
 
     def write(self, offset: int, data: bytes) -> None:
         try:
-            fd = os.open(self.temp, os.O_WRONLY)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view, offset = view[written:], offset + written
-            finally:
-                os.close(fd)
+            fd = self._descriptor()
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            self._release_if_crowded()
         except OSError as exc:
             raise StoreError(f"cannot write {self.temp}: {exc}") from exc
 
     def read(self, offset: int, length: int) -> bytes:
-        fd = os.open(self.temp, os.O_RDONLY)
         try:
-            return os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
+            data = os.pread(self._descriptor(), length, offset)
+            self._release_if_crowded()
+            return data
+        except OSError as exc:
+            raise StoreError(f"cannot read back {self.temp}: {exc}") from exc
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
         try:
-            os.truncate(self.temp, size)
+            fd = self._descriptor()
+            os.ftruncate(fd, size)
             if self._fsync:
-                fd = os.open(self.temp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                os.fsync(fd)
+            self._close()
             # Atomic: an older, longer file of the same name is replaced whole (defect 5).
             self.temp.replace(self.final)
         except OSError as exc:
@@ -146,6 +173,7 @@ class DiskStore(Store):
         return None, self.final
 
     def discard(self) -> None:
+        self._close()
         self.temp.unlink(missing_ok=True)
 
 

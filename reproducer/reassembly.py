@@ -21,8 +21,9 @@ import enum
 import hashlib
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -159,7 +160,9 @@ class _Partial:
     hasher: hashlib._Hash = field(default_factory=hashlib.sha512)
     hashed_to: int = 0
     waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
+    worker: Future[None] | None = None  # the last write/hash task queued for this file
     problem: str = ""
+    storage_failed: bool = False
 
     def info(self) -> PartialFileInfo:
         return PartialFileInfo(
@@ -195,6 +198,11 @@ class Reassembler:
     ``remember_finished`` bounds how many finished files are remembered so that late
     duplicates of their chunks are recognised rather than starting a file that can never
     complete. ``clock`` is injectable for tests of :meth:`expire`.
+
+    With ``worker_thread`` (the default) storing the bytes and the whole-file SHA-512 run
+    on one background thread, in order per file, while the caller decodes the next chunk;
+    hashlib and file writes release the GIL, so two cores share the work. At most
+    ``backlog_bytes`` wait for the worker.
     """
 
     def __init__(
@@ -205,6 +213,8 @@ class Reassembler:
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         remember_finished: int = 10_000,
         fsync: bool = True,
+        worker_thread: bool = True,
+        backlog_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if mode not in ("memory", "disk", "both"):
@@ -220,12 +230,20 @@ class Reassembler:
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, _Partial] = {}
         self._finished: OrderedDict[PurePosixPath, _Generation] = OrderedDict()
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="reassembly") if worker_thread else None
+        )
+        self._backlog: deque[tuple[Future[None], int]] = deque()
+        self._backlog_bytes = 0
+        self._backlog_limit = backlog_bytes
 
     # ------------------------------------------------------------------ queries
     @property
     def held_bytes(self) -> int:
         """Bytes of partial files held in memory (0 in disk mode)."""
-        return sum(p.store.held_bytes for p in self._partials.values())
+        if self.mode == "disk":
+            return 0
+        return sum(p.bytes_received for p in self._partials.values())
 
     @property
     def partial_bytes(self) -> int:
@@ -291,6 +309,13 @@ class Reassembler:
             return AddResult(ChunkStatus.STORED, partial.file_id, superseded=superseded)
         return self._complete(partial, superseded)
 
+    def flush(self) -> None:
+        """Wait until the worker thread has stored and hashed every chunk added so far."""
+        while self._backlog:
+            done, size = self._backlog.popleft()
+            done.result()
+            self._backlog_bytes -= size
+
     def expire(self, idle_seconds: float) -> list[FileFailure]:
         """Give up on partial files that received no chunk for ``idle_seconds``."""
         cutoff = self._clock() - idle_seconds
@@ -342,29 +367,65 @@ class Reassembler:
         return partial
 
     def _store(self, partial: _Partial, chunk: DataFileChunk) -> None:
-        offset, data = chunk.chunk_offset_write, chunk.data
-        if offset < partial.hashed_to or offset in partial.waiting:
-            partial.problem = f"chunk {chunk.chunk_i} at offset {offset} overlaps another chunk"
-        partial.store.write(offset, data)
+        """Account the chunk now; write and hash it on the worker (or inline)."""
         partial.chunks.add(chunk.chunk_i)
-        partial.bytes_received += len(data)
-        if offset != partial.hashed_to:
-            partial.waiting[offset] = len(data)
+        partial.bytes_received += len(chunk.data)
+        if self._pool is None:
+            self._write_and_hash(partial, chunk.chunk_i, chunk.chunk_offset_write, chunk.data)
             return
-        # Extend the hashed prefix: this chunk, then any that arrived early and now follow.
-        partial.hasher.update(data)
-        partial.hashed_to += len(data)
-        while partial.hashed_to in partial.waiting:
-            length = partial.waiting.pop(partial.hashed_to)
-            partial.hasher.update(partial.store.read(partial.hashed_to, length))
-            partial.hashed_to += length
+        # One worker runs the tasks in submission order, so each file's are in order, while
+        # the caller decodes (and hashes) the next chunk: hashlib and pwrite release the GIL.
+        partial.worker = self._pool.submit(
+            self._write_and_hash, partial, chunk.chunk_i, chunk.chunk_offset_write, chunk.data
+        )
+        self._backlog.append((partial.worker, len(chunk.data)))
+        self._backlog_bytes += len(chunk.data)
+        while self._backlog and (
+            self._backlog_bytes > self._backlog_limit or self._backlog[0][0].done()
+        ):
+            done, size = self._backlog.popleft()
+            done.result()
+            self._backlog_bytes -= size
+
+    @staticmethod
+    def _write_and_hash(partial: _Partial, chunk_i: int, offset: int, data: bytes) -> None:
+        """Store the bytes and extend the hashed prefix. Never raises: problems are recorded."""
+        if partial.problem:
+            return
+        if offset < partial.hashed_to or offset in partial.waiting:
+            partial.problem = f"chunk {chunk_i} at offset {offset} overlaps another chunk"
+            return
+        try:
+            partial.store.write(offset, data)
+            if offset != partial.hashed_to:
+                partial.waiting[offset] = len(data)
+                return
+            # This chunk, then any that arrived early and now follow the prefix.
+            partial.hasher.update(data)
+            partial.hashed_to += len(data)
+            while partial.hashed_to in partial.waiting:
+                length = partial.waiting.pop(partial.hashed_to)
+                partial.hasher.update(partial.store.read(partial.hashed_to, length))
+                partial.hashed_to += length
+        except StoreError as exc:
+            partial.problem, partial.storage_failed = str(exc), True
+        except Exception as exc:  # noqa: BLE001 - a worker task must never raise
+            partial.problem, partial.storage_failed = f"{type(exc).__name__}: {exc}", True
+
+    def _settle(self, partial: _Partial) -> None:
+        """Wait until the worker has done everything queued for ``partial``."""
+        if partial.worker is not None:
+            partial.worker.result()
+            partial.worker = None
 
     def _complete(self, partial: _Partial, superseded: FileFailure | None) -> AddResult:
+        self._settle(partial)
         if not partial.problem and (partial.waiting or partial.hashed_to != partial.bytes_received):
             gaps = sorted(partial.waiting)[:3]
             partial.problem = f"chunks do not tile the file: gap before offsets {gaps}"
         if partial.problem:
-            failure = self._fail(partial, FailureReason.INCONSISTENT, partial.problem)
+            reason = FailureReason.STORAGE if partial.storage_failed else FailureReason.INCONSISTENT
+            failure = self._fail(partial, reason, partial.problem)
             return AddResult(
                 ChunkStatus.FAILED, partial.file_id, failure=failure, superseded=superseded
             )
@@ -401,6 +462,7 @@ class Reassembler:
         )
 
     def _fail(self, partial: _Partial, reason: FailureReason, detail: str) -> FileFailure:
+        self._settle(partial)
         partial.store.discard()
         self._forget(partial)
         return FileFailure(

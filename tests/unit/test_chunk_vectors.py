@@ -60,7 +60,9 @@ def _groups() -> dict[tuple[str, int], list[dict]]:
 def test_rebuild_shuffled_with_duplicates(mode: str, seed: int, tmp_path: Path) -> None:
     rng = random.Random(seed)
     for (file, chunk_size), vectors in _groups().items():
-        messages = [bytes.fromhex(v["value_hex" if rng.random() < 0.5 else "value9_hex"]) for v in vectors]
+        messages = [
+            bytes.fromhex(v["value_hex" if rng.random() < 0.5 else "value9_hex"]) for v in vectors
+        ]
         messages += rng.choices(messages, k=len(messages) // 2 + 1)  # duplicates
         rng.shuffle(messages)
         out = tmp_path / f"{chunk_size}-{seed}"
@@ -68,7 +70,11 @@ def test_rebuild_shuffled_with_duplicates(mode: str, seed: int, tmp_path: Path) 
         completed = []
         for message in messages:
             result = reassembler.add(decode_value(message))
-            assert result.status in (ChunkStatus.STORED, ChunkStatus.DUPLICATE, ChunkStatus.COMPLETED)
+            assert result.status in (
+                ChunkStatus.STORED,
+                ChunkStatus.DUPLICATE,
+                ChunkStatus.COMPLETED,
+            )
             if result.completed:
                 completed.append(result.completed)
         assert len(completed) == 1, file
@@ -89,14 +95,18 @@ def _write_vector_tree(root: Path) -> None:
         path = root / file
         path.parent.mkdir(parents=True, exist_ok=True)
         ordered = sorted(vectors, key=lambda v: v["chunk_i"])
-        path.write_bytes(b"".join(decode_value(bytes.fromhex(v["value_hex"])).data for v in ordered))
+        path.write_bytes(
+            b"".join(decode_value(bytes.fromhex(v["value_hex"])).data for v in ordered)
+        )
         os.utime(path, (1700000000.0, 1700000000.0))
 
 
 @pytest.mark.parametrize("chunk_size", [16, 1024])
 def test_uploader_sends_the_reference_messages(chunk_size: int, tmp_path: Path) -> None:
     _write_vector_tree(tmp_path)
-    expected = {v["key"]: bytes.fromhex(v["value_hex"]) for v in LINES if v["chunk_size"] == chunk_size}
+    expected = {
+        v["key"]: bytes.fromhex(v["value_hex"]) for v in LINES if v["chunk_size"] == chunk_size
+    }
     sent: dict[str, bytes] = {}
     sources = find_files([tmp_path])
     assert sorted(s.relative for s in sources) == sorted({v["file"] for v in LINES})
@@ -111,7 +121,11 @@ def test_single_file_is_uploaded_with_empty_subdir(tmp_path: Path) -> None:
     (source,) = find_files([tmp_path / "sub" / "example.txt"])
     assert source.subdir_str == ""
     chunks = list(chunks_of(source, 16))
-    assert [c.key for c in chunks] == ["_example.txt_chunk_1_of_3", "_example.txt_chunk_2_of_3", "_example.txt_chunk_3_of_3"]
+    assert [c.key for c in chunks] == [
+        "_example.txt_chunk_1_of_3",
+        "_example.txt_chunk_2_of_3",
+        "_example.txt_chunk_3_of_3",
+    ]
 
 
 def test_empty_file_is_one_empty_chunk(tmp_path: Path) -> None:

@@ -1,0 +1,215 @@
+"""Decoding never trusts the wire: typed errors for every bad field, and a fuzz test."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reproducer.chunk import DataFileChunk, decode_value, encode_value, make_chunk
+from reproducer.errors import ChunkDecodeError, ChunkHashError, UnsafePathError
+
+GOOD = make_chunk(b"0123456789abcdef", filename="data.bin", subdir_str="sub/deeper", file_mtime=1.5)
+
+
+def fields(**changes: Any) -> list[Any]:
+    values = [
+        GOOD.filename,
+        GOOD.file_hash,
+        GOOD.chunk_hash,
+        GOOD.chunk_offset_write,
+        GOOD.chunk_i,
+        GOOD.n_total_chunks,
+        GOOD.subdir_str,
+        GOOD.filename_append,
+        GOOD.data,
+        GOOD.file_mtime,
+    ]
+    names = [
+        "filename",
+        "file_hash",
+        "chunk_hash",
+        "chunk_offset_write",
+        "chunk_i",
+        "n_total_chunks",
+        "subdir_str",
+        "filename_append",
+        "data",
+        "file_mtime",
+    ]
+    for name, value in changes.items():
+        values[names.index(name)] = value
+    return values
+
+
+def packed(values: Any) -> bytes:
+    return msgpack.packb(values, use_bin_type=True)
+
+
+def test_round_trip() -> None:
+    assert decode_value(encode_value(GOOD)) == GOOD
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b"", "value"),
+        (b"\xc1", "value"),
+        (packed({"a": 1}), "value"),
+        (packed(fields()[:8]), "value"),
+        (packed([*fields(), 1]), "value"),
+        (packed(7), "value"),
+        (packed(fields()) + b"\x00", "value"),
+        (packed(fields(filename=3)), "filename"),
+        (packed(fields(filename=b"\xff\xfe")), "filename"),
+        (packed(fields(file_hash=b"short")), "file_hash"),
+        (packed(fields(chunk_hash=None)), "chunk_hash"),
+        (packed(fields(chunk_offset_write=-1)), "chunk_offset_write"),
+        (packed(fields(chunk_offset_write=1 << 41)), "chunk_offset_write"),
+        (packed(fields(chunk_offset_write=1.0)), "chunk_offset_write"),
+        (packed(fields(chunk_i=0)), "chunk_i"),
+        (packed(fields(chunk_i=2, n_total_chunks=1)), "chunk_i"),
+        (packed(fields(chunk_i=True)), "chunk_i"),
+        (packed(fields(n_total_chunks=0)), "n_total_chunks"),
+        (packed(fields(n_total_chunks=1 << 40)), "n_total_chunks"),
+        (packed(fields(data=[1, 2])), "data"),
+        (packed(fields(file_mtime="now")), "file_mtime"),
+        (packed(fields(file_mtime=float("nan"))), "file_mtime"),
+        (packed(fields(subdir_str=["a"])), "subdir_str"),
+    ],
+)
+def test_bad_values_name_the_field(value: bytes, field: str) -> None:
+    with pytest.raises(ChunkDecodeError) as caught:
+        decode_value(value)
+    assert caught.value.field == field
+    assert field in str(caught.value)
+
+
+def test_not_bytes() -> None:
+    with pytest.raises(ChunkDecodeError, match="expected bytes"):
+        decode_value(None)
+
+
+def test_chunk_hash_mismatch() -> None:
+    with pytest.raises(ChunkHashError, match="does not match"):
+        decode_value(packed(fields(data=b"0123456789abcdeX")))
+    # opting out of the check (e.g. when it was done upstream) decodes it
+    assert decode_value(packed(fields(data=b"x")), verify_hash=False).data == b"x"
+
+
+@pytest.mark.parametrize(
+    "subdir",
+    [
+        "/etc",
+        "../..",
+        "a/../../b",
+        "a/./b",
+        "a//b",
+        "a/",
+        "C:/x",
+        "c:",
+        "a\\..\\b",
+        "a\x00b",
+        "x/\x1bz",
+        "..",
+    ],
+)
+def test_unsafe_subdirectories(subdir: str) -> None:
+    with pytest.raises(UnsafePathError) as caught:
+        decode_value(packed(fields(subdir_str=subdir)))
+    assert caught.value.field == "subdir_str"
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "nul\x00", "x" * 5000])
+def test_unsafe_filenames(name: str) -> None:
+    with pytest.raises(UnsafePathError):
+        decode_value(packed(fields(filename=name)))
+
+
+@pytest.mark.parametrize("append", ["/x", "\\x", "/../.."])
+def test_unsafe_filename_append(append: str) -> None:
+    with pytest.raises(UnsafePathError):
+        decode_value(packed(fields(filename_append=append)))
+
+
+def test_safe_unusual_names_pass() -> None:
+    chunk = make_chunk(b"x", filename="näme;odd .csv", subdir_str="with space/ünï;code")
+    assert decode_value(encode_value(chunk)) == chunk
+
+
+def test_coordinates_are_attached() -> None:
+    with pytest.raises(ChunkDecodeError) as caught:
+        decode_value(b"\xc1")
+    err = caught.value.at("chunks", 2, 1234)
+    assert (err.topic, err.partition, err.offset) == ("chunks", 2, 1234)
+    assert "chunks[2] offset=1234" in str(err)
+
+
+def test_huge_declared_lengths_do_not_allocate() -> None:
+    # array32 claiming 2**32-1 items, bin32 claiming 4 GiB: rejected from a few bytes
+    for value in (b"\xdd\xff\xff\xff\xff", b"\x9a\xc6\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff"):
+        with pytest.raises(ChunkDecodeError):
+            decode_value(value)
+
+
+def test_deep_nesting_is_refused_cleanly() -> None:
+    with pytest.raises(ChunkDecodeError):
+        decode_value(b"\x91" * 100_000)
+
+
+@st.composite
+def mutated_values(draw: st.DrawFn) -> bytes:
+    base = bytearray(encode_value(GOOD))
+    for _ in range(draw(st.integers(1, 8))):
+        action = draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = draw(st.integers(0, max(len(base) - 1, 0)))
+        if action == "flip" and base:
+            base[pos] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del base[pos : pos + draw(st.integers(1, 40))]
+        else:
+            base[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+    return bytes(base)
+
+
+def _check_decodes_or_refuses(value: bytes) -> None:
+    try:
+        chunk = decode_value(value)
+    except ChunkDecodeError as exc:
+        assert exc.field
+        return
+    assert isinstance(chunk, DataFileChunk)
+    assert hashlib.sha512(chunk.data).digest() == chunk.chunk_hash
+    assert 1 <= chunk.chunk_i <= chunk.n_total_chunks
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_random_bytes(value: bytes) -> None:
+    _check_decodes_or_refuses(value)
+
+
+@settings(max_examples=600, deadline=None)
+@given(mutated_values())
+def test_fuzz_mutated_messages(value: bytes) -> None:
+    _check_decodes_or_refuses(value)
+
+
+_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(1 << 63), (1 << 64) - 1),
+    st.floats(),
+    st.text(max_size=20),
+    st.binary(max_size=80),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.one_of(_leaf, st.lists(_leaf, max_size=3)), min_size=8, max_size=11))
+def test_fuzz_structured_fields(values: list[Any]) -> None:
+    _check_decodes_or_refuses(packed(values))

@@ -1,0 +1,89 @@
+"""OpenMSIStream INI config files work unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reproducer.config import KafkaConfig, load_config
+from reproducer.errors import ConfigError
+
+REFERENCE_STYLE = """
+[broker]
+bootstrap.servers = $TEST_BOOTSTRAP
+
+[producer]
+batch.size       = 2000000
+linger.ms        = 100
+compression.type = lz4
+key.serializer   = StringSerializer
+value.serializer = DataFileChunkSerializer
+
+[consumer]
+group.id              = create_new
+auto.offset.reset     = earliest
+enable.auto.commit    = False
+key.deserializer      = StringDeserializer
+value.deserializer    = DataFileChunkDeserializer
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "test.config"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_reference_config_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, REFERENCE_STYLE), {"TEST_BOOTSTRAP": "127.0.0.1:1234"})
+    producer = config.producer_settings()
+    assert producer == {
+        "bootstrap.servers": "127.0.0.1:1234",
+        "batch.size": "2000000",
+        "linger.ms": "100",
+        "compression.type": "lz4",
+    }
+    consumer = config.consumer_settings()
+    assert consumer["enable.auto.commit"] is False
+    assert consumer["auto.offset.reset"] == "earliest"
+    assert consumer["group.id"] != "create_new" and len(consumer["group.id"]) == 36
+    assert config.consumer_settings()["group.id"] != consumer["group.id"]
+    assert config.consumer_settings(group_id="mine")["group.id"] == "mine"
+    assert config.serializers["producer.value.serializer"] == "DataFileChunkSerializer"
+    assert "key.deserializer" not in consumer
+
+
+def test_unset_environment_variable_is_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"\[broker\] bootstrap.servers = \$TEST_BOOTSTRAP: environment variable TEST_BOOTSTRAP is not set",
+    ):
+        load_config(write(tmp_path, REFERENCE_STYLE), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[producer]\nx = 1\n", "missing the .broker. section"),
+        ("[broker]\nclient.id = x\n", "no bootstrap.servers"),
+        ("not an ini file", "not a valid INI file"),
+        ("[broker]\nbootstrap.servers = a:1\n[kafkacrypto]\nx = 1\n", "not supported"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(write(tmp_path, text), {})
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.config")
+
+
+def test_shipped_local_config_uses_the_environment() -> None:
+    shipped = Path(__file__).parents[2] / "cluster" / "local_broker.config"
+    config = load_config(shipped, {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    assert config.broker["bootstrap.servers"] == "127.0.0.1:9"
+    assert KafkaConfig.for_bootstrap("h:1").producer_settings() == {"bootstrap.servers": "h:1"}

@@ -1,0 +1,127 @@
+"""The offset tracker never returns an unsafe offset and always advances when it may."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reproducer.offsets import OffsetTracker
+
+# A run: consume messages (partition, file or None) and finish files, interleaved.
+_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("consume"), st.integers(0, 3), st.one_of(st.none(), st.integers(1, 8))),
+        st.tuples(st.just("finish"), st.integers(1, 8), st.none()),
+    ),
+    max_size=120,
+)
+
+
+def _replay(
+    steps: list[tuple[str, int, int | None]], check_every_step: bool
+) -> tuple[OffsetTracker, dict, set]:
+    tracker = OffsetTracker()
+    consumed: dict[int, list[tuple[int, int | None]]] = {}
+    finished: set[int] = set()
+    recorded: set[int] = set()
+    for action, a, b in steps:
+        if action == "consume":
+            partition, file_id = a, b
+            if file_id in finished:
+                file_id = None  # the core never hands out an id again once it finished
+            log = consumed.setdefault(partition, [])
+            offset = (log[-1][0] + 1 + (len(log) % 3)) if log else 5 * partition
+            log.append((offset, file_id))
+            tracker.record(partition, offset, file_id)
+            if file_id is not None:
+                recorded.add(file_id)
+        elif a in recorded:
+            finished.add(a)
+            tracker.finish(a)
+        if check_every_step:
+            _check_safe(tracker, consumed, finished)
+    return tracker, consumed, finished
+
+
+def _check_safe(tracker: OffsetTracker, consumed: dict, finished: set) -> None:
+    safe = tracker.safe_offsets()
+    assert set(safe) == set(consumed)
+    for partition, log in consumed.items():
+        unfinished = [o for o, f in log if f is not None and f not in finished]
+        # never at or above the lowest offset whose file is unfinished...
+        if unfinished:
+            assert safe[partition] == min(unfinished)
+        else:
+            # ...and all the way to "last consumed + 1" when nothing below is pending
+            assert safe[partition] == log[-1][0] + 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(_steps)
+def test_never_unsafe_and_always_advances(steps: list) -> None:
+    _replay(steps, check_every_step=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_steps)
+def test_finishing_everything_releases_everything(steps: list) -> None:
+    tracker, consumed, _ = _replay(steps, check_every_step=False)
+    for file_id in range(1, 9):
+        tracker.finish(file_id)
+    safe = tracker.safe_offsets()
+    for partition, log in consumed.items():
+        assert safe[partition] == log[-1][0] + 1
+    assert tracker.n_pending_messages == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(_steps)
+def test_advanced_reports_each_move_once_and_monotonically(steps: list) -> None:
+    tracker = OffsetTracker()
+    last: dict[int, int] = {}
+    offsets: dict[int, int] = {}
+    recorded: set[int] = set()
+    for action, a, b in steps:
+        if action == "consume":
+            offsets[a] = offsets.get(a, -1) + 1
+            tracker.record(a, offsets[a], b)
+            if b is not None:
+                recorded.add(b)
+        elif a in recorded:
+            tracker.finish(a)
+        for partition, offset in tracker.advanced().items():
+            assert offset > last.get(partition, -1)
+            last[partition] = offset
+    assert tracker.advanced() == {}
+
+
+def test_one_file_across_partitions() -> None:
+    tracker = OffsetTracker()
+    tracker.record(0, 0, 1)
+    tracker.record(1, 0, 2)
+    tracker.record(1, 1, 1)
+    tracker.record(2, 7, None)
+    assert tracker.safe_offsets() == {0: 0, 1: 0, 2: 8}
+    tracker.finish(2)
+    assert tracker.safe_offsets() == {0: 0, 1: 1, 2: 8}
+    assert tracker.is_pending(1) and not tracker.is_pending(2)
+    tracker.finish(1)
+    assert tracker.safe_offsets() == {0: 1, 1: 2, 2: 8}
+
+
+def test_offsets_must_increase() -> None:
+    tracker = OffsetTracker()
+    tracker.record(0, 10, 1)
+    with pytest.raises(ValueError, match="already recorded"):
+        tracker.record(0, 10, 2)
+
+
+def test_forget_partition_releases_its_files() -> None:
+    tracker = OffsetTracker()
+    tracker.record(0, 0, 1)
+    tracker.record(1, 0, 1)
+    tracker.forget_partition(0)
+    assert tracker.safe_offsets() == {1: 0}
+    tracker.finish(1)
+    assert tracker.safe_offsets() == {1: 1}

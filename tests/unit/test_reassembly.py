@@ -1,0 +1,281 @@
+"""The reassembly core: modes, generations, failures as outcomes, disk safety, accounting."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from reproducer.chunk import DataFileChunk, make_chunk
+from reproducer.reassembly import ChunkStatus, FailureReason, Reassembler
+
+
+def split(
+    data: bytes, size: int, *, filename: str = "f.bin", subdir: str = "", mtime: float = 0.0
+) -> list[DataFileChunk]:
+    file_hash = hashlib.sha512(data).digest()
+    pieces = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+    return [
+        make_chunk(
+            piece,
+            filename=filename,
+            subdir_str=subdir,
+            file_hash=file_hash,
+            chunk_offset_write=i * size,
+            chunk_i=i + 1,
+            n_total_chunks=len(pieces),
+            file_mtime=mtime,
+        )
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def make(mode: str, tmp_path: Path, **kwargs: object) -> Reassembler:
+    return Reassembler(mode, None if mode == "memory" else tmp_path / "out", **kwargs)  # type: ignore[arg-type]
+
+
+MODES = ["memory", "disk", "both"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_out_of_order_with_duplicates(mode: str, tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(100_003)
+    chunks = split(data, 4096, subdir="a/b")
+    order = chunks + chunks[::7]
+    random.Random(2).shuffle(order)
+    reassembler = make(mode, tmp_path)
+    statuses = [reassembler.add(c).status for c in order]
+    assert statuses.count(ChunkStatus.COMPLETED) == 1
+    assert statuses.count(ChunkStatus.STORED) == len(chunks) - 1
+    done = [r for r in statuses if r is ChunkStatus.DUPLICATE]
+    assert len(done) == len(order) - len(chunks)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_completed_file_content_and_location(mode: str, tmp_path: Path) -> None:
+    data = os.urandom(50_000)
+    reassembler = make(mode, tmp_path)
+    results = [reassembler.add(c) for c in split(data, 8192, subdir="x/y", filename="z.h5")]
+    done = results[-1].completed
+    assert done is not None
+    assert done.read_bytes() == data
+    assert done.size == len(data) and done.n_chunks == 7
+    assert done.result_key == "x_y_z.h5_chunk_processing_result"
+    if mode == "disk":
+        assert done.buffer is None
+    else:
+        assert done.buffer is not None and bytes(done.buffer) == data
+    if mode == "memory":
+        assert done.path is None
+        assert not (tmp_path / "out").exists()
+    else:
+        assert done.path == tmp_path / "out" / "x" / "y" / "z.h5"
+        assert done.path.read_bytes() == data
+        leftovers = [p.name for p in done.path.parent.iterdir() if p.name != "z.h5"]
+        assert leftovers == []
+
+
+def test_new_generation_starting_chunk_is_kept() -> None:
+    """Reference defect 3: the chunk starting a new generation was dropped."""
+    old = split(b"old content " * 100, 256, mtime=1.0)
+    new = split(b"new content!" * 100, 256, mtime=2.0)
+    reassembler = Reassembler()
+    assert reassembler.add(old[0]).status is ChunkStatus.STORED
+    first_new = reassembler.add(new[0])
+    assert first_new.status is ChunkStatus.STORED
+    assert first_new.superseded is not None
+    assert first_new.superseded.reason is FailureReason.SUPERSEDED
+    # stale chunks of the old generation are skipped and own no offsets
+    stale = reassembler.add(old[1])
+    assert (stale.status, stale.file_id) == (ChunkStatus.STALE, None)
+    results = [reassembler.add(c) for c in new[1:]]
+    assert results[-1].completed is not None
+    assert results[-1].completed.read_bytes() == b"new content!" * 100
+
+
+def test_more_chunks_is_a_new_generation_even_if_older_mtime() -> None:
+    short = split(b"a" * 100, 50, mtime=5.0)
+    longer = split(b"b" * 150, 50, mtime=1.0)
+    reassembler = Reassembler()
+    reassembler.add(short[0])
+    assert reassembler.add(longer[0]).superseded is not None
+    assert reassembler.add(short[1]).status is ChunkStatus.STALE
+
+
+def test_late_chunks_of_finished_or_older_files() -> None:
+    v1 = split(b"1" * 100, 50, mtime=1.0)
+    v2 = split(b"2" * 100, 50, mtime=2.0)
+    reassembler = Reassembler()
+    for c in v2:
+        reassembler.add(c)
+    assert reassembler.add(v2[0]).status is ChunkStatus.DUPLICATE
+    assert reassembler.add(v1[0]).status is ChunkStatus.STALE
+    assert len(reassembler) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hash_mismatch_is_an_outcome(mode: str, tmp_path: Path) -> None:
+    chunks = split(b"payload" * 300, 512)
+    wrong = [
+        DataFileChunk(
+            **{**{f: getattr(c, f) for f in c.__dataclass_fields__}, "file_hash": b"\x01" * 64}
+        )
+        for c in chunks
+    ]
+    reassembler = make(mode, tmp_path)
+    results = [reassembler.add(c) for c in wrong]
+    assert results[-1].status is ChunkStatus.FAILED
+    assert results[-1].failure is not None
+    assert results[-1].failure.reason is FailureReason.HASH_MISMATCH
+    assert results[-1].file_id is not None
+    assert reassembler.held_bytes == 0 and len(reassembler) == 0
+    if mode != "memory":
+        assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+    # the loop goes on: the next file still works
+    assert reassembler.add(make_chunk(b"ok", filename="next")).status is ChunkStatus.COMPLETED
+
+
+def test_overlapping_chunks_are_inconsistent() -> None:
+    data = b"0123456789" * 10
+    file_hash = hashlib.sha512(data).digest()
+    first = make_chunk(data[:60], filename="o", file_hash=file_hash, chunk_i=1, n_total_chunks=2)
+    second = make_chunk(
+        data[50:],
+        filename="o",
+        file_hash=file_hash,
+        chunk_offset_write=50,
+        chunk_i=2,
+        n_total_chunks=2,
+    )
+    reassembler = Reassembler()
+    reassembler.add(first)
+    result = reassembler.add(second)
+    assert result.status is ChunkStatus.FAILED
+    assert result.failure is not None and result.failure.reason is FailureReason.INCONSISTENT
+
+
+def test_gap_is_inconsistent() -> None:
+    file_hash = hashlib.sha512(b"ab").digest()
+    reassembler = Reassembler()
+    reassembler.add(
+        make_chunk(b"a", filename="g", file_hash=file_hash, chunk_i=1, n_total_chunks=2)
+    )
+    result = reassembler.add(
+        make_chunk(
+            b"b",
+            filename="g",
+            file_hash=file_hash,
+            chunk_offset_write=5,
+            chunk_i=2,
+            n_total_chunks=2,
+        )
+    )
+    assert result.failure is not None and result.failure.reason is FailureReason.INCONSISTENT
+
+
+def test_conflicting_chunk_count_is_rejected_not_fatal() -> None:
+    chunks = split(b"x" * 100, 10)
+    reassembler = Reassembler()
+    reassembler.add(chunks[0])
+    odd = make_chunk(
+        b"x" * 10,
+        filename="f.bin",
+        file_hash=chunks[0].file_hash,
+        chunk_i=2,
+        n_total_chunks=11,
+        chunk_offset_write=10,
+    )
+    result = reassembler.add(odd)
+    assert result.status is ChunkStatus.REJECTED and "n_total_chunks" in result.reason
+    assert [reassembler.add(c).status for c in chunks[1:]][-1] is ChunkStatus.COMPLETED
+
+
+def test_disk_mode_replaces_an_older_longer_file(tmp_path: Path) -> None:
+    """Reference defect 5: a shorter new file left the old tail behind."""
+    target = tmp_path / "out" / "s" / "f.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"OLD" * 10_000)
+    reassembler = make("disk", tmp_path)
+    results = [reassembler.add(c) for c in split(b"new", 2, subdir="s")]
+    assert results[-1].status is ChunkStatus.COMPLETED
+    assert target.read_bytes() == b"new"
+
+
+def test_disk_mode_never_follows_a_symlink_out(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(outside, target_is_directory=True)
+    reassembler = Reassembler("disk", out)
+    result = reassembler.add(make_chunk(b"evil", filename="x", subdir_str="link"))
+    assert result.status is ChunkStatus.REJECTED
+    assert "outside the output folder" in result.reason
+    assert list(outside.iterdir()) == []
+
+
+def test_memory_accounting_and_expiry() -> None:
+    now = [100.0]
+    reassembler = Reassembler(clock=lambda: now[0])
+    a = split(b"a" * 1000, 100, filename="a")
+    b = split(b"b" * 1000, 100, filename="b")
+    for c in a[:3]:
+        reassembler.add(c)
+    now[0] = 150.0
+    for c in b[:5]:
+        reassembler.add(c)
+    assert reassembler.held_bytes == 800
+    assert reassembler.partial_bytes == 800
+    infos = {i.relative_path.name: i for i in reassembler.partial_files()}
+    assert infos["a"].n_chunks_received == 3 and infos["b"].n_chunks_received == 5
+    now[0] = 170.0
+    expired = reassembler.expire(idle_seconds=60)
+    assert [f.relative_path.name for f in expired] == ["a"]
+    assert expired[0].reason is FailureReason.EXPIRED
+    assert reassembler.held_bytes == 500
+    # late chunks of an expired file do not start a file that can never complete
+    assert reassembler.add(a[5]).status is ChunkStatus.DUPLICATE
+    assert len(reassembler) == 1
+
+
+def test_disk_mode_holds_no_memory(tmp_path: Path) -> None:
+    reassembler = make("disk", tmp_path)
+    for c in split(b"z" * 10_000, 1000)[:5]:
+        reassembler.add(c)
+    assert reassembler.held_bytes == 0 and reassembler.partial_bytes == 5000
+    failures = reassembler.close()
+    assert len(failures) == 1
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_offset_past_the_file_limit_is_rejected() -> None:
+    reassembler = Reassembler(max_file_size=1000)
+    chunk = make_chunk(
+        b"x" * 10,
+        filename="f",
+        chunk_offset_write=995,
+        chunk_i=2,
+        n_total_chunks=2,
+        file_hash=b"\0" * 64,
+    )
+    assert reassembler.add(chunk).status is ChunkStatus.REJECTED
+
+
+def test_absurd_chunk_count_does_not_allocate() -> None:
+    # claims 2**32 chunks of 64 KiB: the estimate is capped and pages are only touched when written
+    chunk = make_chunk(
+        b"y" * 65536, filename="huge", chunk_i=1, n_total_chunks=1 << 32, file_hash=b"\0" * 64
+    )
+    reassembler = Reassembler(max_file_size=1 << 36)
+    assert reassembler.add(chunk).status in (ChunkStatus.STORED, ChunkStatus.REJECTED)
+    assert reassembler.held_bytes <= 65536
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        Reassembler("tape")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="output_dir"):
+        Reassembler("disk")
