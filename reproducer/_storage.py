@@ -173,8 +173,11 @@ class DiskStore(Store):
         return None, self.final
 
     def discard(self) -> None:
-        self._close()
-        self.temp.unlink(missing_ok=True)
+        try:
+            self._close()
+            self.temp.unlink(missing_ok=True)
+        except OSError:
+            pass  # best effort: gone already, or its folder was replaced; nothing to free
 
 
 class _BothStore(Store):

@@ -279,3 +279,46 @@ def test_bad_arguments() -> None:
         Reassembler("tape")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="output_dir"):
         Reassembler("disk")
+
+
+@pytest.mark.parametrize("worker_thread", [True, False])
+@pytest.mark.parametrize("mode", MODES)
+def test_inline_and_worker_thread_agree(mode: str, worker_thread: bool, tmp_path: Path) -> None:
+    data = random.Random(3).randbytes(70_001)
+    order = split(data, 1000)
+    random.Random(4).shuffle(order)
+    reassembler = make(mode, tmp_path, worker_thread=worker_thread, backlog_bytes=5000)
+    results = [reassembler.add(c) for c in order]
+    assert [r.status for r in results].count(ChunkStatus.COMPLETED) == 1
+    assert results[-1].completed is not None and results[-1].completed.read_bytes() == data
+    reassembler.close()
+
+
+def test_memory_map_grows_past_its_first_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Growing the anonymous map must keep earlier bytes and back the new pages."""
+    from reproducer import _storage
+
+    monkeypatch.setattr(_storage.MemoryStore, "_FIRST_MAP", 4096)
+    data = random.Random(5).randbytes(300_000)
+    chunks = split(data, 10_000)
+    # chunk sizes that differ from the first one make the size estimate too small
+    reassembler = Reassembler()
+    for chunk in chunks:
+        result = reassembler.add(chunk)
+    assert result.completed is not None and result.completed.read_bytes() == data
+
+
+def test_storage_failure_is_an_outcome(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    reassembler = Reassembler("disk", out)
+    chunks = split(b"q" * 3000, 1000, subdir="d")
+    reassembler.add(chunks[0])
+    reassembler.flush()
+    for temp in (out / "d").iterdir():
+        temp.unlink()
+    (out / "d").rmdir()
+    (out / "d").write_text("now a file, so the rename into d/ fails")
+    results = [reassembler.add(c) for c in chunks[1:]]
+    assert results[-1].status is ChunkStatus.FAILED
+    assert results[-1].failure is not None and results[-1].failure.reason is FailureReason.STORAGE
+    assert (out / "d").read_text().startswith("now a file")
