@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cluster.broker import BrokerError, LocalBroker, create_topic, kafka_jars
 
-__all__ = ["BrokerError", "LocalBroker", "create_topic", "kafka_jars"]
+__all__ = ["BrokerError", "LocalBroker", "broker_from_env", "create_topic", "kafka_jars"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from subprocess import DEVNULL, STDOUT
 from types import FrameType
@@ -363,6 +364,17 @@ def create_topic(bootstrap: str, name: str, partitions: int = 3, timeout: float 
             seen = repr(topic)
         time.sleep(0.02)
     raise BrokerError(f"topic {name!r}: {partitions} partitions with a leader not seen ({seen})")
+
+
+@contextlib.contextmanager
+def broker_from_env(env_var: str = "KAFKA_BOOTSTRAP_SERVERS") -> Iterator[str]:
+    """The broker named by ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else a local one for the duration."""
+    existing = os.environ.get(env_var)
+    if existing:
+        yield existing
+        return
+    with LocalBroker() as broker:
+        yield broker.bootstrap_servers
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

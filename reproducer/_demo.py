@@ -8,12 +8,9 @@ file and checks it byte for byte.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from reproducer._storage import Mode
@@ -52,25 +49,12 @@ def make_sample_tree(root: Path, large_bytes: int, *, seed: int = 7) -> dict[str
     return {rel: hashlib.sha512(data).hexdigest() for rel, data in files.items()}
 
 
-@contextlib.contextmanager
-def local_bootstrap() -> Iterator[str]:
-    """``$KAFKA_BOOTSTRAP_SERVERS`` if set, else a broker started for the duration."""
-    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if existing:
-        yield existing
-        return
-    from cluster.broker import LocalBroker  # noqa: PLC0415
-
-    with LocalBroker() as broker:
-        yield broker.bootstrap_servers
-
-
 def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
-    from cluster.broker import create_topic  # noqa: PLC0415
+    from cluster.broker import broker_from_env, create_topic  # noqa: PLC0415
 
     with (
         tempfile.TemporaryDirectory(prefix="reproducer-demo-") as tmp,
-        local_bootstrap() as bootstrap,
+        broker_from_env() as bootstrap,
     ):
         source = Path(tmp) / "upload"
         out = output_dir or Path(tmp) / "output"

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from cluster import LocalBroker, create_topic
+from cluster import broker_from_env, create_topic
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """$KAFKA_BOOTSTRAP_SERVERS if set, else a LocalBroker started for the session."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
-    with LocalBroker() as broker:
-        yield broker.bootstrap_servers
+    with broker_from_env() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -17,33 +18,8 @@ GOOD = make_chunk(b"0123456789abcdef", filename="data.bin", subdir_str="sub/deep
 
 
 def fields(**changes: Any) -> list[Any]:
-    values = [
-        GOOD.filename,
-        GOOD.file_hash,
-        GOOD.chunk_hash,
-        GOOD.chunk_offset_write,
-        GOOD.chunk_i,
-        GOOD.n_total_chunks,
-        GOOD.subdir_str,
-        GOOD.filename_append,
-        GOOD.data,
-        GOOD.file_mtime,
-    ]
-    names = [
-        "filename",
-        "file_hash",
-        "chunk_hash",
-        "chunk_offset_write",
-        "chunk_i",
-        "n_total_chunks",
-        "subdir_str",
-        "filename_append",
-        "data",
-        "file_mtime",
-    ]
-    for name, value in changes.items():
-        values[names.index(name)] = value
-    return values
+    """The wire fields of GOOD (the dataclass declares them in wire order), some changed."""
+    return [changes.get(f.name, getattr(GOOD, f.name)) for f in dataclasses.fields(GOOD)]
 
 
 def packed(values: Any) -> bytes:
