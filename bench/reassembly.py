@@ -28,11 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from reproducer.chunk import DataFileChunk, decode_value, encode_value
-from reproducer.reassembly import ChunkStatus, Reassembler
+from reproducer.reassembly import ChunkStatus, CompletedFile, Outcome, Reassembler
 
 CHUNK = 512 * 1024
 POOL = 16
@@ -61,6 +61,15 @@ def _data(pool: list[tuple[bytes, bytes]], f: int, i: int, length: int) -> tuple
         if length == CHUNK
         else (block[:length], hashlib.sha512(block[:length]).digest())
     )
+
+
+def _count_completed(outcomes: Iterable[Outcome]) -> int:
+    n = 0
+    for outcome in outcomes:
+        if not isinstance(outcome, CompletedFile):
+            raise SystemExit(f"unexpected failure {outcome}")
+        n += 1
+    return n
 
 
 def child(mode: str, n_files: int, file_size: int, fsync: bool) -> dict[str, object]:
@@ -112,12 +121,11 @@ def child(mode: str, n_files: int, file_size: int, fsync: bool) -> dict[str, obj
             )
             t_encode += time.perf_counter() - e0
             result = reassembler.add(decode_value(value))
-            if result.status is ChunkStatus.COMPLETED:
-                completed += 1
-            elif result.status is not ChunkStatus.STORED:
-                raise SystemExit(f"unexpected {result.status} {result.failure}")
-            del result, value  # drop a completed file, as a caller handing it on would
-        reassembler.flush()
+            if result.status not in (ChunkStatus.STORED, ChunkStatus.COMPLETING):
+                raise SystemExit(f"unexpected {result.status} {result.reason}")
+            completed += _count_completed(result.finished)
+            del result, value  # drop completed files, as a caller handing them on would
+        completed += _count_completed(reassembler.flush())
         t_work += time.perf_counter() - t0
         total += sum(length for _, _, length in items)
     reassembler.close()

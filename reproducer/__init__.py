@@ -33,6 +33,7 @@ from reproducer.reassembly import (
     CompletedFile,
     FailureReason,
     FileFailure,
+    Outcome,
     Reassembler,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "FileFailure",
     "KafkaConfig",
     "OffsetTracker",
+    "Outcome",
     "Reassembler",
     "ReproducerError",
     "UnsafePathError",

@@ -46,6 +46,15 @@ class Store:
 
 
 class MemoryStore(Store):
+    """One buffer per file, written in place.
+
+    Small files (a size hint up to ``_SMALL``) use a ``bytearray`` from the heap, whose
+    memory the allocator reuses file after file (fresh pages cost a fault each, which is
+    slow on VMs). Larger ones use an anonymous mmap: pages cost memory only once written,
+    and it grows with mremap (no copy), so a wrong hint from a bad chunk costs nothing.
+    """
+
+    _SMALL = 8 << 20
     _FIRST_MAP = 64 << 20
     # MAP_PRIVATE: a shared anonymous map (the default) is shmem, and growing it with
     # mremap leaves the new pages unbacked (SIGBUS on first write). No MADV_HUGEPAGE: with
@@ -53,7 +62,7 @@ class MemoryStore(Store):
 
     def __init__(self, capacity: int) -> None:
         self._hint = capacity
-        self._map: mmap.mmap | None = None
+        self._buf: mmap.mmap | bytearray | None = None
         self._held = 0
 
     @property
@@ -65,34 +74,39 @@ class MemoryStore(Store):
         if not data:
             return
         try:
-            # Map up to the size hint, growing by doubling: an anonymous mmap grows with
-            # mremap (no copy), so a wrong hint from a bad chunk costs nothing up front.
-            if self._map is None:
-                size = max(end, min(self._hint, self._FIRST_MAP))
-                self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            elif end > len(self._map):
-                self._map.resize(max(end, min(2 * len(self._map), self._hint)))
+            if self._buf is None:
+                if self._hint <= self._SMALL:
+                    self._buf = bytearray(max(end, self._hint))
+                else:
+                    size = max(end, min(self._hint, self._FIRST_MAP))
+                    self._buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            elif end > len(self._buf):
+                grown = max(end, min(2 * len(self._buf), max(self._hint, end)))
+                if isinstance(self._buf, bytearray):
+                    self._buf.extend(bytes(grown - len(self._buf)))
+                else:
+                    self._buf.resize(grown)
         except (OSError, ValueError, MemoryError) as exc:
             raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
-        self._map[offset:end] = data
+        self._buf[offset:end] = data
         self._held += len(data)
 
     def read(self, offset: int, length: int) -> bytes:
-        assert self._map is not None
-        return self._map[offset : offset + length]
+        assert self._buf is not None
+        return bytes(self._buf[offset : offset + length])
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
-        if size == 0 or self._map is None:
+        if size == 0 or self._buf is None:
             return memoryview(b""), None
-        view = memoryview(self._map)[:size].toreadonly()
-        self._map = None  # the view keeps the mapping alive; it is freed with the view
+        view = memoryview(self._buf)[:size].toreadonly()
+        self._buf = None  # the view keeps the buffer alive; it is freed with the view
         self._held = 0
         return view, None
 
     def discard(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        if isinstance(self._buf, mmap.mmap):
+            self._buf.close()
+        self._buf = None
         self._held = 0
 
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from reproducer.chunk import decode_value
 from reproducer.config import KafkaConfig
 from reproducer.errors import ChunkDecodeError, ReproducerError
-from reproducer.reassembly import ChunkStatus, CompletedFile, FileFailure, Reassembler
+from reproducer.reassembly import (
+    ChunkStatus,
+    CompletedFile,
+    FailureReason,
+    FileFailure,
+    Outcome,
+    Reassembler,
+)
 
 __all__ = ["DownloadReport", "download"]
 
@@ -72,6 +80,8 @@ def download(
                     log.warning("consume error on %s: %s", topic, message.error())
                     continue
                 _handle(message, reassembler, report)
+            _record(reassembler.poll(), report)
+        _record(reassembler.flush(), report)
     finally:
         consumer.close()
     report.seconds = time.monotonic() - start
@@ -90,14 +100,7 @@ def _handle(message: Any, reassembler: Reassembler, report: DownloadReport) -> N
         report.poison.append(exc)
         return
     result = reassembler.add(chunk)
-    if result.superseded is not None:
-        report.superseded.append(result.superseded)
-    if result.status is ChunkStatus.COMPLETED and result.completed is not None:
-        report.completed.append(result.completed)
-    elif result.status is ChunkStatus.FAILED and result.failure is not None:
-        log.warning("file=%s failed: %s", result.failure.relative_path, result.failure.detail)
-        report.failed.append(result.failure)
-    elif result.status is ChunkStatus.REJECTED:
+    if result.status is ChunkStatus.REJECTED:
         log.warning(
             "file=%s topic=%s[%d] offset=%d chunk rejected: %s",
             chunk.relative_path,
@@ -106,3 +109,15 @@ def _handle(message: Any, reassembler: Reassembler, report: DownloadReport) -> N
             message.offset(),
             result.reason,
         )
+    _record(result.finished, report)
+
+
+def _record(outcomes: Iterable[Outcome], report: DownloadReport) -> None:
+    for outcome in outcomes:
+        if isinstance(outcome, CompletedFile):
+            report.completed.append(outcome)
+        elif outcome.reason is FailureReason.SUPERSEDED:
+            report.superseded.append(outcome)
+        else:
+            log.warning("file=%s failed: %s", outcome.relative_path, outcome.detail)
+            report.failed.append(outcome)

@@ -1,35 +1,47 @@
 """Rebuilding whole files from chunks that arrive in any order, from any partition.
 
 Pure: no Kafka, no Ray. The caller feeds decoded chunks to :meth:`Reassembler.add` and
-gets back what each one did. Work is linear in the file size: each chunk is written once
-in place, and the whole-file SHA-512 is computed incrementally over the contiguous prefix,
-so completing a file costs about one pass of hashing.
+gets back what that chunk did and which files have finished since the last call. Work is
+linear in the file size: each chunk is written once in place, and the whole-file SHA-512
+is computed incrementally over the contiguous prefix.
 
-Every way a file can go wrong is an outcome (:class:`FileFailure`), never an exception
-that stops the caller's loop.
+Storing, hashing and finishing a file (the final check, the rename on disk) run on one
+worker thread, in order per file, while the caller decodes the next message; hashlib and
+file writes release the GIL, so two cores share the work and the caller never waits for a
+file to be verified. A finished file is reported by a later ``add`` (or :meth:`poll`,
+:meth:`flush`) in :attr:`AddResult.finished`. Every way a file can go wrong is such an
+outcome (:class:`FileFailure`), never an exception that stops the caller's loop.
 
 >>> from reproducer.chunk import make_chunk
 >>> r = Reassembler("memory")
->>> result = r.add(make_chunk(b"abc", filename="top.txt"))
->>> result.status is ChunkStatus.COMPLETED, bytes(result.completed.buffer)
-(True, b'abc')
+>>> r.add(make_chunk(b"abc", filename="top.txt")).status
+<ChunkStatus.COMPLETING: 'completing'>
+>>> [bytes(done.buffer) for done in r.flush()]
+[b'abc']
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import itertools
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from reproducer._storage import Mode, Store, StoreError, open_store
+from reproducer._outcomes import (
+    CompletedFile,
+    FailureReason,
+    FileFailure,
+    Outcome,
+    PartialFileInfo,
+)
+from reproducer._partial import Generation, PartialFile
+from reproducer._storage import Mode, StoreError, open_store
 from reproducer.chunk import DEFAULT_MAX_FILE_SIZE, DataFileChunk
-from reproducer.chunk import result_key as _result_key
 
 __all__ = [
     "AddResult",
@@ -38,6 +50,7 @@ __all__ = [
     "FailureReason",
     "FileFailure",
     "Mode",
+    "Outcome",
     "PartialFileInfo",
     "Reassembler",
 ]
@@ -48,147 +61,30 @@ class ChunkStatus(enum.Enum):
 
     STORED = "stored"
     """New data for a file that is still partial."""
-    COMPLETED = "completed"
-    """The last missing chunk: see :attr:`AddResult.completed`."""
-    FAILED = "failed"
-    """The file this chunk belongs to failed: see :attr:`AddResult.failure`."""
+    COMPLETING = "completing"
+    """The last missing chunk: the file is being verified; its outcome follows."""
     DUPLICATE = "duplicate"
     """Already stored, or part of a file that already finished: nothing changed."""
     STALE = "stale"
     """Part of an older generation of a file than the one being rebuilt: skipped."""
     REJECTED = "rejected"
-    """Inconsistent with the other chunks of its file: skipped, see :attr:`AddResult.reason`."""
-
-
-class FailureReason(enum.Enum):
-    HASH_MISMATCH = "hash_mismatch"
-    INCONSISTENT = "inconsistent"
-    EXPIRED = "expired"
-    SUPERSEDED = "superseded"
-    STORAGE = "storage"
-    ABANDONED = "abandoned"
-
-
-@dataclass(frozen=True, slots=True)
-class FileFailure:
-    """A file that will not complete, and why."""
-
-    file_id: int
-    relative_path: PurePosixPath
-    reason: FailureReason
-    detail: str
-    n_chunks_received: int
-    n_total_chunks: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompletedFile:
-    """A whole file whose SHA-512 matched.
-
-    ``buffer`` (memory and both modes) is a read-only view of the bytes; ``path`` (disk and
-    both modes) is where they were written.
-    """
-
-    file_id: int
-    subdir_str: str
-    filename: str
-    file_hash: bytes
-    n_chunks: int
-    size: int
-    file_mtime: float
-    buffer: memoryview | None
-    path: Path | None
-
-    @property
-    def relative_path(self) -> PurePosixPath:
-        return PurePosixPath(self.subdir_str, self.filename)
-
-    @property
-    def result_key(self) -> str:
-        return _result_key(self.subdir_str, self.filename)
-
-    def read_bytes(self) -> bytes:
-        """The file's bytes, from memory if held there, else read back from disk."""
-        if self.buffer is not None:
-            return bytes(self.buffer)
-        assert self.path is not None
-        return self.path.read_bytes()
+    """Inconsistent with the other chunks of its file, or unstorable: see ``reason``."""
 
 
 @dataclass(frozen=True, slots=True)
 class AddResult:
     """The outcome of :meth:`Reassembler.add`.
 
-    ``file_id`` is the partial file that now owns this chunk's message, or ``None`` when
-    no pending work depends on it (duplicate, stale, rejected): a caller tracking offsets
-    may release it at once.
+    ``file_id`` is the file that now owns this chunk's message, or ``None`` when no pending
+    work depends on it (duplicate, stale, rejected): a caller tracking offsets may release
+    it at once. ``finished`` lists files that ended since the last call, this chunk's own
+    file possibly among them (and a partial file this chunk superseded).
     """
 
     status: ChunkStatus
     file_id: int | None
-    completed: CompletedFile | None = None
-    failure: FileFailure | None = None
-    superseded: FileFailure | None = None
     reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class PartialFileInfo:
-    file_id: int
-    relative_path: PurePosixPath
-    n_chunks_received: int
-    n_total_chunks: int
-    bytes_received: int
-    first_seen: float
-    last_seen: float
-
-
-@dataclass(slots=True)
-class _Partial:
-    file_id: int
-    relative: PurePosixPath
-    subdir_str: str
-    filename: str
-    file_hash: bytes
-    n_total: int
-    mtime: float
-    store: Store
-    first_seen: float
-    last_seen: float
-    chunks: set[int] = field(default_factory=set)
-    bytes_received: int = 0
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha512)
-    hashed_to: int = 0
-    waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
-    worker: Future[None] | None = None  # the last write/hash task queued for this file
-    problem: str = ""
-    storage_failed: bool = False
-
-    def info(self) -> PartialFileInfo:
-        return PartialFileInfo(
-            self.file_id,
-            self.relative,
-            len(self.chunks),
-            self.n_total,
-            self.bytes_received,
-            self.first_seen,
-            self.last_seen,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Generation:
-    """Identity of one version of a file, for the reference's generation policy."""
-
-    file_hash: bytes
-    n_total: int
-    mtime: float
-
-    def is_newer(self, other: _Generation) -> bool:
-        """Reference policy: more chunks, or as many and a newer mtime, is a new generation."""
-        return self.n_total > other.n_total or (
-            self.n_total == other.n_total and self.mtime > other.mtime
-        )
+    finished: tuple[Outcome, ...] = ()
 
 
 class Reassembler:
@@ -197,12 +93,10 @@ class Reassembler:
     ``output_dir`` is required for the disk modes; nothing is ever written outside it.
     ``remember_finished`` bounds how many finished files are remembered so that late
     duplicates of their chunks are recognised rather than starting a file that can never
-    complete. ``clock`` is injectable for tests of :meth:`expire`.
-
-    With ``worker_thread`` (the default) storing the bytes and the whole-file SHA-512 run
-    on one background thread, in order per file, while the caller decodes the next chunk;
-    hashlib and file writes release the GIL, so two cores share the work. At most
-    ``backlog_bytes`` wait for the worker.
+    complete. ``fsync`` makes each rebuilt file durable before it is renamed into place.
+    ``worker_thread=False`` does all the work inline (finished files are then reported by
+    the very ``add`` that completed them). At most ``backlog_bytes`` wait for the worker.
+    ``clock`` is injectable for tests of :meth:`expire`.
     """
 
     def __init__(
@@ -228,93 +122,107 @@ class Reassembler:
         self._fsync = fsync
         self._clock = clock
         self._ids = itertools.count(1)
-        self._partials: dict[PurePosixPath, _Partial] = {}
-        self._finished: OrderedDict[PurePosixPath, _Generation] = OrderedDict()
+        self._partials: dict[PurePosixPath, PartialFile] = {}
+        self._completing: dict[int, PartialFile] = {}
+        self._finished: OrderedDict[PurePosixPath, Generation] = OrderedDict()
+        self._outcomes: deque[Outcome] = deque()  # appended by the worker, drained here
         self._pool = (
             ThreadPoolExecutor(1, thread_name_prefix="reassembly") if worker_thread else None
         )
-        self._backlog: deque[tuple[Future[None], int]] = deque()
+        self._backlog: deque[tuple[Future[Any], int]] = deque()
         self._backlog_bytes = 0
         self._backlog_limit = backlog_bytes
 
     # ------------------------------------------------------------------ queries
     @property
     def held_bytes(self) -> int:
-        """Bytes of partial files held in memory (0 in disk mode)."""
+        """Bytes of unfinished files held in memory (0 in disk mode)."""
         if self.mode == "disk":
             return 0
-        return sum(p.bytes_received for p in self._partials.values())
+        return self.partial_bytes + sum(p.bytes_received for p in self._completing.values())
 
     @property
     def partial_bytes(self) -> int:
-        """Bytes received for files that are not complete yet, wherever they are stored."""
+        """Bytes received for files still missing chunks, wherever they are stored."""
         return sum(p.bytes_received for p in self._partials.values())
+
+    @property
+    def n_completing(self) -> int:
+        """Files with every chunk, whose outcome is not reported yet."""
+        return len(self._completing)
 
     def partial_files(self) -> list[PartialFileInfo]:
         return [p.info() for p in self._partials.values()]
 
     def __len__(self) -> int:
+        """Files still missing chunks."""
         return len(self._partials)
 
     # ------------------------------------------------------------------ updates
     def add(self, chunk: DataFileChunk) -> AddResult:
         """Add one decoded chunk; never raises for anything about the chunk's content."""
         relative = chunk.relative_path
-        gen = _Generation(chunk.file_hash, chunk.n_total_chunks, chunk.file_mtime)
-        end = chunk.chunk_offset_write + len(chunk.data)
-        if end > self._max_file_size:
-            return AddResult(ChunkStatus.REJECTED, None, reason=f"ends past {self._max_file_size}")
+        gen = Generation(chunk.file_hash, chunk.n_total_chunks, chunk.file_mtime)
+        if chunk.chunk_offset_write + len(chunk.data) > self._max_file_size:
+            return self._result(ChunkStatus.REJECTED, None, f"ends past {self._max_file_size}")
 
-        superseded = None
+        ended: list[Outcome] = []
         partial = self._partials.get(relative)
-        if partial is not None and partial.file_hash != chunk.file_hash:
-            current = _Generation(partial.file_hash, partial.n_total, partial.mtime)
-            if not gen.is_newer(current):
-                return AddResult(ChunkStatus.STALE, None)
+        if partial is not None and partial.generation.file_hash != gen.file_hash:
+            if not gen.is_newer(partial.generation):
+                return self._result(ChunkStatus.STALE, None)
             # Unlike the reference (defect 3), the chunk that starts the new generation is kept.
-            superseded = self._fail(partial, FailureReason.SUPERSEDED, "a newer version arrived")
+            ended.append(self._fail(partial, FailureReason.SUPERSEDED, "a newer version arrived"))
             partial = None
         if partial is None:
-            finished = self._finished.get(relative)
-            if finished is not None:
-                if finished.file_hash == gen.file_hash:
-                    return AddResult(ChunkStatus.DUPLICATE, None, superseded=superseded)
-                if finished.file_hash != gen.file_hash and not gen.is_newer(finished):
-                    return AddResult(ChunkStatus.STALE, None, superseded=superseded)
+            previous = self._finished.get(relative)
+            if previous is not None:
+                if previous.file_hash == gen.file_hash:
+                    return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
+                if not gen.is_newer(previous):
+                    return self._result(ChunkStatus.STALE, None, ended=ended)
             try:
-                partial = self._start(chunk, relative)
+                partial = self._start(chunk, relative, gen)
             except StoreError as exc:
-                return AddResult(ChunkStatus.REJECTED, None, superseded=superseded, reason=str(exc))
+                return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
 
-        if chunk.n_total_chunks != partial.n_total:
-            return AddResult(
-                ChunkStatus.REJECTED,
-                None,
-                superseded=superseded,
-                reason=f"n_total_chunks {chunk.n_total_chunks} != {partial.n_total} "
-                "of other chunks with the same file hash",
+        if chunk.n_total_chunks != partial.generation.n_total:
+            reason = (
+                f"n_total_chunks {chunk.n_total_chunks} != {partial.generation.n_total} "
+                "of other chunks with the same file hash"
             )
+            return self._result(ChunkStatus.REJECTED, None, reason, ended)
         if chunk.chunk_i in partial.chunks:
-            return AddResult(ChunkStatus.DUPLICATE, None, superseded=superseded)
+            return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
 
         partial.last_seen = self._clock()
-        try:
-            self._store(partial, chunk)
-        except StoreError as exc:
-            failure = self._fail(partial, FailureReason.STORAGE, str(exc))
-            return AddResult(
-                ChunkStatus.FAILED, partial.file_id, failure=failure, superseded=superseded
-            )
-        if len(partial.chunks) < partial.n_total:
-            return AddResult(ChunkStatus.STORED, partial.file_id, superseded=superseded)
-        return self._complete(partial, superseded)
+        partial.chunks.add(chunk.chunk_i)
+        partial.bytes_received += len(chunk.data)
+        self._submit(
+            partial,
+            len(chunk.data),
+            partial.write_and_hash,
+            chunk.chunk_i,
+            chunk.chunk_offset_write,
+            chunk.data,
+        )
+        if not partial.complete:
+            return self._result(ChunkStatus.STORED, partial.file_id, ended=ended)
+        self._remember_generation(partial)
+        self._completing[partial.file_id] = partial
+        self._submit(partial, 0, self._finish, partial)
+        return self._result(ChunkStatus.COMPLETING, partial.file_id, ended=ended)
 
-    def flush(self) -> None:
-        """Wait until the worker thread has stored and hashed every chunk added so far."""
+    def poll(self) -> list[Outcome]:
+        """Files that ended since the last call, without waiting."""
+        return self._drain()
+
+    def flush(self) -> list[Outcome]:
+        """Wait until the worker has done everything queued; return what ended meanwhile."""
         while self._backlog:
-            done, size = self._backlog.popleft()
-            done.result()
-            self._backlog_bytes -= size
+            self._backlog.popleft()[0].result()
+        self._backlog_bytes = 0
+        return self._drain()
 
     def expire(self, idle_seconds: float) -> list[FileFailure]:
         """Give up on partial files that received no chunk for ``idle_seconds``."""
@@ -331,14 +239,18 @@ class Reassembler:
                 return self._fail(partial, FailureReason.ABANDONED, detail)
         return None
 
-    def close(self) -> list[FileFailure]:
-        """Drop every partial file, freeing memory and removing temporary files."""
-        return [
+    def close(self) -> list[Outcome]:
+        """Finish queued work, drop every partial file (removing temporary files), stop."""
+        outcomes: list[Outcome] = self.flush()
+        outcomes += [
             self._fail(p, FailureReason.ABANDONED, "closed") for p in list(self._partials.values())
         ]
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        return outcomes
 
     # ------------------------------------------------------------------ internals
-    def _start(self, chunk: DataFileChunk, relative: PurePosixPath) -> _Partial:
+    def _start(self, chunk: DataFileChunk, relative: PurePosixPath, gen: Generation) -> PartialFile:
         n, length = chunk.n_total_chunks, len(chunk.data)
         end = chunk.chunk_offset_write + length
         # Exact for the last chunk; for uniform chunking n*length bounds the size from above.
@@ -351,130 +263,57 @@ class Reassembler:
             fsync=self._fsync,
         )
         now = self._clock()
-        partial = _Partial(
-            file_id=next(self._ids),
-            relative=relative,
-            subdir_str=chunk.subdir_str,
-            filename=relative.name,
-            file_hash=chunk.file_hash,
-            n_total=n,
-            mtime=chunk.file_mtime,
-            store=store,
-            first_seen=now,
-            last_seen=now,
-        )
+        partial = PartialFile(next(self._ids), relative, chunk.subdir_str, gen, store, now, now)
         self._partials[relative] = partial
         return partial
 
-    def _store(self, partial: _Partial, chunk: DataFileChunk) -> None:
-        """Account the chunk now; write and hash it on the worker (or inline)."""
-        partial.chunks.add(chunk.chunk_i)
-        partial.bytes_received += len(chunk.data)
+    def _submit(
+        self, partial: PartialFile, size: int, task: Callable[..., object], *args: object
+    ) -> None:
+        """Run ``task`` on the worker after everything queued before it, or inline."""
         if self._pool is None:
-            self._write_and_hash(partial, chunk.chunk_i, chunk.chunk_offset_write, chunk.data)
+            task(*args)
             return
-        # One worker runs the tasks in submission order, so each file's are in order, while
-        # the caller decodes (and hashes) the next chunk: hashlib and pwrite release the GIL.
-        partial.worker = self._pool.submit(
-            self._write_and_hash, partial, chunk.chunk_i, chunk.chunk_offset_write, chunk.data
-        )
-        self._backlog.append((partial.worker, len(chunk.data)))
-        self._backlog_bytes += len(chunk.data)
+        partial.last_task = self._pool.submit(task, *args)
+        self._backlog.append((partial.last_task, size))
+        self._backlog_bytes += size
         while self._backlog and (
             self._backlog_bytes > self._backlog_limit or self._backlog[0][0].done()
         ):
-            done, size = self._backlog.popleft()
+            done, done_size = self._backlog.popleft()
             done.result()
-            self._backlog_bytes -= size
+            self._backlog_bytes -= done_size
 
-    @staticmethod
-    def _write_and_hash(partial: _Partial, chunk_i: int, offset: int, data: bytes) -> None:
-        """Store the bytes and extend the hashed prefix. Never raises: problems are recorded."""
-        if partial.problem:
-            return
-        if offset < partial.hashed_to or offset in partial.waiting:
-            partial.problem = f"chunk {chunk_i} at offset {offset} overlaps another chunk"
-            return
-        try:
-            partial.store.write(offset, data)
-            if offset != partial.hashed_to:
-                partial.waiting[offset] = len(data)
-                return
-            # This chunk, then any that arrived early and now follow the prefix.
-            partial.hasher.update(data)
-            partial.hashed_to += len(data)
-            while partial.hashed_to in partial.waiting:
-                length = partial.waiting.pop(partial.hashed_to)
-                partial.hasher.update(partial.store.read(partial.hashed_to, length))
-                partial.hashed_to += length
-        except StoreError as exc:
-            partial.problem, partial.storage_failed = str(exc), True
-        except Exception as exc:  # noqa: BLE001 - a worker task must never raise
-            partial.problem, partial.storage_failed = f"{type(exc).__name__}: {exc}", True
+    def _finish(self, partial: PartialFile) -> None:
+        self._outcomes.append(partial.finish())
 
-    def _settle(self, partial: _Partial) -> None:
-        """Wait until the worker has done everything queued for ``partial``."""
-        if partial.worker is not None:
-            partial.worker.result()
-            partial.worker = None
+    def _result(
+        self,
+        status: ChunkStatus,
+        file_id: int | None,
+        reason: str = "",
+        ended: Iterable[Outcome] = (),
+    ) -> AddResult:
+        return AddResult(status, file_id, reason, (*ended, *self._drain()))
 
-    def _complete(self, partial: _Partial, superseded: FileFailure | None) -> AddResult:
-        self._settle(partial)
-        if not partial.problem and (partial.waiting or partial.hashed_to != partial.bytes_received):
-            gaps = sorted(partial.waiting)[:3]
-            partial.problem = f"chunks do not tile the file: gap before offsets {gaps}"
-        if partial.problem:
-            reason = FailureReason.STORAGE if partial.storage_failed else FailureReason.INCONSISTENT
-            failure = self._fail(partial, reason, partial.problem)
-            return AddResult(
-                ChunkStatus.FAILED, partial.file_id, failure=failure, superseded=superseded
-            )
-        if partial.hasher.digest() != partial.file_hash:
-            failure = self._fail(
-                partial,
-                FailureReason.HASH_MISMATCH,
-                f"SHA-512 of the {partial.hashed_to} rebuilt bytes does not match the file hash",
-            )
-            return AddResult(
-                ChunkStatus.FAILED, partial.file_id, failure=failure, superseded=superseded
-            )
-        try:
-            buffer, path = partial.store.finish(partial.hashed_to)
-        except StoreError as exc:
-            failure = self._fail(partial, FailureReason.STORAGE, str(exc))
-            return AddResult(
-                ChunkStatus.FAILED, partial.file_id, failure=failure, superseded=superseded
-            )
-        self._forget(partial)
-        completed = CompletedFile(
-            file_id=partial.file_id,
-            subdir_str=partial.subdir_str,
-            filename=partial.filename,
-            file_hash=partial.file_hash,
-            n_chunks=partial.n_total,
-            size=partial.hashed_to,
-            file_mtime=partial.mtime,
-            buffer=buffer,
-            path=path,
-        )
-        return AddResult(
-            ChunkStatus.COMPLETED, partial.file_id, completed=completed, superseded=superseded
-        )
+    def _drain(self) -> list[Outcome]:
+        drained = []
+        while self._outcomes:
+            outcome = self._outcomes.popleft()
+            self._completing.pop(outcome.file_id, None)
+            drained.append(outcome)
+        return drained
 
-    def _fail(self, partial: _Partial, reason: FailureReason, detail: str) -> FileFailure:
-        self._settle(partial)
-        partial.store.discard()
-        self._forget(partial)
-        return FileFailure(
-            partial.file_id, partial.relative, reason, detail, len(partial.chunks), partial.n_total
-        )
+    def _fail(self, partial: PartialFile, reason: FailureReason, detail: str) -> FileFailure:
+        if partial.last_task is not None:
+            partial.last_task.result()  # the worker must be done with its bytes first
+        self._remember_generation(partial)
+        return partial.discard(reason, detail)
 
-    def _forget(self, partial: _Partial) -> None:
+    def _remember_generation(self, partial: PartialFile) -> None:
         """Remove a partial file and remember its generation as finished."""
-        del self._partials[partial.relative]
-        self._finished[partial.relative] = _Generation(
-            partial.file_hash, partial.n_total, partial.mtime
-        )
+        self._partials.pop(partial.relative, None)
+        self._finished[partial.relative] = partial.generation
         self._finished.move_to_end(partial.relative)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from reproducer.chunk import DataFileChunk, decode_value, encode_value
-from reproducer.reassembly import ChunkStatus, Reassembler
+from reproducer.reassembly import ChunkStatus, CompletedFile, Reassembler
 from reproducer.upload import UploadSource, chunks_of, find_files
 
 VECTORS = Path(__file__).parents[1] / "data" / "openmsistream-1.8.8.jsonl"
@@ -73,12 +73,13 @@ def test_rebuild_shuffled_with_duplicates(mode: str, seed: int, tmp_path: Path) 
             assert result.status in (
                 ChunkStatus.STORED,
                 ChunkStatus.DUPLICATE,
-                ChunkStatus.COMPLETED,
+                ChunkStatus.COMPLETING,
             )
-            if result.completed:
-                completed.append(result.completed)
+            completed += result.finished
+        completed += reassembler.flush()
         assert len(completed) == 1, file
         done = completed[0]
+        assert isinstance(done, CompletedFile)
         assert done.relative_path.as_posix() == file
         assert hashlib.sha512(done.read_bytes()).hexdigest() == vectors[0]["file_sha512"]
         assert done.result_key == vectors[0]["result_key"]
@@ -135,6 +136,7 @@ def test_empty_file_is_one_empty_chunk(tmp_path: Path) -> None:
     assert (chunk.n_total_chunks, chunk.chunk_offset_write, chunk.data) == (1, 0, b"")
     assert chunk.file_hash == chunk.chunk_hash == empty
     assert isinstance(decode_value(encode_value(chunk)), DataFileChunk)
-    result = Reassembler().add(decode_value(encode_value(chunk)))
-    assert result.status is ChunkStatus.COMPLETED
-    assert result.completed is not None and result.completed.read_bytes() == b""
+    reassembler = Reassembler()
+    assert reassembler.add(decode_value(encode_value(chunk))).status is ChunkStatus.COMPLETING
+    (done,) = reassembler.flush()
+    assert isinstance(done, CompletedFile) and done.read_bytes() == b"" and done.size == 0

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from reproducer.chunk import DataFileChunk, make_chunk
-from reproducer.reassembly import ChunkStatus, FailureReason, Reassembler
+from reproducer.reassembly import (
+    AddResult,
+    ChunkStatus,
+    CompletedFile,
+    FailureReason,
+    FileFailure,
+    Outcome,
+    Reassembler,
+)
 
 
 def split(
@@ -40,6 +48,26 @@ def make(mode: str, tmp_path: Path, **kwargs: object) -> Reassembler:
 MODES = ["memory", "disk", "both"]
 
 
+def feed(
+    reassembler: Reassembler, chunks: list[DataFileChunk]
+) -> tuple[list[AddResult], list[Outcome]]:
+    """Add every chunk; return each add's result and every outcome, after a flush."""
+    results = [reassembler.add(c) for c in chunks]
+    return results, [o for r in results for o in r.finished] + reassembler.flush()
+
+
+def completed(outcomes: list[Outcome]) -> CompletedFile:
+    (done,) = outcomes
+    assert isinstance(done, CompletedFile), done
+    return done
+
+
+def failed(outcomes: list[Outcome]) -> FileFailure:
+    (failure,) = outcomes
+    assert isinstance(failure, FileFailure), failure
+    return failure
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_out_of_order_with_duplicates(mode: str, tmp_path: Path) -> None:
     data = random.Random(1).randbytes(100_003)
@@ -47,8 +75,10 @@ def test_out_of_order_with_duplicates(mode: str, tmp_path: Path) -> None:
     order = chunks + chunks[::7]
     random.Random(2).shuffle(order)
     reassembler = make(mode, tmp_path)
-    statuses = [reassembler.add(c).status for c in order]
-    assert statuses.count(ChunkStatus.COMPLETED) == 1
+    results, outcomes = feed(reassembler, order)
+    statuses = [r.status for r in results]
+    assert statuses.count(ChunkStatus.COMPLETING) == 1
+    assert completed(outcomes).read_bytes() == data
     assert statuses.count(ChunkStatus.STORED) == len(chunks) - 1
     done = [r for r in statuses if r is ChunkStatus.DUPLICATE]
     assert len(done) == len(order) - len(chunks)
@@ -58,9 +88,8 @@ def test_out_of_order_with_duplicates(mode: str, tmp_path: Path) -> None:
 def test_completed_file_content_and_location(mode: str, tmp_path: Path) -> None:
     data = os.urandom(50_000)
     reassembler = make(mode, tmp_path)
-    results = [reassembler.add(c) for c in split(data, 8192, subdir="x/y", filename="z.h5")]
-    done = results[-1].completed
-    assert done is not None
+    _, outcomes = feed(reassembler, split(data, 8192, subdir="x/y", filename="z.h5"))
+    done = completed(outcomes)
     assert done.read_bytes() == data
     assert done.size == len(data) and done.n_chunks == 7
     assert done.result_key == "x_y_z.h5_chunk_processing_result"
@@ -86,14 +115,12 @@ def test_new_generation_starting_chunk_is_kept() -> None:
     assert reassembler.add(old[0]).status is ChunkStatus.STORED
     first_new = reassembler.add(new[0])
     assert first_new.status is ChunkStatus.STORED
-    assert first_new.superseded is not None
-    assert first_new.superseded.reason is FailureReason.SUPERSEDED
+    assert failed(list(first_new.finished)).reason is FailureReason.SUPERSEDED
     # stale chunks of the old generation are skipped and own no offsets
     stale = reassembler.add(old[1])
     assert (stale.status, stale.file_id) == (ChunkStatus.STALE, None)
-    results = [reassembler.add(c) for c in new[1:]]
-    assert results[-1].completed is not None
-    assert results[-1].completed.read_bytes() == b"new content!" * 100
+    _, outcomes = feed(reassembler, new[1:])
+    assert completed(outcomes).read_bytes() == b"new content!" * 100
 
 
 def test_more_chunks_is_a_new_generation_even_if_older_mtime() -> None:
@@ -101,7 +128,7 @@ def test_more_chunks_is_a_new_generation_even_if_older_mtime() -> None:
     longer = split(b"b" * 150, 50, mtime=1.0)
     reassembler = Reassembler()
     reassembler.add(short[0])
-    assert reassembler.add(longer[0]).superseded is not None
+    assert failed(list(reassembler.add(longer[0]).finished)).reason is FailureReason.SUPERSEDED
     assert reassembler.add(short[1]).status is ChunkStatus.STALE
 
 
@@ -109,8 +136,7 @@ def test_late_chunks_of_finished_or_older_files() -> None:
     v1 = split(b"1" * 100, 50, mtime=1.0)
     v2 = split(b"2" * 100, 50, mtime=2.0)
     reassembler = Reassembler()
-    for c in v2:
-        reassembler.add(c)
+    feed(reassembler, v2)
     assert reassembler.add(v2[0]).status is ChunkStatus.DUPLICATE
     assert reassembler.add(v1[0]).status is ChunkStatus.STALE
     assert len(reassembler) == 0
@@ -126,16 +152,16 @@ def test_hash_mismatch_is_an_outcome(mode: str, tmp_path: Path) -> None:
         for c in chunks
     ]
     reassembler = make(mode, tmp_path)
-    results = [reassembler.add(c) for c in wrong]
-    assert results[-1].status is ChunkStatus.FAILED
-    assert results[-1].failure is not None
-    assert results[-1].failure.reason is FailureReason.HASH_MISMATCH
-    assert results[-1].file_id is not None
-    assert reassembler.held_bytes == 0 and len(reassembler) == 0
+    results, outcomes = feed(reassembler, wrong)
+    assert results[-1].status is ChunkStatus.COMPLETING and results[-1].file_id is not None
+    failure = failed(outcomes)
+    assert failure.reason is FailureReason.HASH_MISMATCH and failure.file_id == results[-1].file_id
+    assert reassembler.held_bytes == 0 and len(reassembler) == 0 and reassembler.n_completing == 0
     if mode != "memory":
         assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
     # the loop goes on: the next file still works
-    assert reassembler.add(make_chunk(b"ok", filename="next")).status is ChunkStatus.COMPLETED
+    _, outcomes = feed(reassembler, [make_chunk(b"ok", filename="next")])
+    assert completed(outcomes).read_bytes() == b"ok"
 
 
 def test_overlapping_chunks_are_inconsistent() -> None:
@@ -150,20 +176,14 @@ def test_overlapping_chunks_are_inconsistent() -> None:
         chunk_i=2,
         n_total_chunks=2,
     )
-    reassembler = Reassembler()
-    reassembler.add(first)
-    result = reassembler.add(second)
-    assert result.status is ChunkStatus.FAILED
-    assert result.failure is not None and result.failure.reason is FailureReason.INCONSISTENT
+    _, outcomes = feed(Reassembler(), [first, second])
+    assert failed(outcomes).reason is FailureReason.INCONSISTENT
 
 
 def test_gap_is_inconsistent() -> None:
     file_hash = hashlib.sha512(b"ab").digest()
-    reassembler = Reassembler()
-    reassembler.add(
-        make_chunk(b"a", filename="g", file_hash=file_hash, chunk_i=1, n_total_chunks=2)
-    )
-    result = reassembler.add(
+    chunks = [
+        make_chunk(b"a", filename="g", file_hash=file_hash, chunk_i=1, n_total_chunks=2),
         make_chunk(
             b"b",
             filename="g",
@@ -171,9 +191,10 @@ def test_gap_is_inconsistent() -> None:
             chunk_offset_write=5,
             chunk_i=2,
             n_total_chunks=2,
-        )
-    )
-    assert result.failure is not None and result.failure.reason is FailureReason.INCONSISTENT
+        ),
+    ]
+    _, outcomes = feed(Reassembler(), chunks)
+    assert failed(outcomes).reason is FailureReason.INCONSISTENT
 
 
 def test_conflicting_chunk_count_is_rejected_not_fatal() -> None:
@@ -190,7 +211,8 @@ def test_conflicting_chunk_count_is_rejected_not_fatal() -> None:
     )
     result = reassembler.add(odd)
     assert result.status is ChunkStatus.REJECTED and "n_total_chunks" in result.reason
-    assert [reassembler.add(c).status for c in chunks[1:]][-1] is ChunkStatus.COMPLETED
+    _, outcomes = feed(reassembler, chunks[1:])
+    assert completed(outcomes).read_bytes() == b"x" * 100
 
 
 def test_disk_mode_replaces_an_older_longer_file(tmp_path: Path) -> None:
@@ -199,8 +221,8 @@ def test_disk_mode_replaces_an_older_longer_file(tmp_path: Path) -> None:
     target.parent.mkdir(parents=True)
     target.write_bytes(b"OLD" * 10_000)
     reassembler = make("disk", tmp_path)
-    results = [reassembler.add(c) for c in split(b"new", 2, subdir="s")]
-    assert results[-1].status is ChunkStatus.COMPLETED
+    _, outcomes = feed(reassembler, split(b"new", 2, subdir="s"))
+    assert completed(outcomes).path == target
     assert target.read_bytes() == b"new"
 
 
@@ -247,7 +269,7 @@ def test_disk_mode_holds_no_memory(tmp_path: Path) -> None:
         reassembler.add(c)
     assert reassembler.held_bytes == 0 and reassembler.partial_bytes == 5000
     failures = reassembler.close()
-    assert len(failures) == 1
+    assert [f.reason for f in failures] == [FailureReason.ABANDONED]  # type: ignore[union-attr]
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
@@ -288,10 +310,12 @@ def test_inline_and_worker_thread_agree(mode: str, worker_thread: bool, tmp_path
     order = split(data, 1000)
     random.Random(4).shuffle(order)
     reassembler = make(mode, tmp_path, worker_thread=worker_thread, backlog_bytes=5000)
-    results = [reassembler.add(c) for c in order]
-    assert [r.status for r in results].count(ChunkStatus.COMPLETED) == 1
-    assert results[-1].completed is not None and results[-1].completed.read_bytes() == data
-    reassembler.close()
+    results, outcomes = feed(reassembler, order)
+    assert [r.status for r in results].count(ChunkStatus.COMPLETING) == 1
+    assert completed(outcomes).read_bytes() == data
+    if not worker_thread:  # inline: the completing add reports the file itself
+        assert results[-1].finished == tuple(outcomes)
+    assert reassembler.close() == []
 
 
 def test_memory_map_grows_past_its_first_size(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,10 +326,8 @@ def test_memory_map_grows_past_its_first_size(monkeypatch: pytest.MonkeyPatch) -
     data = random.Random(5).randbytes(300_000)
     chunks = split(data, 10_000)
     # chunk sizes that differ from the first one make the size estimate too small
-    reassembler = Reassembler()
-    for chunk in chunks:
-        result = reassembler.add(chunk)
-    assert result.completed is not None and result.completed.read_bytes() == data
+    _, outcomes = feed(Reassembler(), chunks)
+    assert completed(outcomes).read_bytes() == data
 
 
 def test_storage_failure_is_an_outcome(tmp_path: Path) -> None:
@@ -318,7 +340,6 @@ def test_storage_failure_is_an_outcome(tmp_path: Path) -> None:
         temp.unlink()
     (out / "d").rmdir()
     (out / "d").write_text("now a file, so the rename into d/ fails")
-    results = [reassembler.add(c) for c in chunks[1:]]
-    assert results[-1].status is ChunkStatus.FAILED
-    assert results[-1].failure is not None and results[-1].failure.reason is FailureReason.STORAGE
+    _, outcomes = feed(reassembler, chunks[1:])
+    assert failed(outcomes).reason is FailureReason.STORAGE
     assert (out / "d").read_text().startswith("now a file")

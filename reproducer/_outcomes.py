@@ -1,0 +1,82 @@
+"""What the reassembler reports: finished files, failed files, and partial-file snapshots."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TypeAlias
+
+from reproducer.chunk import result_key as _result_key
+
+__all__ = ["CompletedFile", "FailureReason", "FileFailure", "Outcome", "PartialFileInfo"]
+
+
+class FailureReason(enum.Enum):
+    HASH_MISMATCH = "hash_mismatch"
+    INCONSISTENT = "inconsistent"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    STORAGE = "storage"
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailure:
+    """A file that will not complete, and why."""
+
+    file_id: int
+    relative_path: PurePosixPath
+    reason: FailureReason
+    detail: str
+    n_chunks_received: int
+    n_total_chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedFile:
+    """A whole file whose SHA-512 matched.
+
+    ``buffer`` (memory and both modes) is a read-only view of the bytes; ``path`` (disk and
+    both modes) is where they were written.
+    """
+
+    file_id: int
+    subdir_str: str
+    filename: str
+    file_hash: bytes
+    n_chunks: int
+    size: int
+    file_mtime: float
+    buffer: memoryview | None
+    path: Path | None
+
+    @property
+    def relative_path(self) -> PurePosixPath:
+        return PurePosixPath(self.subdir_str, self.filename)
+
+    @property
+    def result_key(self) -> str:
+        return _result_key(self.subdir_str, self.filename)
+
+    def read_bytes(self) -> bytes:
+        """The file's bytes, from memory if held there, else read back from disk."""
+        if self.buffer is not None:
+            return bytes(self.buffer)
+        assert self.path is not None
+        return self.path.read_bytes()
+
+
+Outcome: TypeAlias = CompletedFile | FileFailure
+"""How a file ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartialFileInfo:
+    file_id: int
+    relative_path: PurePosixPath
+    n_chunks_received: int
+    n_total_chunks: int
+    bytes_received: int
+    first_seen: float
+    last_seen: float

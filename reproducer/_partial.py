@@ -1,0 +1,134 @@
+"""One file being rebuilt: its bytes, its running hash, and how it ends.
+
+The methods that touch the bytes (:meth:`PartialFile.write_and_hash`,
+:meth:`PartialFile.finish`) may run on the reassembler's worker thread; they never raise,
+they record problems. Bookkeeping fields (``chunks``, ``bytes_received``, ``last_seen``)
+belong to the caller's thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from reproducer._outcomes import CompletedFile, FailureReason, FileFailure, PartialFileInfo
+from reproducer._storage import Store, StoreError
+
+__all__ = ["Generation", "PartialFile"]
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """Identity of one version of a file, for the reference's generation policy."""
+
+    file_hash: bytes
+    n_total: int
+    mtime: float
+
+    def is_newer(self, other: Generation) -> bool:
+        """Reference policy: more chunks, or as many and a newer mtime, is a new generation."""
+        return self.n_total > other.n_total or (
+            self.n_total == other.n_total and self.mtime > other.mtime
+        )
+
+
+@dataclass(eq=False, slots=True)
+class PartialFile:
+    file_id: int
+    relative: PurePosixPath
+    subdir_str: str
+    generation: Generation
+    store: Store
+    first_seen: float
+    last_seen: float
+    chunks: set[int] = field(default_factory=set)
+    bytes_received: int = 0
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha512)
+    hashed_to: int = 0
+    waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
+    last_task: Future[object] | None = None  # the last worker task queued for this file
+    problem: str = ""
+    storage_failed: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return len(self.chunks) == self.generation.n_total
+
+    def info(self) -> PartialFileInfo:
+        return PartialFileInfo(
+            self.file_id,
+            self.relative,
+            len(self.chunks),
+            self.generation.n_total,
+            self.bytes_received,
+            self.first_seen,
+            self.last_seen,
+        )
+
+    def failure(self, reason: FailureReason, detail: str) -> FileFailure:
+        return FileFailure(
+            self.file_id, self.relative, reason, detail, len(self.chunks), self.generation.n_total
+        )
+
+    def write_and_hash(self, chunk_i: int, offset: int, data: bytes) -> None:
+        """Store the bytes and extend the hashed prefix."""
+        if self.problem:
+            return
+        if offset < self.hashed_to or offset in self.waiting:
+            self.problem = f"chunk {chunk_i} at offset {offset} overlaps another chunk"
+            return
+        try:
+            self.store.write(offset, data)
+            if offset != self.hashed_to:
+                self.waiting[offset] = len(data)
+                return
+            # This chunk, then any that arrived early and now follow the prefix.
+            self.hasher.update(data)
+            self.hashed_to += len(data)
+            while self.hashed_to in self.waiting:
+                length = self.waiting.pop(self.hashed_to)
+                self.hasher.update(self.store.read(self.hashed_to, length))
+                self.hashed_to += length
+        except StoreError as exc:
+            self.problem, self.storage_failed = str(exc), True
+        except Exception as exc:  # noqa: BLE001 - a worker task must never raise
+            self.problem, self.storage_failed = f"{type(exc).__name__}: {exc}", True
+
+    def finish(self) -> CompletedFile | FileFailure:
+        """Check the whole file (tiling, SHA-512) and make it final, or discard it."""
+        try:
+            if not self.problem and (self.waiting or self.hashed_to != self.bytes_received):
+                gaps = sorted(self.waiting)[:3]
+                self.problem = f"chunks do not tile the file: gap before offsets {gaps}"
+            if self.problem:
+                reason = (
+                    FailureReason.STORAGE if self.storage_failed else FailureReason.INCONSISTENT
+                )
+                return self.discard(reason, self.problem)
+            if self.hasher.digest() != self.generation.file_hash:
+                return self.discard(
+                    FailureReason.HASH_MISMATCH,
+                    f"SHA-512 of the {self.hashed_to} rebuilt bytes does not match the file hash",
+                )
+            buffer, path = self.store.finish(self.hashed_to)
+        except StoreError as exc:
+            return self.discard(FailureReason.STORAGE, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a worker task must never raise
+            return self.discard(FailureReason.STORAGE, f"{type(exc).__name__}: {exc}")
+        return CompletedFile(
+            file_id=self.file_id,
+            subdir_str=self.subdir_str,
+            filename=self.relative.name,
+            file_hash=self.generation.file_hash,
+            n_chunks=self.generation.n_total,
+            size=self.hashed_to,
+            file_mtime=self.generation.mtime,
+            buffer=buffer,
+            path=path,
+        )
+
+    def discard(self, reason: FailureReason, detail: str) -> FileFailure:
+        self.store.discard()
+        return self.failure(reason, detail)
