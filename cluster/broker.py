@@ -37,6 +37,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from reproducer.errors import ReproducerError
+
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
@@ -52,7 +54,7 @@ Kind = Literal["kafka", "tansu"]
 Prefer = Literal["auto", "kafka", "tansu"]
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ReproducerError, RuntimeError):
     """The broker, or its jars, could not be fetched, started or used."""
 
 

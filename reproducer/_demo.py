@@ -68,7 +68,7 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             f"upload:   {sent.n_chunks} chunks, {sent.n_bytes / 1e6:.1f} MB, {sent.mb_per_s:.1f} MB/s"
         )
         reassembler = Reassembler(mode, out if mode != "memory" else None)
-        got = download(config, topic, reassembler, n_files=len(find_files([source])))
+        got = download(config, topic, reassembler, n_files=len(find_files([source]).sources))
         print(
             f"rebuild:  {len(got.completed)} files in {mode} mode, {got.n_bytes / 1e6:.1f} MB read, "
             f"{got.n_bytes / 1e6 / max(got.seconds, 1e-9):.1f} MB/s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,18 @@ Mode = Literal["memory", "disk", "both"]
 
 class StoreError(Exception):
     """The bytes of a file could not be stored (out of memory, disk full, unsafe path)."""
+
+
+_fd_lock = threading.Lock()
+_fd_count = 0
+
+
+def _count_fds(delta: int) -> int:
+    """Descriptors held open by disk stores in this process (both threads change it)."""
+    global _fd_count  # noqa: PLW0603 - one process-wide count, behind a lock
+    with _fd_lock:
+        _fd_count += delta
+        return _fd_count
 
 
 class Store:
@@ -110,47 +123,64 @@ class MemoryStore(Store):
         self._held = 0
 
 
+def _inside(root: Path, folder: Path) -> bool:
+    """Whether ``folder`` (or, if it does not exist yet, its nearest existing ancestor)
+    resolves inside ``root``: a symlink already under ``root`` must not lead elsewhere."""
+    existing = folder
+    while not os.path.lexists(existing) and existing not in (root, existing.parent):
+        existing = existing.parent
+    try:
+        return existing.resolve(strict=True).is_relative_to(root)
+    except (OSError, RuntimeError):  # dangling link or a symlink loop
+        return False
+
+
 class DiskStore(Store):
     def __init__(self, output_dir: Path, relative: str, *, fsync: bool) -> None:
-        root = output_dir.resolve()
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            root = output_dir.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"cannot use the output folder {output_dir}: {exc}") from exc
         final = root.joinpath(*relative.split("/"))
+        # Checked before and after mkdir: nothing is created outside the output folder.
+        if not _inside(root, final.parent):
+            raise StoreError(f"{relative!r} resolves outside the output folder {root}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {final.parent}: {exc}") from exc
-        # A symlink already inside output_dir must not lead the write elsewhere.
-        if not final.parent.resolve().is_relative_to(root):
+        if not _inside(root, final.parent):
             raise StoreError(f"{relative!r} resolves outside the output folder {root}")
         self.final = final
-        self.temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.partial")
+        # A short name: a long but valid file name plus a suffix must not exceed NAME_MAX.
+        self.temp = final.with_name(f".rr-{uuid.uuid4().hex[:16]}.partial")
         self._fsync = fsync
         try:
             self._fd: int | None = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except OSError as exc:
             raise StoreError(f"cannot create {self.temp}: {exc}") from exc
-        DiskStore._open_fds += 1
+        _count_fds(+1)
         self._release_if_crowded()
 
     # Each partial file keeps its descriptor open (one syscall per chunk, not three),
     # unless too many partial files are open at once; then they reopen per operation.
-    # The count is approximate (updated from two threads without a lock): a soft cap.
-    _open_fds = 0
     MAX_OPEN_FDS = 256
 
     def _descriptor(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.temp, os.O_RDWR)
-            DiskStore._open_fds += 1
+            _count_fds(+1)
         return self._fd
 
     def _close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-            DiskStore._open_fds -= 1
+            fd, self._fd = self._fd, None
+            _count_fds(-1)
+            os.close(fd)
 
     def _release_if_crowded(self) -> None:
-        if DiskStore._open_fds > self.MAX_OPEN_FDS:
+        if _count_fds(0) > self.MAX_OPEN_FDS:
             self._close()
 
     def write(self, offset: int, data: bytes) -> None:
@@ -181,6 +211,12 @@ class DiskStore(Store):
             self._close()
             # Atomic: an older, longer file of the same name is replaced whole (defect 5).
             self.temp.replace(self.final)
+            if self._fsync:  # make the rename itself durable
+                folder = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
         except OSError as exc:
             self.discard()
             raise StoreError(f"cannot complete {self.final}: {exc}") from exc

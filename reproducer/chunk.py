@@ -289,9 +289,9 @@ def validate_relative_path(
 ) -> None:
     """Raise :class:`UnsafePathError` unless ``text`` is a safe '/'-separated relative path.
 
-    Refused: absolute paths, drive letters, ``.`` and ``..`` parts, empty parts, NUL and
-    other control characters, and backslashes (a separator on Windows). ``single`` also
-    refuses any ``/`` (for a file name).
+    Refused: absolute paths, ``.`` and ``..`` parts, empty parts, NUL and other control
+    characters, and backslashes (a separator on Windows). ``single`` also refuses any ``/``
+    (for a file name). Paths are only ever joined POSIX-style, so ``c:data`` is a plain name.
     """
     if not text:
         if allow_empty:
@@ -304,8 +304,6 @@ def validate_relative_path(
         raise UnsafePathError(field, f"contains the forbidden character {bad!r} in {text!r}")
     if text.startswith("/"):
         raise UnsafePathError(field, f"is absolute: {text!r}")
-    if len(text) >= 2 and text[1] == ":" and text[0].isalpha():
-        raise UnsafePathError(field, f"starts with a drive letter: {text!r}")
     parts = text.split("/")
     if single and len(parts) > 1:
         raise UnsafePathError(field, f"must be a single name, got {text!r}")

@@ -89,7 +89,10 @@ def load_config(
         raise ConfigError("config file not found", path=str(file))
     parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
     try:
-        parser.read(file, encoding="utf-8")
+        with file.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc}", path=str(file)) from exc
     except (configparser.Error, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a valid INI file: {exc}", path=str(file)) from exc
     if parser.has_section("kafkacrypto"):

@@ -30,8 +30,8 @@ __all__ = ["OffsetTracker"]
 class OffsetTracker:
     """Maps consumed (partition, offset) pairs to files and answers safe commit offsets.
 
-    Contract: for each partition, :meth:`record` is called with increasing offsets, and a
-    file is recorded before it is finished.
+    Contract: for each partition, :meth:`record` is called with increasing offsets (after a
+    seek or a revocation, call :meth:`forget_partition` first).
     """
 
     def __init__(self) -> None:
@@ -55,9 +55,12 @@ class OffsetTracker:
         self._refs[file_id] = self._refs.get(file_id, 0) + 1
 
     def finish(self, file_id: int) -> None:
-        """The file's work is done (result acknowledged, or recorded as failed)."""
-        if file_id in self._refs:
-            self._finished.add(file_id)
+        """The file's work is done (result acknowledged, or recorded as failed).
+
+        A file finished before any of its messages is recorded stays finished, so those
+        messages never pin the partition.
+        """
+        self._finished.add(file_id)
 
     def is_pending(self, file_id: int) -> bool:
         return file_id in self._refs and file_id not in self._finished

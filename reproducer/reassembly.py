@@ -186,6 +186,12 @@ class Reassembler:
             except StoreError as exc:
                 return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
 
+        if partial.problem:
+            # The worker could not store an earlier chunk (e.g. disk full): fail the file now
+            # rather than accept chunks that can never make it whole.
+            why = FailureReason.STORAGE if partial.storage_failed else FailureReason.INCONSISTENT
+            ended.append(self._fail(partial, why, partial.problem))
+            return self._result(ChunkStatus.REJECTED, None, partial.problem, ended)
         if chunk.n_total_chunks != partial.generation.n_total:
             reason = (
                 f"n_total_chunks {chunk.n_total_chunks} != {partial.generation.n_total} "
@@ -300,20 +306,31 @@ class Reassembler:
         drained = []
         while self._outcomes:
             outcome = self._outcomes.popleft()
-            self._completing.pop(outcome.file_id, None)
+            partial = self._completing.pop(outcome.file_id, None)
+            if isinstance(outcome, FileFailure) and partial is not None:
+                self._forget_generation(partial)
             drained.append(outcome)
         return drained
 
     def _fail(self, partial: PartialFile, reason: FailureReason, detail: str) -> FileFailure:
         if partial.last_task is not None:
             partial.last_task.result()  # the worker must be done with its bytes first
-        self._remember_generation(partial)
+        del self._partials[partial.relative]
         return partial.discard(reason, detail)
 
     def _remember_generation(self, partial: PartialFile) -> None:
-        """Remove a partial file and remember its generation as finished."""
+        """A file has every chunk: late duplicates of its chunks are to be ignored.
+
+        Only files that complete are remembered. A failed file is forgotten, so that sending
+        it again (after freeing disk space, say) rebuilds it; stray late chunks of it start
+        a partial file that expires.
+        """
         self._partials.pop(partial.relative, None)
         self._finished[partial.relative] = partial.generation
         self._finished.move_to_end(partial.relative)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
+
+    def _forget_generation(self, partial: PartialFile) -> None:
+        if self._finished.get(partial.relative) == partial.generation:
+            del self._finished[partial.relative]

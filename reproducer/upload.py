@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from reproducer.chunk import DEFAULT_CHUNK_SIZE, DataFileChunk, encode_value
+from reproducer.chunk import DEFAULT_CHUNK_SIZE, DataFileChunk, encode_value, validate_relative_path
 from reproducer.config import KafkaConfig
-from reproducer.errors import ReproducerError, UploadError
+from reproducer.errors import ChunkDecodeError, ReproducerError, UploadError
 
 __all__ = [
     "DEFAULT_UPLOAD_REGEX",
+    "FileSelection",
     "UploadReport",
     "UploadSource",
     "chunks_of",
@@ -75,20 +77,32 @@ class UploadReport:
         return self.n_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-def find_files(
-    paths: Iterable[Path], upload_regex: str = DEFAULT_UPLOAD_REGEX
-) -> list[UploadSource]:
-    """Files under ``paths`` (files or directory trees), in a stable order.
+@dataclass
+class FileSelection:
+    """The files to upload, and those that cannot be uploaded (relative path -> why)."""
+
+    sources: list[UploadSource] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def find_files(paths: Iterable[Path], upload_regex: str = DEFAULT_UPLOAD_REGEX) -> FileSelection:
+    """Regular files under ``paths`` (files or directory trees), in a stable order.
 
     A directory is the root of its files' subdirectories; a file given directly has its
-    own folder as root. ``upload_regex`` is matched (``re.match``) on the relative path.
+    own folder as root. ``upload_regex`` is matched (``re.match``) on the relative path;
+    hidden files and a top-level ``LOGS`` folder are skipped. Files a consumer could not
+    rebuild (dangling links, FIFOs, names that are not UTF-8 or not portable) are
+    ``refused``, not sent. Two files with the same relative path are an error.
     """
     pattern = re.compile(upload_regex)
-    found: list[UploadSource] = []
+    selection = FileSelection()
     for given in paths:
         path = Path(given)
         if path.is_file():
-            found.append(UploadSource(path, path.parent))
+            _consider(UploadSource(path, path.parent), selection)
         elif path.is_dir():
             for dirpath, dirnames, filenames in os.walk(path):
                 here = Path(dirpath)
@@ -100,10 +114,37 @@ def find_files(
                 for name in sorted(filenames):
                     source = UploadSource(here / name, path)
                     if not name.startswith(".") and pattern.match(source.relative):
-                        found.append(source)
+                        _consider(source, selection)
         else:
             raise ReproducerError(f"no such file or directory: {path}")
-    return found
+    seen: dict[str, Path] = {}
+    for source in selection.sources:
+        other = seen.setdefault(source.relative, source.path)
+        if other != source.path:
+            raise ReproducerError(
+                f"{other} and {source.path} would both arrive as {source.relative!r}; "
+                "upload them separately or from their common folder"
+            )
+    return selection
+
+
+def _consider(source: UploadSource, selection: FileSelection) -> None:
+    relative = source.relative
+    try:
+        relative.encode("utf-8")
+        validate_relative_path(source.subdir_str, "subdirectory", allow_empty=True)
+        validate_relative_path(source.path.name, "file name", allow_empty=False, single=True)
+        mode = source.path.stat().st_mode
+    except UnicodeEncodeError:
+        selection.refused[relative.encode("utf-8", "replace").decode()] = "name is not UTF-8"
+        return
+    except (ChunkDecodeError, OSError) as exc:
+        selection.refused[relative] = str(exc)
+        return
+    if not stat.S_ISREG(mode):
+        selection.refused[relative] = "not a regular file"
+        return
+    selection.sources.append(source)
 
 
 def chunks_of(
@@ -208,16 +249,19 @@ def upload(
     """
     from confluent_kafka import Producer  # noqa: PLC0415 - keep the pure modules importable alone
 
-    sources = find_files(paths, upload_regex)
+    selection = find_files(paths, upload_regex)
+    sources = selection.sources
     settings = config.producer_settings()
     settings.setdefault("queue.buffering.max.kbytes", _QUEUE_KBYTES)
-    if chunk_size + 1024 > int(settings.get("message.max.bytes", 1_000_000)):
+    # data + two digests + key + names (each up to 4 KiB) + msgpack framing
+    if chunk_size + 20_000 > int(settings.get("message.max.bytes", 1_000_000)):
         raise ReproducerError(
             f"chunk_size {chunk_size} does not fit in message.max.bytes "
             f"{settings.get('message.max.bytes', 1_000_000)}; raise it in [producer]"
         )
     producer = (producer_factory or Producer)(settings)
     state = _Progress(sum(s.path.stat().st_size for s in sources), progress)
+    state.failed.update(selection.refused)
     report = UploadReport(n_files=len(sources))
     start = time.monotonic()
     for source in sources:
@@ -229,8 +273,8 @@ def upload(
                 queued += 1
                 report.n_bytes += len(chunk.data)
                 state.draw(len(sources))
-        except (OSError, ReproducerError) as exc:
-            state.failed[relative] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others
+            state.failed[relative] = f"{type(exc).__name__}: {exc}"
             log.error("upload of %s stopped: %s", source.path, exc)
         state.fully_queued(relative, queued)
         report.n_chunks += queued

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -17,7 +18,7 @@ from reproducer._demo import make_sample_tree
 from reproducer.chunk import decode_value, encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.download import download
-from reproducer.errors import UploadError
+from reproducer.errors import ChunkDecodeError, ChunkHashError, UnsafePathError, UploadError
 from reproducer.reassembly import Reassembler
 from reproducer.upload import find_files, upload
 
@@ -119,24 +120,43 @@ def test_chunks_of_one_file_spread_over_all_partitions(
     assert set(per_partition) == {0, 1, 2}
 
 
-def test_poison_messages_are_reported_and_skipped(
-    kafka_bootstrap: str, topic: str, tmp_path: Path
-) -> None:
+def test_poison_messages_are_reported_and_skipped(kafka_bootstrap: str, topic: str) -> None:
     good = make_chunk(b"fine", filename="ok.txt", subdir_str="s")
-    bad_hash = encode_value(make_chunk(b"x", filename="bad.txt"))[:-20] + b"\x00" * 20
+    tampered = dataclasses.replace(make_chunk(b"x", filename="bad.txt"), data=b"y")
+    escaping = make_chunk(b"z", filename="passwd", subdir_str="../../etc")
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     for key, value in [
         (b"junk", b"\xc1not msgpack"),
-        (b"bad", bad_hash),
+        (b"tampered", encode_value(tampered)),
+        (b"escaping", encode_value(escaping)),
         (good.key.encode(), encode_value(good)),
     ]:
         producer.produce(topic, key=key, value=value, partition=1)
     assert producer.flush(30) == 0
     report = download(KafkaConfig.for_bootstrap(kafka_bootstrap), topic, Reassembler(), n_files=1)
     assert [f.relative_path.as_posix() for f in report.completed] == ["s/ok.txt"]
-    assert len(report.poison) == 2
-    assert {(e.topic, e.partition) for e in report.poison} == {(topic, 1)}
-    assert sorted(e.offset for e in report.poison) == [0, 1]
+    assert [type(e) for e in report.poison] == [ChunkDecodeError, ChunkHashError, UnsafePathError]
+    assert [(e.field, e.topic, e.partition, e.offset) for e in report.poison] == [
+        ("value", topic, 1, 0),
+        ("chunk_hash", topic, 1, 1),
+        ("subdir_str", topic, 1, 2),
+    ]
+
+
+def test_unreadable_files_are_named_and_the_rest_delivered(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "good.txt").write_bytes(b"good")
+    (tree / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tree / "pipe")
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    with pytest.raises(UploadError) as caught:
+        upload([tree], config, topic)
+    assert set(caught.value.failed) == {"dangling", "pipe"}
+    report = download(config, topic, Reassembler(), n_files=1)
+    assert [f.read_bytes() for f in report.completed] == [b"good"]
 
 
 def test_unacknowledged_chunks_fail_the_upload_naming_files(tmp_path: Path) -> None:
@@ -150,7 +170,7 @@ def test_unacknowledged_chunks_fail_the_upload_naming_files(tmp_path: Path) -> N
         upload([tmp_path], nobody, "t", flush_timeout=30)
     assert set(caught.value.failed) == {"a.txt", "sub/b.txt"}
     assert "a.txt" in str(caught.value) and "sub/b.txt" in str(caught.value)
-    assert len(find_files([tmp_path])) == 2
+    assert len(find_files([tmp_path]).sources) == 2
 
 
 def test_cli_exit_code_names_failed_files(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_uploader_sends_the_reference_messages(chunk_size: int, tmp_path: Path) 
         v["key"]: bytes.fromhex(v["value_hex"]) for v in LINES if v["chunk_size"] == chunk_size
     }
     sent: dict[str, bytes] = {}
-    sources = find_files([tmp_path])
+    sources = find_files([tmp_path]).sources
     assert sorted(s.relative for s in sources) == sorted({v["file"] for v in LINES})
     for source in sources:
         for chunk in chunks_of(source, chunk_size):
@@ -119,7 +119,7 @@ def test_uploader_sends_the_reference_messages(chunk_size: int, tmp_path: Path) 
 
 def test_single_file_is_uploaded_with_empty_subdir(tmp_path: Path) -> None:
     _write_vector_tree(tmp_path)
-    (source,) = find_files([tmp_path / "sub" / "example.txt"])
+    (source,) = find_files([tmp_path / "sub" / "example.txt"]).sources
     assert source.subdir_str == ""
     chunks = list(chunks_of(source, 16))
     assert [c.key for c in chunks] == [

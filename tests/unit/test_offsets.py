@@ -125,3 +125,10 @@ def test_forget_partition_releases_its_files() -> None:
     assert tracker.safe_offsets() == {1: 0}
     tracker.finish(1)
     assert tracker.safe_offsets() == {1: 1}
+
+
+def test_a_file_finished_before_it_is_recorded_does_not_pin() -> None:
+    tracker = OffsetTracker()
+    tracker.finish(9)
+    tracker.record(0, 3, 9)
+    assert tracker.safe_offsets() == {0: 4}

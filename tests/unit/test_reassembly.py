@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reproducer.chunk import DataFileChunk, make_chunk
 from reproducer.reassembly import (
@@ -233,10 +236,11 @@ def test_disk_mode_never_follows_a_symlink_out(tmp_path: Path) -> None:
     out.mkdir()
     (out / "link").symlink_to(outside, target_is_directory=True)
     reassembler = Reassembler("disk", out)
-    result = reassembler.add(make_chunk(b"evil", filename="x", subdir_str="link"))
-    assert result.status is ChunkStatus.REJECTED
-    assert "outside the output folder" in result.reason
-    assert list(outside.iterdir()) == []
+    for subdir in ("link", "link/a/b"):
+        result = reassembler.add(make_chunk(b"evil", filename="x", subdir_str=subdir))
+        assert result.status is ChunkStatus.REJECTED
+        assert "outside the output folder" in result.reason
+    assert list(outside.iterdir()) == []  # not even a folder was made there
 
 
 def test_memory_accounting_and_expiry() -> None:
@@ -258,9 +262,14 @@ def test_memory_accounting_and_expiry() -> None:
     assert [f.relative_path.name for f in expired] == ["a"]
     assert expired[0].reason is FailureReason.EXPIRED
     assert reassembler.held_bytes == 500
-    # late chunks of an expired file do not start a file that can never complete
-    assert reassembler.add(a[5]).status is ChunkStatus.DUPLICATE
-    assert len(reassembler) == 1
+    # a failed file is forgotten: its chunks (a late one, or the whole file sent again)
+    # start afresh, and a stray one expires in turn
+    late = reassembler.add(a[5])
+    assert late.status is ChunkStatus.STORED and late.file_id != expired[0].file_id
+    now[0] = 300.0
+    assert {f.relative_path.name for f in reassembler.expire(idle_seconds=60)} == {"a", "b"}
+    _, outcomes = feed(reassembler, a)
+    assert completed(outcomes).read_bytes() == b"a" * 1000
 
 
 def test_disk_mode_holds_no_memory(tmp_path: Path) -> None:
@@ -286,14 +295,115 @@ def test_offset_past_the_file_limit_is_rejected() -> None:
     assert reassembler.add(chunk).status is ChunkStatus.REJECTED
 
 
+def _rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
 def test_absurd_chunk_count_does_not_allocate() -> None:
-    # claims 2**32 chunks of 64 KiB: the estimate is capped and pages are only touched when written
+    # claims 2**32 chunks of 64 KiB (256 TiB): only what is written may cost memory
     chunk = make_chunk(
         b"y" * 65536, filename="huge", chunk_i=1, n_total_chunks=1 << 32, file_hash=b"\0" * 64
     )
-    reassembler = Reassembler(max_file_size=1 << 36)
-    assert reassembler.add(chunk).status in (ChunkStatus.STORED, ChunkStatus.REJECTED)
-    assert reassembler.held_bytes <= 65536
+    reassembler = Reassembler(worker_thread=False)
+    before = _rss_kib()
+    assert reassembler.add(chunk).status is ChunkStatus.STORED
+    assert _rss_kib() - before < 16 * 1024
+    assert reassembler.held_bytes == 65536
+
+
+def test_abandon_frees_a_partial_file(tmp_path: Path) -> None:
+    reassembler = make("both", tmp_path)
+    first = reassembler.add(split(b"m" * 5000, 1000, subdir="x")[0])
+    assert first.file_id is not None
+    failure = reassembler.abandon(first.file_id, "memory budget")
+    assert failure is not None and failure.reason is FailureReason.ABANDONED
+    assert failure.detail == "memory budget" and failure.n_chunks_received == 1
+    assert reassembler.abandon(first.file_id) is None
+    assert reassembler.held_bytes == 0 and len(reassembler) == 0
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_a_failed_file_sent_again_is_rebuilt() -> None:
+    data = b"retry me " * 200
+    chunks = split(data, 300)
+    corrupt = [
+        dataclasses.replace(
+            chunks[0], data=b"X" * 300, chunk_hash=hashlib.sha512(b"X" * 300).digest()
+        )
+    ]
+    reassembler = Reassembler()
+    _, outcomes = feed(reassembler, corrupt + chunks[1:])
+    assert failed(outcomes).reason is FailureReason.HASH_MISMATCH
+    _, outcomes = feed(reassembler, chunks)
+    assert completed(outcomes).read_bytes() == data
+
+
+def test_expiring_while_the_worker_is_busy(tmp_path: Path) -> None:
+    now = [0.0]
+    reassembler = make("disk", tmp_path, clock=lambda: now[0], backlog_bytes=1 << 30)
+    for chunk in split(os.urandom(4 << 20), 65536, subdir="busy")[:-1]:
+        reassembler.add(chunk)
+    now[0] = 100.0
+    (failure,) = reassembler.expire(idle_seconds=10)
+    assert failure.reason is FailureReason.EXPIRED and failure.n_chunks_received == 63
+    assert reassembler.flush() == []
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_a_storage_error_fails_the_file_at_its_next_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducer import _storage  # noqa: PLC0415 - only this test patches it
+
+    chunks = split(b"s" * 3000, 1000)
+    reassembler = Reassembler(worker_thread=False)
+    assert reassembler.add(chunks[0]).status is ChunkStatus.STORED
+
+    def full(self: object, offset: int, data: bytes) -> None:
+        raise _storage.StoreError("No space left on device")
+
+    monkeypatch.setattr(_storage.MemoryStore, "write", full)
+    assert reassembler.add(chunks[1]).status is ChunkStatus.STORED  # recorded by the worker
+    rejected = reassembler.add(chunks[2])
+    assert rejected.status is ChunkStatus.REJECTED and "No space" in rejected.reason
+    assert failed(list(rejected.finished)).reason is FailureReason.STORAGE
+    assert len(reassembler) == 0 and reassembler.held_bytes == 0
+
+
+_files = [os.urandom(n) for n in (0, 1, 700, 2500)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_files) - 1),
+            st.integers(0, 30),
+            st.sampled_from(["ok", "dup", "bad"]),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_fuzz_any_chunk_sequence(steps: list[tuple[int, int, str]], worker: bool) -> None:
+    """Whatever arrives, in whatever order: no exception, and a completed file is right."""
+    reassembler = Reassembler(worker_thread=worker, backlog_bytes=4096)
+    outcomes: list[Outcome] = []
+    for which, index, kind in steps:
+        chunks = split(_files[which], 256, filename=f"f{which}")
+        chunk = chunks[index % len(chunks)]
+        if kind == "bad":  # a chunk of a different version with the same path
+            chunk = dataclasses.replace(
+                chunk, file_hash=hashlib.sha512(b"%d" % index).digest(), file_mtime=index
+            )
+        outcomes += reassembler.add(chunk).finished
+        if kind == "dup":
+            outcomes += reassembler.add(chunk).finished
+    outcomes += reassembler.close()
+    for outcome in outcomes:
+        if isinstance(outcome, CompletedFile):
+            assert hashlib.sha512(outcome.read_bytes()).digest() == outcome.file_hash
+            assert outcome.read_bytes() == _files[int(outcome.filename[1:])]
+    assert reassembler.held_bytes == 0 and len(reassembler) == 0
 
 
 def test_bad_arguments() -> None:
