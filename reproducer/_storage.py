@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["DiskStore", "MemoryStore", "Mode", "Store", "StoreError", "open_store"]
+__all__ = ["DiskStore", "MemoryStore", "Mode", "Store", "StoreError", "open_store", "sync_folders"]
 
 Mode = Literal["memory", "disk", "both"]
 
@@ -44,8 +44,11 @@ class Store:
         """Bytes of this file held in memory."""
         return 0
 
+    def copy_in(self, offset: int, data: bytes) -> None:
+        """Put the bytes in memory, on the caller's thread (a quick copy)."""
+
     def write(self, offset: int, data: bytes) -> None:
-        raise NotImplementedError
+        """Put the bytes on disk, on the worker thread (a system call that drops the GIL)."""
 
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
@@ -82,7 +85,7 @@ class MemoryStore(Store):
     def held_bytes(self) -> int:
         return self._held
 
-    def write(self, offset: int, data: bytes) -> None:
+    def copy_in(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
         if not data:
             return
@@ -123,6 +126,9 @@ class MemoryStore(Store):
         self._held = 0
 
 
+_WRITEBACK_EVERY = 32 << 20
+
+
 def _inside(root: Path, folder: Path) -> bool:
     """Whether ``folder`` (or, if it does not exist yet, its nearest existing ancestor)
     resolves inside ``root``: a symlink already under ``root`` must not lead elsewhere."""
@@ -136,7 +142,9 @@ def _inside(root: Path, folder: Path) -> bool:
 
 
 class DiskStore(Store):
-    def __init__(self, output_dir: Path, relative: str, *, fsync: bool) -> None:
+    def __init__(
+        self, output_dir: Path, relative: str, *, fsync: bool, renamed_in: set[Path] | None = None
+    ) -> None:
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             root = output_dir.resolve(strict=True)
@@ -156,6 +164,8 @@ class DiskStore(Store):
         # A short name: a long but valid file name plus a suffix must not exceed NAME_MAX.
         self.temp = final.with_name(f".rr-{uuid.uuid4().hex[:16]}.partial")
         self._fsync = fsync
+        self._renamed_in = renamed_in
+        self._unflushed = 0
         try:
             self._fd: int | None = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except OSError as exc:
@@ -190,6 +200,12 @@ class DiskStore(Store):
             while view:
                 written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
+            self._unflushed += len(data)
+            if self._fsync and self._unflushed >= _WRITEBACK_EVERY:
+                # Start writing back what is dirty now, without waiting: the final fsync
+                # then has little left to do instead of the whole file.
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                self._unflushed = 0
             self._release_if_crowded()
         except OSError as exc:
             raise StoreError(f"cannot write {self.temp}: {exc}") from exc
@@ -211,12 +227,11 @@ class DiskStore(Store):
             self._close()
             # Atomic: an older, longer file of the same name is replaced whole (defect 5).
             self.temp.replace(self.final)
-            if self._fsync:  # make the rename itself durable
-                folder = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(folder)
-                finally:
-                    os.close(folder)
+            if self._fsync:  # the rename is made durable by sync_folders, in batches
+                if self._renamed_in is None:
+                    sync_folders({self.final.parent})
+                else:
+                    self._renamed_in.add(self.final.parent)
         except OSError as exc:
             self.discard()
             raise StoreError(f"cannot complete {self.final}: {exc}") from exc
@@ -238,8 +253,10 @@ class _BothStore(Store):
     def held_bytes(self) -> int:
         return self._memory.held_bytes
 
+    def copy_in(self, offset: int, data: bytes) -> None:
+        self._memory.copy_in(offset, data)
+
     def write(self, offset: int, data: bytes) -> None:
-        self._memory.write(offset, data)
         self._disk.write(offset, data)
 
     def read(self, offset: int, length: int) -> bytes:
@@ -255,15 +272,31 @@ class _BothStore(Store):
         self._disk.discard()
 
 
+def sync_folders(folders: set[Path]) -> None:
+    """fsync each folder (making renames into it durable), then forget them."""
+    while folders:
+        folder = os.open(folders.pop(), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def open_store(
-    mode: Mode, capacity: int, output_dir: Path | None, relative: str, *, fsync: bool
+    mode: Mode,
+    capacity: int,
+    output_dir: Path | None,
+    relative: str,
+    *,
+    fsync: bool,
+    renamed_in: set[Path] | None = None,
 ) -> Store:
     """Storage for one partial file; ``capacity`` is a size estimate (memory modes)."""
     if mode == "memory":
         return MemoryStore(capacity)
     if output_dir is None:
         raise StoreError(f"mode {mode!r} needs an output folder")
-    disk = DiskStore(output_dir, relative, fsync=fsync)
+    disk = DiskStore(output_dir, relative, fsync=fsync, renamed_in=renamed_in)
     if mode == "disk":
         return disk
     return _BothStore(MemoryStore(capacity), disk)

@@ -40,7 +40,7 @@ from reproducer._outcomes import (
     PartialFileInfo,
 )
 from reproducer._partial import Generation, PartialFile
-from reproducer._storage import Mode, StoreError, open_store
+from reproducer._storage import Mode, StoreError, open_store, sync_folders
 from reproducer.chunk import DEFAULT_MAX_FILE_SIZE, DataFileChunk
 
 __all__ = [
@@ -132,6 +132,7 @@ class Reassembler:
         self._backlog: deque[tuple[Future[Any], int]] = deque()
         self._backlog_bytes = 0
         self._backlog_limit = backlog_bytes
+        self._renamed_in: set[Path] = set()  # folders with renames not yet fsynced (worker's)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -201,6 +202,12 @@ class Reassembler:
         if chunk.chunk_i in partial.chunks:
             return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
 
+        try:
+            # Memory copies here, disk writes and hashing on the worker: both threads busy.
+            partial.store.copy_in(chunk.chunk_offset_write, chunk.data)
+        except StoreError as exc:
+            ended.append(self._fail(partial, FailureReason.STORAGE, str(exc)))
+            return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
         partial.last_seen = self._clock()
         partial.chunks.add(chunk.chunk_i)
         partial.bytes_received += len(chunk.data)
@@ -224,7 +231,15 @@ class Reassembler:
         return self._drain()
 
     def flush(self) -> list[Outcome]:
-        """Wait until the worker has done everything queued; return what ended meanwhile."""
+        """Wait until the worker has done everything queued, make finished files durable
+        (with ``fsync``), and return what ended meanwhile.
+
+        Disk modes fsync each file before renaming it into place, but the folders holding
+        the renames only here, in one batch: call it before committing offsets past files
+        whose copy on disk must survive a power loss.
+        """
+        if self.mode != "memory" and self._fsync:
+            self._submit_sync()  # queued after every finish task, so it covers them all
         while self._backlog:
             self._backlog.popleft()[0].result()
         self._backlog_bytes = 0
@@ -267,6 +282,7 @@ class Reassembler:
             self.output_dir,
             relative.as_posix(),
             fsync=self._fsync,
+            renamed_in=self._renamed_in,
         )
         now = self._clock()
         partial = PartialFile(next(self._ids), relative, chunk.subdir_str, gen, store, now, now)
@@ -289,6 +305,18 @@ class Reassembler:
             done, done_size = self._backlog.popleft()
             done.result()
             self._backlog_bytes -= done_size
+
+    def _submit_sync(self) -> None:
+        if self._pool is None:
+            self._sync_renames()
+        else:
+            self._backlog.append((self._pool.submit(self._sync_renames), 0))
+
+    def _sync_renames(self) -> None:
+        try:
+            sync_folders(self._renamed_in)
+        except OSError:
+            self._renamed_in.clear()  # the folder is gone: nothing left to make durable
 
     def _finish(self, partial: PartialFile) -> None:
         self._outcomes.append(partial.finish())

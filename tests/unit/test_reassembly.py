@@ -351,22 +351,42 @@ def test_expiring_while_the_worker_is_busy(tmp_path: Path) -> None:
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
-def test_a_storage_error_fails_the_file_at_its_next_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reproducer import _storage  # noqa: PLC0415 - only this test patches it
+def test_a_disk_error_fails_the_file_at_its_next_chunk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from reproducer import _storage  # noqa: PLC0415 - only these tests patch it
 
     chunks = split(b"s" * 3000, 1000)
-    reassembler = Reassembler(worker_thread=False)
+    reassembler = make("disk", tmp_path, worker_thread=False)
     assert reassembler.add(chunks[0]).status is ChunkStatus.STORED
 
     def full(self: object, offset: int, data: bytes) -> None:
         raise _storage.StoreError("No space left on device")
 
-    monkeypatch.setattr(_storage.MemoryStore, "write", full)
+    monkeypatch.setattr(_storage.DiskStore, "write", full)
     assert reassembler.add(chunks[1]).status is ChunkStatus.STORED  # recorded by the worker
     rejected = reassembler.add(chunks[2])
     assert rejected.status is ChunkStatus.REJECTED and "No space" in rejected.reason
     assert failed(list(rejected.finished)).reason is FailureReason.STORAGE
-    assert len(reassembler) == 0 and reassembler.held_bytes == 0
+    assert len(reassembler) == 0
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_out_of_memory_fails_the_file_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reproducer import _storage  # noqa: PLC0415 - only these tests patch it
+
+    chunks = split(b"m" * 3000, 1000)
+    reassembler = Reassembler()
+    reassembler.add(chunks[0])
+
+    def no_memory(self: object, offset: int, data: bytes) -> None:
+        raise _storage.StoreError("cannot hold 2000 bytes in memory")
+
+    monkeypatch.setattr(_storage.MemoryStore, "copy_in", no_memory)
+    rejected = reassembler.add(chunks[1])
+    assert rejected.status is ChunkStatus.REJECTED
+    assert failed(list(rejected.finished)).reason is FailureReason.STORAGE
+    assert reassembler.held_bytes == 0 and len(reassembler) == 0
 
 
 _files = [os.urandom(n) for n in (0, 1, 700, 2500)]
