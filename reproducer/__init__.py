@@ -37,6 +37,24 @@ from reproducer.reassembly import (
     Reassembler,
 )
 
+# The Ray-based API is imported on first use, so the pure core and the uploader load fast.
+_LAZY = {
+    "DataFileStreamReproducer": "reproducer.stream_reproducer",
+    "MetadataJSONReproducer": "reproducer.stream_reproducer",
+    "ProcessingResults": "reproducer.stream_reproducer",
+    "DownloadDataFile": "reproducer.datafile",
+    "ReproducerMessage": "reproducer.datafile",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reproducer' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "AddResult",
@@ -46,13 +64,18 @@ __all__ = [
     "CompletedFile",
     "ConfigError",
     "DataFileChunk",
+    "DataFileStreamReproducer",
+    "DownloadDataFile",
     "FailureReason",
     "FileFailure",
     "KafkaConfig",
+    "MetadataJSONReproducer",
     "OffsetTracker",
     "Outcome",
+    "ProcessingResults",
     "Reassembler",
     "ReproducerError",
+    "ReproducerMessage",
     "UnsafePathError",
     "UploadError",
     "decode_value",

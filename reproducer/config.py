@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from reproducer.errors import ConfigError
@@ -56,7 +55,7 @@ class KafkaConfig:
     @classmethod
     def for_bootstrap(cls, bootstrap_servers: str) -> KafkaConfig:
         """Settings for a plain broker at ``bootstrap_servers`` (tests, local runs)."""
-        return cls(broker=MappingProxyType({"bootstrap.servers": bootstrap_servers}))
+        return cls(broker={"bootstrap.servers": bootstrap_servers})
 
     def producer_settings(self, **overrides: Any) -> dict[str, Any]:
         """``[broker]`` + ``[producer]`` + ``overrides``, for ``confluent_kafka.Producer``."""
@@ -118,12 +117,12 @@ def load_config(
             "[broker] has no bootstrap.servers", path=str(file), key="bootstrap.servers"
         )
     return KafkaConfig(
-        broker=MappingProxyType(sections["broker"]),
-        producer=MappingProxyType(sections.get("producer", {})),
-        consumer=MappingProxyType(sections.get("consumer", {})),
-        heartbeat=MappingProxyType(sections.get("heartbeat", {})),
-        log=MappingProxyType(sections.get("log", {})),
-        serializers=MappingProxyType(serializers),
+        broker=dict(sections["broker"]),
+        producer=dict(sections.get("producer", {})),
+        consumer=dict(sections.get("consumer", {})),
+        heartbeat=dict(sections.get("heartbeat", {})),
+        log=dict(sections.get("log", {})),
+        serializers=serializers,
         path=file,
     )
 

@@ -1,0 +1,230 @@
+"""The thin Ray actors of the pipeline: they move bytes and call the pure core.
+
+- :class:`IngestActor` runs :class:`~reproducer.ingest.Ingest` on a thread and hands each
+  completed file on as one object-store buffer.
+- :class:`AnalysisActor` holds one copy of the user's reproducer and runs its
+  ``_get_processing_result_message_for_file`` on each file.
+- :class:`ProducerActor` produces results and reports which ones the broker acknowledged.
+- :class:`LockActor` backs the cluster-wide ``lock`` handed to user code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+
+from reproducer.datafile import DownloadDataFile, FileMeta, encode_message_value
+from reproducer.ingest import Ingest, IngestSettings, IngestStats
+from reproducer.reassembly import CompletedFile, FileFailure
+
+__all__ = [
+    "AnalysisActor",
+    "AnalysisResult",
+    "ClusterLock",
+    "FileTask",
+    "IngestActor",
+    "LockActor",
+    "ProducerActor",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FileTask:
+    """A completed file on its way to analysis: metadata plus its bytes in the object store."""
+
+    meta: FileMeta
+    data: ray.ObjectRef | None  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisResult:
+    file_id: int
+    relative_path: str
+    key: bytes | None = None
+    value: bytes | None = None
+    error: str = ""  # an exception in user code: may be retried elsewhere
+    declined: bool = False  # the user's method returned None: recorded as failed at once
+
+
+@ray.remote(num_cpus=0)
+class IngestActor:
+    def __init__(self, settings: IngestSettings) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self._outbox: deque[FileTask] = deque()
+        self._failures: deque[FileFailure] = deque()
+        self._node = ray.get_runtime_context().get_node_id()
+        self._ingest = Ingest(settings, self._hand_off, self._failures.append)
+        self._stop = threading.Event()
+        self._error = ""
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._ingest.step(0.1)
+        except Exception as exc:
+            self._error = f"{type(exc).__name__}: {exc}"
+            log.exception("ingest loop stopped")
+
+    def _hand_off(self, done: CompletedFile) -> None:
+        data = None
+        if done.buffer is not None:
+            data = ray.put(np.frombuffer(done.buffer, dtype=np.uint8))
+        meta = FileMeta(
+            done.file_id,
+            done.subdir_str,
+            done.filename,
+            done.file_hash,
+            done.n_chunks,
+            done.size,
+            done.file_mtime,
+            str(done.path) if done.path is not None else None,
+            self._node,
+        )
+        self._outbox.append(FileTask(meta, data))
+
+    def take(self, max_files: int) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
+        """Completed files (up to ``max_files``), failures, stats, and a fatal error if any."""
+        files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
+        failures = [self._failures.popleft() for _ in range(len(self._failures))]
+        return files, failures, self._ingest.snapshot(), self._error
+
+    def finish(self, file_ids: list[int]) -> None:
+        for file_id in file_ids:
+            self._ingest.finish(file_id)
+
+    def stop(self, timeout: float = 30.0) -> IngestStats:
+        """Stop fetching, commit what is finished, leave the group."""
+        self._stop.set()
+        self._thread.join(timeout)
+        self._ingest.close()
+        return self._ingest.snapshot()
+
+
+@ray.remote(num_cpus=0)
+class LockActor:
+    def __init__(self) -> None:
+        self._held = False
+
+    def try_acquire(self) -> bool:
+        if self._held:
+            return False
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        self._held = False
+
+
+class ClusterLock:
+    """Behaves like ``threading.Lock``, but held cluster-wide (all actors, all nodes)."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        import time  # noqa: PLC0415
+
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        delay = 0.001
+        while not ray.get(self._actor.try_acquire.remote()):
+            if not blocking or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(delay)  # contention back-off: the holder releases by an actor call
+            delay = min(delay * 2, 0.05)
+        return True
+
+    def release(self) -> None:
+        ray.get(self._actor.release.remote())
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@ray.remote
+class AnalysisActor:
+    def __init__(self, reproducer: Any, lock: ClusterLock, local_dir: str) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self._reproducer = reproducer
+        self._lock = lock
+        self._local_dir = Path(local_dir)
+
+    def analyze(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
+        datafile = DownloadDataFile(meta, data, local_dir=self._local_dir)
+        try:
+            message = self._reproducer._get_processing_result_message_for_file(datafile, self._lock)
+            if message is None:
+                return AnalysisResult(meta.file_id, meta.relative_path, declined=True)
+            key = message.msg_key
+            return AnalysisResult(
+                meta.file_id,
+                meta.relative_path,
+                key=key.encode("utf-8") if isinstance(key, str) else key,
+                value=encode_message_value(message.msg_value),
+            )
+        except Exception as exc:  # noqa: BLE001 - user code: reported, maybe retried
+            return AnalysisResult(
+                meta.file_id,
+                meta.relative_path,
+                error="".join(traceback.format_exception(exc))[-4000:],
+            )
+
+    def ping(self) -> bool:
+        return True
+
+
+@ray.remote(num_cpus=0)
+class ProducerActor:
+    def __init__(self, settings: dict[str, Any], topic: str) -> None:
+        from confluent_kafka import Producer  # noqa: PLC0415
+
+        self._producer = Producer({"enable.idempotence": True, **settings})
+        self._topic = topic
+        self._acked: list[int] = []
+        self._failed: list[tuple[int, str]] = []
+
+    def produce(self, results: list[AnalysisResult]) -> None:
+        for result in results:
+            self._produce(result)
+        self._producer.poll(0)
+
+    def _produce(self, result: AnalysisResult) -> None:
+        def delivered(err: Any, _msg: Any, file_id: int = result.file_id) -> None:
+            if err is None:
+                self._acked.append(file_id)
+            else:
+                self._failed.append((file_id, str(err)))
+
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, key=result.key, value=result.value, on_delivery=delivered
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def take_acked(self, timeout: float = 0.0) -> tuple[list[int], list[tuple[int, str]]]:
+        """File ids whose result the broker acknowledged, and those it refused, since last call."""
+        self._producer.poll(timeout)
+        acked, self._acked = self._acked, []
+        failed, self._failed = self._failed, []
+        return acked, failed
+
+    def flush(self, timeout: float = 30.0) -> int:
+        left: int = self._producer.flush(timeout)
+        return left

@@ -1,0 +1,161 @@
+"""The reconstructed file handed to user code, and the result message it returns.
+
+Names and behaviour follow OpenMSIStream's ``DownloadDataFile`` and ``ReproducerMessage``
+so that a user's ``_get_processing_result_message_for_file(datafile, lock)`` ports by
+changing imports only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reproducer.chunk import result_key
+
+__all__ = ["DownloadDataFile", "FileMeta", "ReproducerMessage", "encode_message_value"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileMeta:
+    """What travels with a file from the ingest actor to an analysis actor (small)."""
+
+    file_id: int
+    subdir_str: str
+    filename: str
+    file_hash: bytes
+    n_total_chunks: int
+    size: int
+    file_mtime: float
+    path: str | None  # on the ingest actor's node, in disk and both modes
+    node_id: str
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.subdir_str}/{self.filename}" if self.subdir_str else self.filename
+
+
+class DownloadDataFile:
+    """A fully reconstructed data file.
+
+    ``bytestring`` works in every mode; ``full_filepath`` in ``disk`` and ``both`` mode (a
+    copy is written where the analysis runs if the file was rebuilt on another node).
+    ``buffer`` is a zero-copy, read-only view of the bytes, for code that can use one.
+    """
+
+    def __init__(
+        self, meta: FileMeta, data: np.ndarray | None, *, local_dir: Path | None = None
+    ) -> None:
+        self._meta = meta
+        self._data = data
+        self._bytes: bytes | None = None
+        self._local_dir = local_dir
+
+    @property
+    def filename(self) -> str:
+        return self._meta.filename
+
+    @property
+    def subdir_str(self) -> str:
+        return self._meta.subdir_str
+
+    @property
+    def relative_filepath(self) -> Path:
+        return Path(self._meta.relative_path)
+
+    @property
+    def file_hash(self) -> bytes:
+        return self._meta.file_hash
+
+    @property
+    def n_total_chunks(self) -> int:
+        return self._meta.n_total_chunks
+
+    @property
+    def size(self) -> int:
+        return self._meta.size
+
+    @property
+    def buffer(self) -> memoryview:
+        if self._data is None:
+            return memoryview(self.bytestring)
+        return memoryview(self._data.data).toreadonly()
+
+    @property
+    def bytestring(self) -> bytes:
+        """The file's bytes (``file.read()`` in ``rb`` mode); decode it for text."""
+        if self._bytes is None:
+            if self._data is not None:
+                self._bytes = self._data.tobytes()
+            elif self._meta.path is not None:
+                self._bytes = Path(self._meta.path).read_bytes()
+            else:
+                raise RuntimeError(f"no bytes available for {self._meta.relative_path}")
+        return self._bytes
+
+    @property
+    def full_filepath(self) -> Path | None:
+        """Where the file is on disk (``disk``/``both`` mode), on the node of the caller."""
+        if self._meta.path is None:
+            return None
+        path = Path(self._meta.path)
+        if path.is_file() or self._data is None or self._local_dir is None:
+            return path
+        # Rebuilt on another node: write a local copy once, from the bytes sent along.
+        local = self._local_dir / self._meta.relative_path
+        if not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(self._data.tobytes())
+        return local
+
+    # the reference's names for the same things
+    @property
+    def filepath(self) -> Path:
+        return self.full_filepath or self.relative_filepath
+
+    def __repr__(self) -> str:
+        return f"DownloadDataFile({self._meta.relative_path!r}, {self._meta.size} bytes)"
+
+
+class ReproducerMessage:
+    """A message computed from a data file, to produce to the results topic.
+
+    Subclasses define ``msg_value`` (a str, bytes or JSON-able object); the key defaults to
+    the reference's ``<subdir_>_<filename>_chunk_processing_result``.
+    """
+
+    def __init__(self, datafile: DownloadDataFile, *args: Any, **kwargs: Any) -> None:
+        self._datafile = datafile
+        self._args, self._kwargs = args, kwargs
+
+    @property
+    def datafile(self) -> DownloadDataFile:
+        return self._datafile
+
+    @property
+    def msg_key(self) -> str:
+        return result_key(self._datafile.subdir_str, self._datafile.filename)
+
+    @property
+    def msg_value(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define msg_value")
+
+    @property
+    def callback_kwargs(self) -> dict[str, Any]:
+        return {
+            "filename": self._datafile.filename,
+            "rel_filepath": str(self._datafile.relative_filepath),
+            "n_total_chunks": self._datafile.n_total_chunks,
+        }
+
+
+def encode_message_value(value: Any) -> bytes:
+    """Bytes for a result value: str as UTF-8, bytes as is, anything else as JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")

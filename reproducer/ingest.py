@@ -1,0 +1,256 @@
+"""The ingest loop: the only consumer-group member; chunks in, whole files out.
+
+:class:`Ingest` is a plain class (no Ray) that owns the Kafka consumer, the
+:class:`~reproducer.reassembly.Reassembler` and the :class:`~reproducer.offsets.OffsetTracker`.
+It never blocks ``consume``: when too many files are in flight or too much memory is held,
+it pauses its partitions and keeps polling, so the group never evicts it. The Ray actor in
+:mod:`reproducer.actors` runs :meth:`Ingest.step` in a thread and hands files on.
+
+The commit protocol, at least once (the driver does steps 3-5):
+
+1. every consumed message is recorded against the file it belongs to (or none);
+2. a completed file is handed on as one buffer and counts as in flight;
+3. an analysis actor computes its result;
+4. the producer actor produces it and sees the broker's acknowledgement;
+5. :meth:`Ingest.finish` marks the file finished (also for failed, expired, poison files);
+6. :meth:`Ingest.step` commits, per partition, the offset below which everything is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reproducer._storage import Mode
+from reproducer.chunk import decode_value
+from reproducer.errors import ChunkDecodeError, ReproducerError
+from reproducer.offsets import OffsetTracker
+from reproducer.reassembly import CompletedFile, FileFailure, Outcome, Reassembler
+
+__all__ = ["Ingest", "IngestSettings", "IngestStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    topic: str
+    consumer: dict[str, Any]
+    mode: Mode = "memory"
+    output_dir: Path | None = None
+    download_regex: str | None = None
+    max_in_flight: int = 8
+    max_held_bytes: int = 2 << 30
+    file_idle_timeout: float | None = 3600.0
+    commit_interval: float = 1.0
+    batch: int = 200
+
+
+@dataclass
+class IngestStats:
+    n_messages: int = 0
+    n_bytes: int = 0
+    n_files_completed: int = 0
+    n_files_failed: int = 0
+    n_poison: int = 0
+    n_skipped: int = 0
+    held_bytes: int = 0
+    in_flight: int = 0
+    paused: bool = False
+    assigned: bool = False
+    committed: dict[int, int] = field(default_factory=dict)
+
+
+class Ingest:
+    """Consumes a chunk topic and turns it into completed files.
+
+    ``hand_off(file, stats)`` is called for each completed file (on the loop thread) and
+    ``on_failure(failure)`` for each file that will never complete.
+    """
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        hand_off: Callable[[CompletedFile], None],
+        on_failure: Callable[[FileFailure], None] = lambda failure: None,
+    ) -> None:
+        from confluent_kafka import Consumer  # noqa: PLC0415
+
+        self.settings = settings
+        self.stats = IngestStats()
+        self._hand_off = hand_off
+        self._on_failure = on_failure
+        self._regex = re.compile(settings.download_regex) if settings.download_regex else None
+        self._reassembler = Reassembler(settings.mode, settings.output_dir)
+        self._tracker = OffsetTracker()
+        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._in_flight: dict[int, int] = {}  # file id -> bytes
+        self._last_commit = time.monotonic()
+        self._assigned: set[int] = set()
+        self._lost_partitions: str = ""
+        self._closing = False
+        consumer_settings = {"enable.auto.commit": False, **settings.consumer}
+        consumer_settings["enable.auto.commit"] = False
+        self._consumer = Consumer(consumer_settings)
+        self._consumer.subscribe(
+            [settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
+        )
+
+    # ------------------------------------------------------------------ thread-safe
+    def finish(self, file_id: int) -> None:
+        """The file's result was acknowledged, or it failed: its offsets may be committed."""
+        self._finished.put(file_id)
+
+    # ------------------------------------------------------------------ loop thread
+    def step(self, timeout: float = 0.1) -> None:
+        """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
+        if self._lost_partitions:
+            raise ReproducerError(self._lost_partitions)
+        for message in self._consumer.consume(self.settings.batch, timeout):
+            if message.error():
+                log.warning("consume error on %s: %s", self.settings.topic, message.error())
+                continue
+            self._handle(message)
+        self._outcomes(self._reassembler.poll())
+        if self.settings.file_idle_timeout is not None:
+            for failure in self._reassembler.expire(self.settings.file_idle_timeout):
+                self._failed(failure)
+        self._apply_finished()
+        self._backpressure()
+        if time.monotonic() - self._last_commit >= self.settings.commit_interval:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit what is safe (after making finished disk files durable)."""
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        self._outcomes(self._reassembler.flush())
+        self._apply_finished()
+        self._last_commit = time.monotonic()
+        moved = self._tracker.advanced()
+        if not moved:
+            return
+        offsets = [TopicPartition(self.settings.topic, p, o) for p, o in moved.items()]
+        self._consumer.commit(offsets=offsets, asynchronous=False)
+        self.stats.committed.update(moved)
+        log.debug("committed %s", moved)
+
+    def close(self) -> None:
+        self._closing = True
+        try:
+            self.commit()
+        finally:
+            self._reassembler.close()
+            self._consumer.close()
+
+    def snapshot(self) -> IngestStats:
+        self.stats.held_bytes = self._reassembler.held_bytes
+        self.stats.in_flight = len(self._in_flight)
+        return IngestStats(**{**self.stats.__dict__, "committed": dict(self.stats.committed)})
+
+    # ------------------------------------------------------------------ internals
+    def _handle(self, message: Any) -> None:
+        value = message.value()
+        partition, offset = message.partition(), message.offset()
+        self.stats.n_messages += 1
+        self.stats.n_bytes += len(value or b"")
+        try:
+            chunk = decode_value(value)
+        except ChunkDecodeError as exc:
+            exc.at(message.topic(), partition, offset)
+            log.warning("poison message skipped: %s", exc)
+            self.stats.n_poison += 1
+            self._tracker.record(partition, offset, None)
+            return
+        if self._regex is not None and not self._regex.match(chunk.relative_path.as_posix()):
+            self.stats.n_skipped += 1
+            self._tracker.record(partition, offset, None)
+            return
+        result = self._reassembler.add(chunk)
+        if result.reason:
+            log.warning(
+                "file=%s topic=%s[%d] offset=%d chunk %s: %s",
+                chunk.relative_path,
+                message.topic(),
+                partition,
+                offset,
+                result.status.value,
+                result.reason,
+            )
+        self._tracker.record(partition, offset, result.file_id)
+        self._outcomes(result.finished)
+
+    def _outcomes(self, outcomes: list[Outcome] | tuple[Outcome, ...]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, CompletedFile):
+                self.stats.n_files_completed += 1
+                self._in_flight[outcome.file_id] = outcome.size
+                self._hand_off(outcome)
+            else:
+                self._failed(outcome)
+
+    def _failed(self, failure: FileFailure) -> None:
+        self.stats.n_files_failed += 1
+        log.warning(
+            "file=%s failed (%s): %s", failure.relative_path, failure.reason.value, failure.detail
+        )
+        self._tracker.finish(failure.file_id)
+        self._on_failure(failure)
+
+    def _apply_finished(self) -> None:
+        while True:
+            try:
+                file_id = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self._in_flight.pop(file_id, None)
+            self._tracker.finish(file_id)
+
+    def _backpressure(self) -> None:
+        held = self._reassembler.held_bytes + sum(self._in_flight.values())
+        full = len(self._in_flight) >= self.settings.max_in_flight or (
+            held > self.settings.max_held_bytes and bool(self._in_flight)
+        )
+        if full == self.stats.paused or not self._assigned:
+            return
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        partitions = [TopicPartition(self.settings.topic, p) for p in sorted(self._assigned)]
+        if full:
+            self._consumer.pause(partitions)
+        else:
+            self._consumer.resume(partitions)
+        self.stats.paused = full
+        log.debug(
+            "partitions %s (in flight %d, held %d bytes)",
+            "paused" if full else "resumed",
+            len(self._in_flight),
+            held,
+        )
+
+    def _assigned_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        self._assigned |= {tp.partition for tp in partitions}
+        self.stats.assigned = bool(self._assigned)
+        log.info(
+            "assigned %s[%s]", self.settings.topic, ",".join(str(p) for p in sorted(self._assigned))
+        )
+        if self.stats.paused:
+            consumer.pause(partitions)
+
+    def _revoked_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._closing:
+            return
+        lost = sorted(tp.partition for tp in partitions)
+        self._lost_partitions = (
+            f"partitions {lost} of {self.settings.topic} were taken from this reproducer's "
+            f"group ({self.settings.consumer.get('group.id')}): another consumer joined it. "
+            "Chunks of one file spread over all partitions, so one member must own them all; "
+            "stopping rather than leaving files incomplete"
+        )
+        log.error("%s", self._lost_partitions)

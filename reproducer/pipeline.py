@@ -1,0 +1,233 @@
+"""Wiring the actors: ingest -> analysis pool -> producer -> acknowledgements -> commit.
+
+The driver loop moves only small things (file metadata, object references, file ids); the
+bytes go from the ingest actor to an analysis actor through the object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import ray
+
+from reproducer._storage import Mode
+from reproducer.actors import AnalysisActor, ClusterLock, IngestActor, LockActor, ProducerActor
+from reproducer.config import KafkaConfig
+from reproducer.errors import ReproducerError
+from reproducer.ingest import IngestSettings, IngestStats
+from reproducer.pool import AnalysisPool
+
+__all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything a run needs, validated once at start-up."""
+
+    config: KafkaConfig
+    consumer_topic: str
+    producer_topic: str
+    group_id: str | None = None
+    mode: Mode = "memory"
+    output_dir: Path | None = None
+    download_regex: str | None = None
+    ray_address: str | None = None
+    n_analysis_actors: int = 2
+    actor_num_cpus: float = 1.0
+    actor_resources: dict[str, float] = field(default_factory=dict)
+    max_in_flight: int = 8
+    max_held_bytes: int = 2 << 30
+    max_retries: int = 2
+    file_idle_timeout: float | None = 3600.0
+    update_seconds: float = 30.0
+    stop_when_idle: float | None = None  # seconds without work, for batch runs and tests
+    max_results: int | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did (the reference's five values, by name)."""
+
+    n_msgs_read: int = 0
+    n_msgs_processed: int = 0
+    n_files_read: int = 0
+    n_results_produced: int = 0
+    recent_results: list[str] = field(default_factory=list)
+    n_files_failed: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int, int, list[str]]:
+        return (
+            self.n_msgs_read,
+            self.n_msgs_processed,
+            self.n_files_read,
+            self.n_results_produced,
+            self.recent_results,
+        )
+
+
+def _ensure_ray(address: str | None) -> None:
+    if ray.is_initialized():
+        return
+    # Workers import the user's modules from the driver's path (python -m from a folder).
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys([str(Path.cwd()), *paths]))}
+    ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
+
+
+def run_pipeline(
+    reproducer: Any, settings: PipelineSettings, stop: threading.Event | None = None
+) -> RunSummary:
+    """Run until ``stop`` is set, SIGINT/SIGTERM, or a batch stop condition; then drain."""
+    stop = stop or threading.Event()
+    _ensure_ray(settings.ray_address)
+    restore = _install_signal_handlers(stop)
+    consumer = settings.config.consumer_settings(group_id=settings.group_id)
+    consumer.setdefault("auto.offset.reset", "earliest")
+    ingest = IngestActor.remote(  # type: ignore[attr-defined]
+        IngestSettings(
+            topic=settings.consumer_topic,
+            consumer=consumer,
+            mode=settings.mode,
+            output_dir=settings.output_dir,
+            download_regex=settings.download_regex,
+            max_in_flight=settings.max_in_flight,
+            max_held_bytes=settings.max_held_bytes,
+            file_idle_timeout=settings.file_idle_timeout,
+        )
+    )
+    producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]
+    lock_actor = LockActor.remote()  # type: ignore[attr-defined]
+    lock = ClusterLock(lock_actor)
+    shared = ray.put(reproducer)
+    local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
+    options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
+    if settings.actor_resources:
+        options["resources"] = dict(settings.actor_resources)
+    pool = AnalysisPool(
+        lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
+        settings.n_analysis_actors,
+        max_retries=settings.max_retries,
+    )
+    summary = RunSummary()
+    producing: dict[int, str] = {}
+    try:
+        _loop(settings, stop, ingest, producer, pool, summary, producing)
+    finally:
+        restore()
+        pool.close()
+        _drain(ingest, producer, summary, producing)
+        ray.kill(lock_actor)
+    return summary
+
+
+def _loop(  # noqa: PLR0917 - the loop state, passed once
+    settings: PipelineSettings,
+    stop: threading.Event,
+    ingest: Any,
+    producer: Any,
+    pool: AnalysisPool,
+    summary: RunSummary,
+    producing: dict[int, str],
+) -> None:
+    last_work = last_update = time.monotonic()
+    stats = IngestStats()
+    while not stop.is_set():
+        files, failures, stats, error = ray.get(ingest.take.remote(max(pool.capacity, 0)))
+        if error:
+            raise ReproducerError(f"the ingest actor stopped: {error}")
+        for task in files:
+            pool.submit(task)
+        summary.n_files_failed += len(failures)
+        results = pool.poll(timeout=0.05)
+        good = [r for r in results if r.key is not None and r.value is not None]
+        bad = [r.file_id for r in results if r.key is None or r.value is None]
+        summary.n_files_failed += len(bad)
+        if good:
+            producer.produce.remote(good)
+            producing.update({r.file_id: r.relative_path for r in good})
+        acked, refused = ray.get(producer.take_acked.remote(0.0))
+        _acknowledged(acked, refused, summary, producing)
+        done = bad + acked + [file_id for file_id, _ in refused]
+        if done:
+            ingest.finish.remote(done)
+        summary.n_msgs_read = stats.n_messages
+        summary.n_msgs_processed = stats.n_messages
+        summary.n_files_read = stats.n_files_completed
+        now = time.monotonic()
+        busy = files or results or acked or refused or failures or pool.n_pending or producing
+        if busy or not stats.assigned or stats.in_flight:
+            last_work = now
+        if now - last_update >= settings.update_seconds:
+            last_update = now
+            log.info(
+                "%d messages, %d files read, %d results produced, %d failed, %d in flight, %s",
+                stats.n_messages,
+                stats.n_files_completed,
+                summary.n_results_produced,
+                summary.n_files_failed,
+                stats.in_flight,
+                "paused" if stats.paused else "consuming",
+            )
+        if settings.max_results is not None and summary.n_results_produced >= settings.max_results:
+            return
+        if settings.stop_when_idle is not None and now - last_work >= settings.stop_when_idle:
+            return
+
+
+def _acknowledged(
+    acked: list[int], refused: list[tuple[int, str]], summary: RunSummary, producing: dict[int, str]
+) -> None:
+    for file_id in acked:
+        path = producing.pop(file_id, "?")
+        summary.n_results_produced += 1
+        summary.recent_results = [*summary.recent_results[-99:], path]
+    for file_id, why in refused:
+        log.error("file=%s result not delivered: %s", producing.pop(file_id, "?"), why)
+        summary.n_files_failed += 1
+
+
+def _drain(ingest: Any, producer: Any, summary: RunSummary, producing: dict[int, str]) -> None:
+    """Deliver what was produced, mark it finished, commit, leave the group."""
+    try:
+        ray.get(producer.flush.remote(30.0))
+        acked, refused = ray.get(producer.take_acked.remote(0.0))
+        _acknowledged(acked, refused, summary, producing)
+        ray.get(ingest.finish.remote(acked + [file_id for file_id, _ in refused]))
+        stats: IngestStats = ray.get(ingest.stop.remote())
+        summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
+        summary.n_files_read = stats.n_files_completed
+        log.info("stopped; committed offsets %s", stats.committed)
+    finally:
+        for actor in (ingest, producer):
+            ray.kill(actor)
+
+
+def _install_signal_handlers(stop: threading.Event) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after in-flight work", signum)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

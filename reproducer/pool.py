@@ -1,0 +1,129 @@
+"""Dispatching completed files to a pool of analysis actors, with bounded work in flight.
+
+Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` files in
+flight (``ray.wait``, never an unbounded queue). An exception in user code is retried on
+another actor up to ``max_retries`` times, then recorded as failed; ``None`` from user
+code is failed at once; an actor that dies is replaced and its files are run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from reproducer.actors import AnalysisResult, FileTask
+
+__all__ = ["AnalysisPool"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    task: FileTask
+    attempts: int = 0
+    last_actor: int = -1
+
+
+class AnalysisPool:
+    def __init__(
+        self,
+        make_actor: Callable[[], Any],
+        n_actors: int,
+        *,
+        per_actor: int = 2,
+        max_retries: int = 2,
+    ) -> None:
+        self._make_actor = make_actor
+        self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
+        self._busy: list[int] = [0] * n_actors
+        self._per_actor = per_actor
+        self._max_retries = max_retries
+        self._queue: deque[_Job] = deque()
+        self._running: dict[Any, tuple[_Job, int]] = {}  # result ref -> (job, actor index)
+
+    @property
+    def capacity(self) -> int:
+        """Files that could start now without queueing."""
+        return len(self._actors) * self._per_actor - len(self._running) - len(self._queue)
+
+    @property
+    def n_pending(self) -> int:
+        return len(self._queue) + len(self._running)
+
+    def close(self) -> None:
+        """Stop every actor (files still running are abandoned: their offsets stay uncommitted)."""
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors, self._running = [], {}
+        self._queue.clear()
+
+    def submit(self, task: FileTask) -> None:
+        self._queue.append(_Job(task))
+
+    def poll(self, timeout: float) -> list[AnalysisResult]:
+        """Start queued files, wait up to ``timeout`` for some to finish, return their results."""
+        self._dispatch()
+        if not self._running:
+            return []
+        ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=timeout)
+        results = []
+        for ref in ready:
+            job, index = self._running.pop(ref)
+            self._busy[index] -= 1
+            try:
+                result: AnalysisResult = ray.get(ref)
+            except RayActorError as exc:
+                log.warning(
+                    "analysis actor %d died on %s; replacing it: %s",
+                    index,
+                    job.task.meta.relative_path,
+                    exc,
+                )
+                self._actors[index] = self._make_actor()
+                self._queue.appendleft(job)  # run again, not counted as an attempt
+                continue
+            if result.error:
+                job.attempts += 1
+                job.last_actor = index
+                if job.attempts <= self._max_retries:
+                    log.warning(
+                        "file=%s analysis failed (attempt %d), retrying: %s",
+                        result.relative_path,
+                        job.attempts,
+                        result.error.strip().splitlines()[-1],
+                    )
+                    self._queue.append(job)
+                    continue
+                log.error(
+                    "file=%s analysis failed %d times:\n%s",
+                    result.relative_path,
+                    job.attempts,
+                    result.error,
+                )
+            results.append(result)
+        self._dispatch()
+        return results
+
+    def _dispatch(self) -> None:
+        while self._queue:
+            index = self._free_actor(self._queue[0].last_actor)
+            if index is None:
+                return
+            job = self._queue.popleft()
+            ref = self._actors[index].analyze.remote(job.task.meta, job.task.data)
+            self._running[ref] = (job, index)
+            self._busy[index] += 1
+
+    def _free_actor(self, avoid: int) -> int | None:
+        candidates = [i for i, n in enumerate(self._busy) if n < self._per_actor]
+        if not candidates:
+            return None
+        others = [i for i in candidates if i != avoid] or candidates  # retry elsewhere if possible
+        return min(others, key=lambda i: self._busy[i])

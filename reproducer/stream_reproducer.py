@@ -1,0 +1,314 @@
+"""OpenMSIStream's ``DataFileStreamReproducer`` API, on the Ray pipeline.
+
+A reference reproducer ports by changing its imports::
+
+    from reproducer import DataFileStreamReproducer, ReproducerMessage
+
+    class SizeMessage(ReproducerMessage):
+        def __init__(self, datafile, size):
+            super().__init__(datafile)
+            self.size = size
+
+        @property
+        def msg_value(self):
+            return json.dumps({"size": self.size})
+
+    class SizeReproducer(DataFileStreamReproducer):
+        def _get_processing_result_message_for_file(self, datafile, lock):
+            return SizeMessage(datafile, len(datafile.bytestring))
+
+    def main():
+        SizeReproducer.run_from_command_line()
+
+    if __name__ == "__main__":
+        main()
+
+Each analysis actor holds a copy of the instance (it is pickled once), so the method runs
+in parallel on as many actors as ``--n_analysis_actors``; ``lock`` is held cluster-wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from reproducer.config import load_config
+from reproducer.datafile import DownloadDataFile, ReproducerMessage
+from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
+
+__all__ = ["DataFileStreamReproducer", "MetadataJSONReproducer", "ProcessingResults"]
+
+
+class ProcessingResults(NamedTuple):
+    """The five values the reference's ``produce_processing_results_for_files_as_read`` returns."""
+
+    n_msgs_read: int
+    n_msgs_processed: int
+    n_files_read: int
+    n_results_produced: int
+    recent_results: list[str]
+
+
+# name -> (add_argument keywords); defaults are the reference's where it has the flag
+_CATALOGUE: dict[str, dict[str, Any]] = {
+    "config": {"help": "OpenMSIStream INI config file ([broker], [consumer], [producer])"},
+    "topic_name": {"help": "same as --consumer_topic_name"},
+    "consumer_topic_name": {"help": "topic of the chunk messages"},
+    "producer_topic_name": {"help": "topic for the result messages"},
+    "consumer_group_id": {"help": "consumer group ('create_new': a fresh one)"},
+    "n_consumer_threads": {
+        "type": int,
+        "help": "accepted for compatibility; decoding runs on the ingest actor's two threads",
+    },
+    "n_producer_threads": {
+        "type": int,
+        "help": "accepted for compatibility; one producer actor serves all",
+    },
+    "download_regex": {"help": "only files whose relative path matches (re.match) are processed"},
+    "mode": {"choices": ["memory", "disk", "both"], "help": "where files are rebuilt"},
+    "output_dir": {"type": Path, "help": "rebuilt files (disk/both) and LOGS/"},
+    "update_seconds": {"type": float, "help": "seconds between progress log lines"},
+    "heartbeat_topic_name": {"help": "topic for heartbeat messages (not produced yet)"},
+    "heartbeat_program_id": {"help": "id in heartbeat message keys"},
+    "heartbeat_interval_secs": {"type": float, "help": "seconds between heartbeats"},
+    "log_topic_name": {"help": "topic for log messages (not produced yet)"},
+    "logger_stream_level": {
+        "choices": ["debug", "info", "warning", "error"],
+        "help": "stderr log level",
+    },
+    "logger_file_level": {
+        "choices": ["debug", "info", "warning", "error"],
+        "help": "log file level",
+    },
+    "logger_file_path": {"type": Path, "help": "log file (default: <output_dir>/LOGS/<Class>.log)"},
+    "ray_address": {"help": "Ray cluster address (default: start Ray locally)"},
+    "n_analysis_actors": {"type": int, "help": "analysis actors in the pool"},
+    "analysis_num_cpus": {"type": float, "help": "CPUs reserved by each analysis actor"},
+    "analysis_resources": {
+        "type": json.loads,
+        "help": 'custom resources per actor, JSON: {"analysis": 1}',
+    },
+    "max_held_mb": {"type": float, "help": "memory budget for partial and in-flight files (MiB)"},
+    "max_in_flight": {"type": int, "help": "completed files in analysis or production at once"},
+    "max_retries": {"type": int, "help": "retries of a file whose analysis raised"},
+    "file_idle_timeout": {
+        "type": float,
+        "help": "give up on a partial file after this many idle seconds",
+    },
+    "stop_when_idle": {
+        "type": float,
+        "help": "exit after this many seconds without work (batch runs)",
+    },
+}
+
+
+class DataFileStreamReproducer:
+    """Base class: implement ``_get_processing_result_message_for_file(datafile, lock)``."""
+
+    def __init__(
+        self,
+        config_file: str | Path,
+        consumer_topic_name: str,
+        producer_topic_name: str,
+        *,
+        output_dir: str | Path | None = None,
+        mode: str = "memory",
+        consumer_group_id: str = "create_new",
+        download_regex: str | None = None,
+        update_seconds: float = 300.0,
+        ray_address: str | None = None,
+        n_analysis_actors: int = 2,
+        analysis_num_cpus: float = 1.0,
+        analysis_resources: dict[str, float] | None = None,
+        max_held_mb: float = 2048.0,
+        max_in_flight: int = 8,
+        max_retries: int = 2,
+        file_idle_timeout: float = 3600.0,
+        stop_when_idle: float | None = None,
+        **other: Any,
+    ) -> None:
+        self.logger = logging.getLogger(type(self).__name__)
+        self.config_file = Path(config_file)
+        self.consumer_topic_name = consumer_topic_name
+        self.producer_topic_name = producer_topic_name
+        self.output_dir = Path(output_dir) if output_dir else Path(f"{type(self).__name__}_output")
+        self.options = dict(other)  # flags a subclass added, and accepted reference flags
+        self._settings = PipelineSettings(
+            config=load_config(self.config_file),
+            consumer_topic=consumer_topic_name,
+            producer_topic=producer_topic_name,
+            group_id=consumer_group_id,
+            mode=mode,  # type: ignore[arg-type]
+            output_dir=self.output_dir,
+            download_regex=download_regex,
+            ray_address=ray_address,
+            n_analysis_actors=n_analysis_actors,
+            actor_num_cpus=analysis_num_cpus,
+            actor_resources=dict(analysis_resources or {}),
+            max_in_flight=max_in_flight,
+            max_held_bytes=int(max_held_mb * 2**20),
+            max_retries=max_retries,
+            file_idle_timeout=file_idle_timeout,
+            update_seconds=update_seconds,
+            stop_when_idle=stop_when_idle,
+        )
+
+    def _get_processing_result_message_for_file(
+        self, datafile: DownloadDataFile, lock: Any
+    ) -> ReproducerMessage | None:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _get_processing_result_message_for_file"
+        )
+
+    def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
+        """Run the pipeline until stopped; return the reference's five values."""
+        summary: RunSummary = run_pipeline(self, self._settings)
+        return ProcessingResults(*summary.as_tuple())
+
+    def close(self) -> None:
+        """Nothing to release: the pipeline's actors stop when the run ends."""
+
+    # ------------------------------------------------------------------ command line
+    @classmethod
+    def get_command_line_arguments(cls) -> tuple[list[str], dict[str, Any]]:
+        """(required flag names, {flag name: default}); a subclass extends ``super()``'s."""
+        args = ["config"]
+        kwargs: dict[str, Any] = {
+            "topic_name": None,
+            "consumer_topic_name": None,
+            "producer_topic_name": None,
+            "consumer_group_id": "create_new",
+            "n_consumer_threads": 2,
+            "n_producer_threads": 1,
+            "download_regex": None,
+            "mode": "memory",
+            "output_dir": None,
+            "update_seconds": 300.0,
+            "heartbeat_topic_name": None,
+            "heartbeat_program_id": None,
+            "heartbeat_interval_secs": 900.0,
+            "log_topic_name": None,
+            "logger_stream_level": "info",
+            "logger_file_level": "warning",
+            "logger_file_path": None,
+            "ray_address": None,
+            "n_analysis_actors": 2,
+            "analysis_num_cpus": 1.0,
+            "analysis_resources": None,
+            "max_held_mb": 2048.0,
+            "max_in_flight": 8,
+            "max_retries": 2,
+            "file_idle_timeout": 3600.0,
+            "stop_when_idle": None,
+        }
+        return args, kwargs
+
+    @classmethod
+    def get_argument_parser(cls) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=cls.__name__, description=(inspect.getdoc(cls) or cls.__name__).splitlines()[0]
+        )
+        args, kwargs = cls.get_command_line_arguments()
+        for name in args:
+            parser.add_argument(f"--{name}", required=True, **_CATALOGUE.get(name, {}))
+        for name, default in kwargs.items():
+            spec = dict(_CATALOGUE.get(name, {}))
+            if name not in _CATALOGUE and default is not None and not isinstance(default, bool):
+                spec["type"] = type(default)
+            if isinstance(default, bool):
+                spec = {"action": "store_false" if default else "store_true"}
+            parser.add_argument(f"--{name}", default=default, **spec)
+        return parser
+
+    @classmethod
+    def get_init_args_kwargs(
+        cls, parsed_args: argparse.Namespace
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """Constructor arguments from parsed flags (unlike openmsistream 1.8.8, they work)."""
+        options = dict(vars(parsed_args))
+        consumer_topic = options.pop("consumer_topic_name", None) or options.pop("topic_name", None)
+        options.pop("topic_name", None)
+        producer_topic = options.pop("producer_topic_name", None)
+        if not consumer_topic or not producer_topic:
+            raise SystemExit(
+                f"{cls.__name__}: --consumer_topic_name (or --topic_name) and --producer_topic_name are required"
+            )
+        config = options.pop("config")
+        for unused in (
+            "n_consumer_threads",
+            "n_producer_threads",
+            "logger_stream_level",
+            "logger_file_level",
+            "logger_file_path",
+        ):
+            options.pop(unused, None)
+        return [config, consumer_topic, producer_topic], options
+
+    @classmethod
+    def run_from_command_line(cls, args: list[str] | None = None) -> ProcessingResults:
+        parsed = cls.get_argument_parser().parse_args(args)
+        _configure_logging(cls.__name__, parsed)
+        init_args, init_kwargs = cls.get_init_args_kwargs(parsed)
+        reproducer = cls(*init_args, **init_kwargs)
+        results = reproducer.produce_processing_results_for_files_as_read()
+        reproducer.close()
+        reproducer.logger.info(
+            "%d messages read, %d files read, %d results produced",
+            results.n_msgs_read,
+            results.n_files_read,
+            results.n_results_produced,
+        )
+        return results
+
+
+class _JSONMessage(ReproducerMessage):
+    def __init__(self, datafile: DownloadDataFile, metadata: dict[str, Any]) -> None:
+        super().__init__(datafile)
+        self.metadata = metadata
+
+    @property
+    def msg_value(self) -> str:
+        return json.dumps(self.metadata)
+
+
+class MetadataJSONReproducer(DataFileStreamReproducer):
+    """Implement ``_get_metadata_dict_for_file(datafile) -> dict``; results are its JSON."""
+
+    def _get_metadata_dict_for_file(self, datafile: DownloadDataFile) -> dict[str, Any]:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _get_metadata_dict_for_file"
+        )
+
+    def _get_processing_result_message_for_file(
+        self, datafile: DownloadDataFile, lock: Any
+    ) -> ReproducerMessage | None:
+        try:
+            metadata = self._get_metadata_dict_for_file(datafile)
+        except Exception:
+            self.logger.exception("metadata extraction failed for %s", datafile.relative_filepath)
+            return None
+        return _JSONMessage(datafile, metadata)
+
+
+def _configure_logging(name: str, parsed: argparse.Namespace) -> None:
+    level = getattr(
+        logging, str(getattr(parsed, "logger_stream_level", "info")).upper(), logging.INFO
+    )
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    output_dir = getattr(parsed, "output_dir", None) or Path(f"{name}_output")
+    log_path = (
+        getattr(parsed, "logger_file_path", None) or Path(output_dir) / "LOGS" / f"{name}.log"
+    )
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setLevel(
+        getattr(
+            logging, str(getattr(parsed, "logger_file_level", "warning")).upper(), logging.WARNING
+        )
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)

@@ -1,0 +1,42 @@
+"""A reference-style reproducer, ported by changing imports only (used by the pipeline tests)."""
+
+import hashlib
+import json
+
+from reproducer import DataFileStreamReproducer, ReproducerMessage
+
+
+class SizeMessage(ReproducerMessage):
+    def __init__(self, datafile, payload):
+        super().__init__(datafile)
+        self.payload = payload
+
+    @property
+    def msg_value(self):
+        return json.dumps(self.payload)
+
+
+class SizeReproducer(DataFileStreamReproducer):
+    def _get_processing_result_message_for_file(self, datafile, lock):
+        if datafile.filename.startswith("decline"):
+            self.logger.error("declining %s", datafile.relative_filepath)
+            return None
+        if datafile.filename.startswith("boom"):
+            raise ValueError("analysis blew up")
+        with lock:
+            payload = {
+                "file": str(datafile.relative_filepath),
+                "size": len(datafile.bytestring),
+                "sha256": hashlib.sha256(datafile.bytestring).hexdigest(),
+                "path_ok": datafile.full_filepath is None
+                or datafile.full_filepath.read_bytes() == datafile.bytestring,
+            }
+        return SizeMessage(datafile, payload)
+
+
+def main(args=None):
+    SizeReproducer.run_from_command_line(args)
+
+
+if __name__ == "__main__":
+    main()

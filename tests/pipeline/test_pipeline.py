@@ -1,0 +1,210 @@
+"""The Ray pipeline end to end, against a real broker and local Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from cluster import create_topic
+from reproducer.config import KafkaConfig
+from reproducer.upload import upload
+from tests.pipeline.size_reproducer import SizeReproducer
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
+
+REPO = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    yield
+    ray.shutdown()
+
+
+def make_tree(root: Path, n_small: int = 24) -> dict[str, bytes]:
+    files = {f"small/f{i:03d}.bin": os.urandom(1000 + 3000 * i) for i in range(n_small)}
+    files["top.txt"] = b"abc"
+    files["empty.dat"] = b""
+    files["large/big.bin"] = os.urandom(6 << 20)
+    for relative, data in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return files
+
+
+def read_results(bootstrap: str, topic: str, expected: int) -> list[tuple[str, dict]]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out: list[tuple[str, dict]] = []
+    try:
+        while len(out) < expected:
+            batch = consumer.consume(100, 10)
+            if not batch:
+                break
+            out += [(m.key().decode(), json.loads(m.value())) for m in batch if not m.error()]
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_one_correct_result_per_file(
+    mode: str, local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "tree")
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    upload([tmp_path / "tree"], config, topic, chunk_size=64 * 1024)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(
+        f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n[consumer]\nauto.offset.reset = earliest\n"
+    )
+
+    reproducer = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        mode=mode,
+        output_dir=tmp_path / "out",
+        n_analysis_actors=2,
+        stop_when_idle=4.0,
+        update_seconds=5.0,
+    )
+    results = reproducer.produce_processing_results_for_files_as_read()
+    assert results.n_results_produced == len(files)
+    assert results.n_files_read == len(files)
+
+    got = read_results(kafka_bootstrap, results_topic, len(files))
+    assert len(got) == len(files)
+    by_file = {payload["file"]: (key, payload) for key, payload in got}
+    assert set(by_file) == set(files)
+    for relative, data in files.items():
+        key, payload = by_file[relative]
+        subdir, _, name = relative.rpartition("/")
+        assert key == f"{subdir.replace('/', '_')}_{name}_chunk_processing_result"
+        assert payload["size"] == len(data)
+        assert payload["sha256"] == hashlib.sha256(data).hexdigest()
+        assert payload["path_ok"] is True
+
+
+def test_failures_are_recorded_and_do_not_stop_the_run(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("good1.txt", "decline.txt", "boom.txt", "good2.txt"):
+        (tree / name).write_text(name)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    reproducer = SizeReproducer(
+        config_file, topic, results_topic, stop_when_idle=4.0, max_retries=1
+    )
+    results = reproducer.produce_processing_results_for_files_as_read()
+    assert results.n_results_produced == 2
+    got = read_results(kafka_bootstrap, results_topic, 2)
+    assert sorted(payload["file"] for _, payload in got) == ["good1.txt", "good2.txt"]
+
+
+def test_python_dash_m_runs_a_ported_reproducer(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.csv").write_text("x,1\n")
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    config_file = tmp_path / "test.config"
+    config_file.write_text("[broker]\nbootstrap.servers = $KAFKA_BOOTSTRAP_SERVERS\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.pipeline.size_reproducer",
+            "--config",
+            str(config_file),
+            "--topic_name",
+            topic,
+            "--producer_topic_name",
+            results_topic,
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--n_analysis_actors",
+            "1",
+            "--stop_when_idle",
+            "4",
+        ],
+        cwd=REPO,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 results produced" in proc.stderr
+    assert (tmp_path / "out" / "LOGS" / "SizeReproducer.log").is_file()
+    got = read_results(kafka_bootstrap, results_topic, 1)
+    assert [payload["file"] for _, payload in got] == ["a.csv"]
+
+
+def test_offsets_committed_only_for_delivered_results(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A clean stop commits everything delivered: the same group then reads nothing again."""
+    files = make_tree(tmp_path / "tree", n_small=6)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    upload(
+        [tmp_path / "tree"],
+        KafkaConfig.for_bootstrap(kafka_bootstrap),
+        topic,
+        chunk_size=256 * 1024,
+    )
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    group = f"group-{topic}"
+    first = SizeReproducer(
+        config_file, topic, results_topic, consumer_group_id=group, stop_when_idle=3.0
+    )
+    assert first.produce_processing_results_for_files_as_read().n_results_produced == len(files)
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        ends = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(3)
+        ]
+    finally:
+        consumer.close()
+    assert [tp.offset for tp in committed] == ends
+
+    again = SizeReproducer(
+        config_file, topic, results_topic, consumer_group_id=group, stop_when_idle=3.0
+    )
+    second = again.produce_processing_results_for_files_as_read()
+    assert (second.n_msgs_read, second.n_results_produced) == (0, 0)
+    assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
