@@ -18,6 +18,8 @@ The commit protocol, at least once (the driver does steps 3-5):
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import queue
 import re
@@ -50,6 +52,8 @@ class IngestSettings:
     file_idle_timeout: float | None = 3600.0
     commit_interval: float = 1.0
     batch: int = 200
+    dead_letter_topic: str | None = None
+    dead_letter_producer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Ingest:
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
         consumer_settings["enable.auto.commit"] = False
         self._consumer = Consumer(consumer_settings)
+        self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
         )
@@ -118,6 +123,9 @@ class Ingest:
                 continue
             self._handle(message)
         self._outcomes(self._reassembler.poll())
+        if self._dead_letters is not None:
+            for poison_id in self._dead_letters.delivered():
+                self._tracker.finish(poison_id)
         if self.settings.file_idle_timeout is not None:
             for failure in self._reassembler.expire(self.settings.file_idle_timeout):
                 self._failed(failure)
@@ -144,6 +152,9 @@ class Ingest:
     def close(self) -> None:
         self._closing = True
         try:
+            if self._dead_letters is not None:
+                for poison_id in self._dead_letters.delivered(flush=True):
+                    self._tracker.finish(poison_id)
             self.commit()
         finally:
             self._reassembler.close()
@@ -166,7 +177,10 @@ class Ingest:
             exc.at(message.topic(), partition, offset)
             log.warning("poison message skipped: %s", exc)
             self.stats.n_poison += 1
-            self._tracker.record(partition, offset, None)
+            poison_id = None
+            if self._dead_letters is not None:  # the offset is released once the copy is acked
+                poison_id = self._dead_letters.send(message.key(), value, str(exc))
+            self._tracker.record(partition, offset, poison_id)
             return
         if self._regex is not None and not self._regex.match(chunk.relative_path.as_posix()):
             self.stats.n_skipped += 1
@@ -201,6 +215,8 @@ class Ingest:
             "file=%s failed (%s): %s", failure.relative_path, failure.reason.value, failure.detail
         )
         self._tracker.finish(failure.file_id)
+        if self._dead_letters is not None:
+            self._dead_letters.send_failure(failure)
         self._on_failure(failure)
 
     def _apply_finished(self) -> None:
@@ -254,3 +270,60 @@ class Ingest:
             "stopping rather than leaving files incomplete"
         )
         log.error("%s", self._lost_partitions)
+
+
+class _DeadLetters:
+    """Copies poison messages, and reports of failed files, to the dead-letter topic."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        from confluent_kafka import Producer  # noqa: PLC0415
+
+        assert settings.dead_letter_topic is not None
+        self._topic = settings.dead_letter_topic
+        self._producer = Producer(settings.dead_letter_producer)
+        self._ids = itertools.count(-1, -1)  # negative: never a file id
+        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def send(self, key: bytes | None, value: bytes | None, error: str) -> int:
+        poison_id = next(self._ids)
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                log.error("dead-letter copy not delivered (%s): %s", err, error)
+            self._done.put(poison_id)  # delivered or not, the poison must not pin the offset
+
+        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
+        self._producer.produce(
+            self._topic, key=key, value=value, headers=headers, on_delivery=delivered
+        )
+        self._producer.poll(0)
+        return poison_id
+
+    def send_failure(self, failure: FileFailure) -> None:
+        report = {
+            "file": failure.relative_path.as_posix(),
+            "reason": failure.reason.value,
+            "detail": failure.detail,
+            "n_chunks_received": failure.n_chunks_received,
+            "n_total_chunks": failure.n_total_chunks,
+        }
+        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", f"file {failure.reason.value}")]
+        self._producer.produce(
+            self._topic,
+            key=failure.relative_path.as_posix().encode(),
+            value=json.dumps(report).encode(),
+            headers=headers,
+        )
+        self._producer.poll(0)
+
+    def delivered(self, *, flush: bool = False) -> list[int]:
+        if flush:
+            self._producer.flush(30)
+        else:
+            self._producer.poll(0)
+        done = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done

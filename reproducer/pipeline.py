@@ -52,6 +52,7 @@ class PipelineSettings:
     max_retries: int = 2
     file_idle_timeout: float | None = 3600.0
     update_seconds: float = 30.0
+    dead_letter_topic: str | None = None
     stop_when_idle: float | None = None  # seconds without work, for batch runs and tests
     max_results: int | None = None
 
@@ -105,6 +106,8 @@ def run_pipeline(
             max_in_flight=settings.max_in_flight,
             max_held_bytes=settings.max_held_bytes,
             file_idle_timeout=settings.file_idle_timeout,
+            dead_letter_topic=settings.dead_letter_topic,
+            dead_letter_producer=settings.config.producer_settings(),
         )
     )
     producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]

@@ -128,6 +128,7 @@ class DataFileStreamReproducer:
         max_in_flight: int = 8,
         max_retries: int = 2,
         file_idle_timeout: float = 3600.0,
+        dead_letter_topic: str | None = None,
         stop_when_idle: float | None = None,
         **other: Any,
     ) -> None:
@@ -154,6 +155,7 @@ class DataFileStreamReproducer:
             max_retries=max_retries,
             file_idle_timeout=file_idle_timeout,
             update_seconds=update_seconds,
+            dead_letter_topic=dead_letter_topic,
             stop_when_idle=stop_when_idle,
         )
 
@@ -203,6 +205,7 @@ class DataFileStreamReproducer:
             "max_in_flight": 8,
             "max_retries": 2,
             "file_idle_timeout": 3600.0,
+            "dead_letter_topic": None,
             "stop_when_idle": None,
         }
         return args, kwargs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import ray
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cluster import create_topic
+from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
@@ -208,3 +210,79 @@ def test_offsets_committed_only_for_delivered_results(
     second = again.produce_processing_results_for_files_as_read()
     assert (second.n_msgs_read, second.n_results_produced) == (0, 0)
     assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
+
+
+def test_poison_is_recorded_dead_lettered_and_committed_past(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    good = [make_chunk(f"good {i}".encode(), filename=f"good{i}.txt") for i in range(3)]
+    tampered = dataclasses.replace(make_chunk(b"x", filename="tampered.txt"), data=b"y")
+    escaping = make_chunk(b"z", filename="passwd", subdir_str="../../etc")
+    data = os.urandom(3000)
+    incomplete = [  # chunk 2 of 3 never arrives
+        make_chunk(
+            data[i : i + 1000],
+            filename="incomplete.bin",
+            file_hash=hashlib.sha512(data).digest(),
+            chunk_offset_write=i,
+            chunk_i=i // 1000 + 1,
+            n_total_chunks=3,
+        )
+        for i in (0, 2000)
+    ]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    messages = [
+        (b"junk", b"\xc1 not msgpack"),
+        (b"t", encode_value(tampered)),
+        (b"e", encode_value(escaping)),
+    ]
+    messages += [(c.key.encode(), encode_value(c)) for c in [*good, *incomplete]]
+    for i, (key, value) in enumerate(messages):
+        producer.produce(topic, key=key, value=value, partition=i % 3)
+    assert producer.flush(30) == 0
+    results_topic, dead_topic = topic + "-results", topic + "-dead"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    create_topic(kafka_bootstrap, dead_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    group = f"group-{topic}"
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        dead_letter_topic=dead_topic,
+        file_idle_timeout=2.0,
+        stop_when_idle=5.0,
+    )
+    assert run.produce_processing_results_for_files_as_read().n_results_produced == 3
+    assert sorted(p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 3)) == [
+        "good0.txt",
+        "good1.txt",
+        "good2.txt",
+    ]
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "dlq-check"})
+    consumer.assign([TopicPartition(dead_topic, 0, OFFSET_BEGINNING)])
+    dead = []
+    try:
+        while len(dead) < 4 and (batch := consumer.consume(10, 10)):
+            dead += [m for m in batch if not m.error()]
+        committed = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+        offsets = committed.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        ends = [
+            committed.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(3)
+        ]
+        committed.close()
+    finally:
+        consumer.close()
+    error_of = {m.value(): dict(m.headers())["reproducer.error"].decode() for m in dead}
+    assert len(dead) == 4
+    junk, tampered_value, escaping_value = (value for _, value in messages[:3])
+    assert "value:" in error_of[junk]
+    assert "chunk_hash" in error_of[tampered_value]
+    assert "subdir_str" in error_of[escaping_value]
+    (report,) = [m for m in dead if m.key() == b"incomplete.bin"]
+    assert json.loads(report.value())["reason"] == "expired"
+    assert [tp.offset for tp in offsets] == ends  # the poison does not pin the group
