@@ -2,6 +2,8 @@
 
 import hashlib
 import json
+import os
+import time
 
 from reproducer import DataFileStreamReproducer, ReproducerMessage
 
@@ -23,6 +25,7 @@ class SizeReproducer(DataFileStreamReproducer):
             return None
         if datafile.filename.startswith("boom"):
             raise ValueError("analysis blew up")
+        time.sleep(float(os.environ.get("SIZE_REPRODUCER_DELAY", "0")))  # a slow analysis
         with lock:
             payload = {
                 "file": str(datafile.relative_filepath),

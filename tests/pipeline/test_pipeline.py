@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -286,3 +287,81 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     (report,) = [m for m in dead if m.key() == b"incomplete.bin"]
     assert json.loads(report.value())["reason"] == "expired"
     assert [tp.offset for tp in offsets] == ends  # the poison does not pin the group
+
+
+def test_killed_and_restarted_loses_no_result(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """SIGKILL the whole run (driver and its Ray processes) mid-stream, restart with the
+    same group: every file gets its result; duplicates at most the files in flight."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = [f"f{i:02d}.txt" for i in range(16)]
+    for name in names:
+        (tree / name).write_text(name * 100)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(
+        f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n"
+        "[consumer]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "tests.pipeline.size_reproducer",
+        "--config",
+        str(config_file),
+        "--topic_name",
+        topic,
+        "--producer_topic_name",
+        results_topic,
+        "--consumer_group_id",
+        f"group-{topic}",
+        "--n_analysis_actors",
+        "1",
+        "--max_in_flight",
+        "4",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--stop_when_idle",
+        "5",
+    ]
+    env = {**os.environ, "SIZE_REPRODUCER_DELAY": "0.5"}
+    first = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        consumer = Consumer(
+            {"bootstrap.servers": kafka_bootstrap, "group.id": "watch", "enable.auto.commit": False}
+        )
+        consumer.assign([TopicPartition(results_topic, 0, OFFSET_BEGINNING)])
+        seen = 0
+        while seen < 3:  # kill once a few results are out and more are in flight
+            batch = consumer.consume(10, 60)
+            assert batch, "no result within a minute"
+            seen += sum(1 for m in batch if not m.error())
+        consumer.close()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+
+    second = subprocess.run(
+        command,
+        cwd=REPO,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    assert set(results) == set(names)  # nothing lost
+    assert len(results) <= len(names) + 4 + 1  # duplicates: at most what was in flight
