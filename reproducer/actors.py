@@ -56,14 +56,18 @@ class AnalysisResult:
     declined: bool = False  # the user's method returned None: recorded as failed at once
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
 class IngestActor:
+    """Threaded: the ingest loop runs on its own thread; ``take`` waits for files while
+    ``finish`` calls go straight through."""
+
     def __init__(self, settings: IngestSettings) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self._outbox: deque[FileTask] = deque()
         self._failures: deque[FileFailure] = deque()
+        self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
-        self._ingest = Ingest(settings, self._hand_off, self._failures.append)
+        self._ingest = Ingest(settings, self._hand_off, self._failed)
         self._stop = threading.Event()
         self._error = ""
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -73,9 +77,16 @@ class IngestActor:
         try:
             while not self._stop.is_set():
                 self._ingest.step(0.1)
-        except Exception as exc:
+        except Exception as exc:  # reported to the driver, which stops the run
             self._error = f"{type(exc).__name__}: {exc}"
             log.exception("ingest loop stopped")
+            with self._ready:
+                self._ready.notify_all()
+
+    def _failed(self, failure: FileFailure) -> None:
+        with self._ready:
+            self._failures.append(failure)
+            self._ready.notify_all()
 
     def _hand_off(self, done: CompletedFile) -> None:
         data = None
@@ -92,12 +103,21 @@ class IngestActor:
             str(done.path) if done.path is not None else None,
             self._node,
         )
-        self._outbox.append(FileTask(meta, data))
+        with self._ready:
+            self._outbox.append(FileTask(meta, data))
+            self._ready.notify_all()
 
-    def take(self, max_files: int) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
-        """Completed files (up to ``max_files``), failures, stats, and a fatal error if any."""
-        files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
-        failures = [self._failures.popleft() for _ in range(len(self._failures))]
+    def take(
+        self, max_files: int, timeout: float = 0.0
+    ) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
+        """Completed files (up to ``max_files``), failures, stats and a fatal error, if any;
+        waits up to ``timeout`` for something to report."""
+        with self._ready:
+            self._ready.wait_for(
+                lambda: (self._outbox and max_files > 0) or self._failures or self._error, timeout
+            )
+            files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
+            failures = [self._failures.popleft() for _ in range(len(self._failures))]
         return files, failures, self._ingest.snapshot(), self._error
 
     def finish(self, file_ids: list[int]) -> None:
@@ -187,27 +207,38 @@ class AnalysisActor:
         return True
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
 class ProducerActor:
+    """Threaded: a poll thread serves delivery reports; ``take_acked`` waits for them."""
+
     def __init__(self, settings: dict[str, Any], topic: str) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
-        self._producer = Producer({"enable.idempotence": True, **settings})
+        self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **settings})
         self._topic = topic
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
+        self._reported = threading.Condition()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="delivery-reports", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
 
     def produce(self, results: list[AnalysisResult]) -> None:
         for result in results:
             self._produce(result)
-        self._producer.poll(0)
 
     def _produce(self, result: AnalysisResult) -> None:
         def delivered(err: Any, _msg: Any, file_id: int = result.file_id) -> None:
-            if err is None:
-                self._acked.append(file_id)
-            else:
-                self._failed.append((file_id, str(err)))
+            with self._reported:
+                if err is None:
+                    self._acked.append(file_id)
+                else:
+                    self._failed.append((file_id, str(err)))
+                self._reported.notify_all()
 
         while True:
             try:
@@ -216,13 +247,15 @@ class ProducerActor:
                 )
                 return
             except BufferError:
-                self._producer.poll(0.05)
+                self._stop.wait(0.05)  # queue full: the poll thread makes room
 
     def take_acked(self, timeout: float = 0.0) -> tuple[list[int], list[tuple[int, str]]]:
-        """File ids whose result the broker acknowledged, and those it refused, since last call."""
-        self._producer.poll(timeout)
-        acked, self._acked = self._acked, []
-        failed, self._failed = self._failed, []
+        """File ids whose result the broker acknowledged, and those it refused, since the
+        last call; waits up to ``timeout`` for at least one."""
+        with self._reported:
+            self._reported.wait_for(lambda: self._acked or self._failed, timeout)
+            acked, self._acked = self._acked, []
+            failed, self._failed = self._failed, []
         return acked, failed
 
     def flush(self, timeout: float = 30.0) -> int:

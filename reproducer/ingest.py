@@ -229,10 +229,15 @@ class Ingest:
             self._tracker.finish(file_id)
 
     def _backpressure(self) -> None:
+        """Pause at the limits, resume at half of them: pausing drops what librdkafka has
+        prefetched for the partitions, so flapping at the limit would refetch constantly."""
         held = self._reassembler.held_bytes + sum(self._in_flight.values())
-        full = len(self._in_flight) >= self.settings.max_in_flight or (
-            held > self.settings.max_held_bytes and bool(self._in_flight)
-        )
+        n_in_flight = len(self._in_flight)
+        limit, budget = self.settings.max_in_flight, self.settings.max_held_bytes
+        if self.stats.paused:
+            full = n_in_flight > limit // 2 or (held > budget // 2 and bool(self._in_flight))
+        else:
+            full = n_in_flight >= limit or (held > budget and bool(self._in_flight))
         if full == self.stats.paused or not self._assigned:
             return
         from confluent_kafka import TopicPartition  # noqa: PLC0415
@@ -244,9 +249,9 @@ class Ingest:
             self._consumer.resume(partitions)
         self.stats.paused = full
         log.debug(
-            "partitions %s (in flight %d, held %d bytes)",
+            "partitions %s (%d files in flight, %d bytes held)",
             "paused" if full else "resumed",
-            len(self._in_flight),
+            n_in_flight,
             held,
         )
 
@@ -307,7 +312,9 @@ class _DeadLetters:
             "n_chunks_received": failure.n_chunks_received,
             "n_total_chunks": failure.n_total_chunks,
         }
-        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", f"file {failure.reason.value}")]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reproducer.error", f"file {failure.reason.value}")
+        ]
         self._producer.produce(
             self._topic,
             key=failure.relative_path.as_posix().encode(),

@@ -47,7 +47,7 @@ class PipelineSettings:
     n_analysis_actors: int = 2
     actor_num_cpus: float = 1.0
     actor_resources: dict[str, float] = field(default_factory=dict)
-    max_in_flight: int = 8
+    max_in_flight: int = 32
     max_held_bytes: int = 2 << 30
     max_retries: int = 2
     file_idle_timeout: float | None = 3600.0
@@ -144,44 +144,63 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     summary: RunSummary,
     producing: dict[int, str],
 ) -> None:
+    """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
     last_work = last_update = time.monotonic()
-    stats = IngestStats()
+    taking = acking = None
+    consuming = False  # the ingest actor has its partitions: idleness counts from then on
     while not stop.is_set():
-        files, failures, stats, error = ray.get(ingest.take.remote(max(pool.capacity, 0)))
-        if error:
-            raise ReproducerError(f"the ingest actor stopped: {error}")
-        for task in files:
-            pool.submit(task)
-        summary.n_files_failed += len(failures)
-        results = pool.poll(timeout=0.05)
-        good = [r for r in results if r.key is not None and r.value is not None]
-        bad = [r.file_id for r in results if r.key is None or r.value is None]
-        summary.n_files_failed += len(bad)
-        if good:
-            producer.produce.remote(good)
-            producing.update({r.file_id: r.relative_path for r in good})
-        acked, refused = ray.get(producer.take_acked.remote(0.0))
-        _acknowledged(acked, refused, summary, producing)
-        done = bad + acked + [file_id for file_id, _ in refused]
-        if done:
-            ingest.finish.remote(done)
-        summary.n_msgs_read = stats.n_messages
-        summary.n_msgs_processed = stats.n_messages
-        summary.n_files_read = stats.n_files_completed
+        if taking is None:
+            taking = ingest.take.remote(settings.max_in_flight, 0.2)  # bounded by the ingest
+        if acking is None:
+            acking = producer.take_acked.remote(0.2)
+        waiting = [taking, acking, *pool.running]
+        ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
+        if ready:  # take everything that is ready now, not one thing per pass
+            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+        ready_set = set(ready)
+        busy = False
+        if taking in ready_set:
+            files, failures, stats, error = ray.get(taking)
+            taking = None
+            if error:
+                raise ReproducerError(f"the ingest actor stopped: {error}")
+            for task in files:
+                pool.submit(task)
+            summary.n_files_failed += len(failures)
+            summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
+            summary.n_files_read = stats.n_files_completed
+            consuming = stats.assigned
+            busy = bool(files or failures or stats.in_flight)
+        if acking in ready_set:
+            acked, refused = ray.get(acking)
+            acking = None
+            _acknowledged(acked, refused, summary, producing)
+            if acked or refused:
+                ingest.finish.remote(acked + [file_id for file_id, _ in refused])
+                busy = True
+        results = pool.collect(ready)
+        if results:
+            good = [r for r in results if r.key is not None and r.value is not None]
+            bad = [r.file_id for r in results if r.key is None or r.value is None]
+            summary.n_files_failed += len(bad)
+            if good:
+                producer.produce.remote(good)
+                producing.update({r.file_id: r.relative_path for r in good})
+            if bad:
+                ingest.finish.remote(bad)
+            busy = True
         now = time.monotonic()
-        busy = files or results or acked or refused or failures or pool.n_pending or producing
-        if busy or not stats.assigned or stats.in_flight:
+        if busy or not consuming or pool.n_pending or producing:
             last_work = now
         if now - last_update >= settings.update_seconds:
             last_update = now
             log.info(
-                "%d messages, %d files read, %d results produced, %d failed, %d in flight, %s",
-                stats.n_messages,
-                stats.n_files_completed,
+                "%d messages, %d files read, %d results produced, %d failed, %d in analysis",
+                summary.n_msgs_read,
+                summary.n_files_read,
                 summary.n_results_produced,
                 summary.n_files_failed,
-                stats.in_flight,
-                "paused" if stats.paused else "consuming",
+                pool.n_pending,
             )
         if settings.max_results is not None and summary.n_results_produced >= settings.max_results:
             return

@@ -67,14 +67,18 @@ class AnalysisPool:
     def submit(self, task: FileTask) -> None:
         self._queue.append(_Job(task))
 
-    def poll(self, timeout: float) -> list[AnalysisResult]:
-        """Start queued files, wait up to ``timeout`` for some to finish, return their results."""
+    @property
+    def running(self) -> list[Any]:
+        """References to wait on (``ray.wait``) alongside other work."""
         self._dispatch()
-        if not self._running:
-            return []
-        ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=timeout)
+        return list(self._running)
+
+    def collect(self, ready: list[Any]) -> list[AnalysisResult]:
+        """Results of the finished references among ``ready``; retries and replacements."""
         results = []
         for ref in ready:
+            if ref not in self._running:
+                continue
             job, index = self._running.pop(ref)
             self._busy[index] -= 1
             try:

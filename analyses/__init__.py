@@ -1,0 +1,1 @@
+"""Analyses: the one-method base class, the registry and the built-in analyses (to come)."""

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Pipeline throughput against raw consumption, on one broker and one data set.
+
+    python bench/pipeline.py                        # 200 x 1 MiB and 5 x 50 MiB
+    python bench/pipeline.py --sets small --cases raw trivial
+
+Cases (each on the same uploaded topic, 4 partitions, 512 KiB chunks):
+  raw      confluent-kafka reading every message of the topic (the ceiling)
+  trivial  the Ray pipeline, analysis = sha256 of the file, 2 analysis actors
+  fft1/2   the pipeline with a CPU-heavy numpy analysis (~0.2 s/MiB), 1 and 2 actors
+
+Throughput is steady state: bytes of all files but the first, over the time from the first
+result to the last (result timestamps, set by the producer). Start-up (Ray, group join) is
+reported apart. Peak RSS sums every process of the local Ray instance plus this driver,
+sampled every 0.2 s. Uses $KAFKA_BOOTSTRAP_SERVERS, or starts a local broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from cluster import broker_from_env, create_topic
+from reproducer import DataFileStreamReproducer, ReproducerMessage
+from reproducer.config import KafkaConfig
+from reproducer.upload import upload
+
+SETS = {"small": (200, 1 << 20), "large": (5, 50 << 20)}
+
+
+class _Result(ReproducerMessage):
+    def __init__(self, datafile: Any, payload: dict[str, Any]) -> None:
+        super().__init__(datafile)
+        self.payload = payload
+
+    @property
+    def msg_value(self) -> str:
+        return json.dumps(self.payload)
+
+
+class TrivialReproducer(DataFileStreamReproducer):
+    def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
+        return _Result(
+            datafile,
+            {
+                "file": str(datafile.relative_filepath),
+                "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
+            },
+        )
+
+
+class FFTReproducer(DataFileStreamReproducer):
+    def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
+        data = np.frombuffer(datafile.buffer, dtype=np.float64)
+        total = 0.0
+        for _ in range(max(1, datafile.size >> 20) * 4):  # ~0.2 s of FFTs per MiB here
+            total += float(np.abs(np.fft.rfft(data[: 1 << 17])).sum())
+        return _Result(datafile, {"file": str(datafile.relative_filepath), "fft": total})
+
+
+def make_data(root: Path, n: int, size: int) -> int:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        (root / f"f{i:04d}.bin").write_bytes(rng.bytes(size))
+    return n * size
+
+
+def raw(bootstrap: str, topic: str, n_messages: int) -> dict[str, float]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 52428800,
+            "max.partition.fetch.bytes": 4 << 20,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
+    seen = nbytes = 0
+    start = time.perf_counter()
+    first = None
+    while seen < n_messages:
+        for message in consumer.consume(100, 0.5):
+            if not message.error():
+                first = first or time.perf_counter()
+                seen += 1
+                nbytes += len(message.value())
+    end = time.perf_counter()
+    consumer.close()
+    # from assignment to the last message: librdkafka prefetches before the first one returns
+    return {"mb_s": nbytes / 1e6 / (end - start), "startup_s": (first or start) - start}
+
+
+class RssSampler(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.peak = max(self.peak, _tree_rss(os.getpid()))
+
+
+def _tree_rss(root: int) -> int:
+    """RSS of ``root`` and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[int(entry.name)] = next(
+            (
+                int(line.split()[1]) * 1024
+                for line in status.splitlines()
+                if line.startswith("VmRSS:")
+            ),
+            0,
+        )
+    total = 0
+    for pid, size in rss.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            total += size
+    return total
+
+
+def pipeline(
+    cls: type,
+    bootstrap: str,
+    topic: str,
+    config_file: Path,
+    n_files: int,
+    file_size: int,
+    actors: int,
+) -> dict[str, float]:
+    results_topic = f"{topic}-out-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, results_topic, partitions=1)
+    sampler = RssSampler()
+    sampler.start()
+    start = time.time()
+    reproducer = cls(
+        config_file,
+        topic,
+        results_topic,
+        n_analysis_actors=actors,
+        stop_when_idle=3.0,
+        update_seconds=10.0,
+        output_dir=Path(tempfile.mkdtemp()),
+    )
+    summary = reproducer.produce_processing_results_for_files_as_read()
+    sampler.stop.set()
+    assert summary.n_results_produced == n_files, summary
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(results_topic, 0, OFFSET_BEGINNING)])
+    stamps: list[float] = []
+    while len(stamps) < n_files:
+        stamps += [m.timestamp()[1] / 1000 for m in consumer.consume(100, 10) if not m.error()]
+    consumer.close()
+    first, last = min(stamps), max(stamps)
+    return {
+        "mb_s": (n_files - 1) * file_size / 1e6 / max(last - first, 1e-9),
+        "startup_s": first - start,
+        "peak_rss_mib": sampler.peak / 2**20,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sets", nargs="+", default=["small", "large"], choices=list(SETS))
+    parser.add_argument("--cases", nargs="+", default=["raw", "trivial", "fft1", "fft2"])
+    args = parser.parse_args()
+    rows = []
+    with broker_from_env() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        config_file = Path(tmp) / "bench.config"
+        config_file.write_text(
+            f"[broker]\nbootstrap.servers = {bootstrap}\n[consumer]\nfetch.min.bytes = 100000\n"
+        )
+        for name in args.sets:
+            n, size = SETS[name]
+            data = Path(tmp) / name
+            data.mkdir()
+            make_data(data, n, size)
+            topic = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+            create_topic(bootstrap, topic, partitions=4)
+            sent = upload([data], KafkaConfig.for_bootstrap(bootstrap), topic)
+            print(json.dumps({"set": name, "upload_mb_s": round(sent.mb_per_s, 1)}), flush=True)
+            for case in args.cases:
+                if case == "raw":
+                    row = raw(bootstrap, topic, sent.n_chunks)
+                else:
+                    cls = TrivialReproducer if case == "trivial" else FFTReproducer
+                    actors = 2 if case in ("trivial", "fft2") else 1
+                    row = pipeline(cls, bootstrap, topic, config_file, n, size, actors)
+                row = {"set": name, "case": case, **{k: round(v, 2) for k, v in row.items()}}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n| set | case | steady MB/s | start-up s | peak RSS MiB |\n|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} | {r['case']} | {r['mb_s']} | {r['startup_s']} | {r.get('peak_rss_mib', '')} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    raise SystemExit(main())
