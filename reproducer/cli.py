@@ -4,7 +4,7 @@
 
     reproducer upload PATH... --config FILE --topic_name T [--chunk_size N] [--upload_regex RE]
     reproducer broker [--port N]          # a local Apache Kafka broker for tests and trials
-    reproducer demo [--mode memory|disk|both]   # the round trip on a local broker
+    reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
 
 This module is the only place that parses command lines and configures logging handlers.
 """
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="upload a generated file tree to a local broker and rebuild it (the round trip)",
+        help="the main job on its local default: upload a file tree, run the pipeline, check results",
     )
     demo.add_argument("--mode", choices=["memory", "disk", "both"], default="memory")
     demo.add_argument("--size_mb", type=_positive_int, default=64, help="size of the largest file")

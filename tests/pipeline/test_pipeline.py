@@ -365,3 +365,17 @@ def test_killed_and_restarted_loses_no_result(
     results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
     assert set(results) == set(names)  # nothing lost
     assert len(results) <= len(names) + 4 + 1  # duplicates: at most what was in flight
+
+
+def test_the_readme_demo_command(kafka_bootstrap: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "reproducer", "demo", "--size_mb", "3", "--mode", "both"],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "demo ok: one correct result for each of the 7 files" in proc.stdout
+    assert "datasets {'intensity': [64, 256]}" in proc.stdout
