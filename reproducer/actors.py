@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -128,6 +129,8 @@ class IngestActor:
         """Stop fetching, commit what is finished, leave the group."""
         self._stop.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():  # never touch the consumer from two threads
+            raise RuntimeError(f"the ingest loop did not stop within {timeout:g} s")
         self._ingest.close()
         return self._ingest.snapshot()
 
@@ -154,8 +157,6 @@ class ClusterLock:
         self._actor = actor
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        import time  # noqa: PLC0415
-
         deadline = None if timeout < 0 else time.monotonic() + timeout
         delay = 0.001
         while not ray.get(self._actor.try_acquire.remote()):

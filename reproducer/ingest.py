@@ -23,6 +23,7 @@ import json
 import logging
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,18 @@ class Ingest:
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
         consumer_settings["enable.auto.commit"] = False
         self._consumer = Consumer(consumer_settings)
+        metadata = self._consumer.list_topics(settings.topic, timeout=30)
+        topic_metadata = metadata.topics.get(settings.topic)
+        if (
+            topic_metadata is None
+            or topic_metadata.error is not None
+            or not topic_metadata.partitions
+        ):
+            self._consumer.close()
+            raise ReproducerError(f"topic {settings.topic} does not exist or has no partitions")
+        self._n_partitions = len(topic_metadata.partitions)
+        self._stats_lock = threading.Lock()
+        self._published = IngestStats()
         self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
@@ -133,19 +146,32 @@ class Ingest:
         self._backpressure()
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self.commit()
+        self._publish()
 
     def commit(self) -> None:
-        """Commit what is safe (after making finished disk files durable)."""
-        from confluent_kafka import TopicPartition  # noqa: PLC0415
+        """Commit what is safe (after making finished disk files durable).
+
+        A failed commit (a rebalance, a coordinator move) is logged and retried next time:
+        offsets count as committed only once the broker took them.
+        """
+        from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415
 
         self._outcomes(self._reassembler.flush())
         self._apply_finished()
         self._last_commit = time.monotonic()
-        moved = self._tracker.advanced()
+        moved = {
+            p: o
+            for p, o in self._tracker.safe_offsets().items()
+            if o > self.stats.committed.get(p, -1)
+        }
         if not moved:
             return
         offsets = [TopicPartition(self.settings.topic, p, o) for p, o in moved.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit of %s failed, will retry: %s", moved, exc)
+            return
         self.stats.committed.update(moved)
         log.debug("committed %s", moved)
 
@@ -161,9 +187,16 @@ class Ingest:
             self._consumer.close()
 
     def snapshot(self) -> IngestStats:
+        """The stats as of the end of the last step (safe from any thread)."""
+        with self._stats_lock:
+            return self._published
+
+    def _publish(self) -> None:
         self.stats.held_bytes = self._reassembler.held_bytes
         self.stats.in_flight = len(self._in_flight)
-        return IngestStats(**{**self.stats.__dict__, "committed": dict(self.stats.committed)})
+        copy = IngestStats(**{**self.stats.__dict__, "committed": dict(self.stats.committed)})
+        with self._stats_lock:
+            self._published = copy
 
     # ------------------------------------------------------------------ internals
     def _handle(self, message: Any) -> None:
@@ -258,6 +291,14 @@ class Ingest:
     def _assigned_cb(self, consumer: Any, partitions: list[Any]) -> None:
         self._assigned |= {tp.partition for tp in partitions}
         self.stats.assigned = bool(self._assigned)
+        if len(self._assigned) < self._n_partitions:
+            self._lost_partitions = (
+                f"only partitions {sorted(self._assigned)} of the {self._n_partitions} of "
+                f"{self.settings.topic} were assigned: another consumer is in this reproducer's "
+                f"group ({self.settings.consumer.get('group.id')}). Chunks of one file spread "
+                "over all partitions, so one member must own them all; stopping"
+            )
+            log.error("%s", self._lost_partitions)
         log.info(
             "assigned %s[%s]", self.settings.topic, ",".join(str(p) for p in sorted(self._assigned))
         )

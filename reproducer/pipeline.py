@@ -21,7 +21,14 @@ from typing import Any
 import ray
 
 from reproducer._storage import Mode
-from reproducer.actors import AnalysisActor, ClusterLock, IngestActor, LockActor, ProducerActor
+from reproducer.actors import (
+    AnalysisActor,
+    AnalysisResult,
+    ClusterLock,
+    IngestActor,
+    LockActor,
+    ProducerActor,
+)
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.ingest import IngestSettings, IngestStats
@@ -93,45 +100,50 @@ def run_pipeline(
     """Run until ``stop`` is set, SIGINT/SIGTERM, or a batch stop condition; then drain."""
     stop = stop or threading.Event()
     _ensure_ray(settings.ray_address)
-    restore = _install_signal_handlers(stop)
+    # Pickled first: a reproducer that cannot be shipped to actors fails before any actor
+    # joins the consumer group.
+    shared = ray.put(reproducer)
     consumer = settings.config.consumer_settings(group_id=settings.group_id)
     consumer.setdefault("auto.offset.reset", "earliest")
-    ingest = IngestActor.remote(  # type: ignore[attr-defined]
-        IngestSettings(
-            topic=settings.consumer_topic,
-            consumer=consumer,
-            mode=settings.mode,
-            output_dir=settings.output_dir,
-            download_regex=settings.download_regex,
-            max_in_flight=settings.max_in_flight,
-            max_held_bytes=settings.max_held_bytes,
-            file_idle_timeout=settings.file_idle_timeout,
-            dead_letter_topic=settings.dead_letter_topic,
-            dead_letter_producer=settings.config.producer_settings(),
-        )
+    ingest_settings = IngestSettings(
+        topic=settings.consumer_topic,
+        consumer=consumer,
+        mode=settings.mode,
+        output_dir=settings.output_dir,
+        download_regex=settings.download_regex,
+        max_in_flight=settings.max_in_flight,
+        max_held_bytes=settings.max_held_bytes,
+        file_idle_timeout=settings.file_idle_timeout,
+        dead_letter_topic=settings.dead_letter_topic,
+        dead_letter_producer=settings.config.producer_settings(),
     )
-    producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]
-    lock_actor = LockActor.remote()  # type: ignore[attr-defined]
-    lock = ClusterLock(lock_actor)
-    shared = ray.put(reproducer)
-    local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
     if settings.actor_resources:
         options["resources"] = dict(settings.actor_resources)
-    pool = AnalysisPool(
-        lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
-        settings.n_analysis_actors,
-        max_retries=settings.max_retries,
-    )
+    local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
-    producing: dict[int, str] = {}
+    producing: dict[int, AnalysisResult] = {}
+    restore = _install_signal_handlers(stop)
+    lock_actor = LockActor.remote()  # type: ignore[attr-defined]
+    producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]
+    ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
+    pool = None
     try:
+        lock = ClusterLock(lock_actor)
+        pool = AnalysisPool(
+            lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
+            settings.n_analysis_actors,
+            max_retries=settings.max_retries,
+        )
         _loop(settings, stop, ingest, producer, pool, summary, producing)
     finally:
         restore()
-        pool.close()
-        _drain(ingest, producer, summary, producing)
-        ray.kill(lock_actor)
+        if pool is not None:
+            pool.close()
+        try:
+            _drain(ingest, producer, summary, producing)
+        finally:
+            ray.kill(lock_actor)
     return summary
 
 
@@ -142,11 +154,12 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     producer: Any,
     pool: AnalysisPool,
     summary: RunSummary,
-    producing: dict[int, str],
+    producing: dict[int, AnalysisResult],
 ) -> None:
     """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
     last_work = last_update = time.monotonic()
     taking = acking = None
+    attempts: dict[int, int] = {}
     consuming = False  # the ingest actor has its partitions: idleness counts from then on
     while not stop.is_set():
         if taking is None:
@@ -174,10 +187,12 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
         if acking in ready_set:
             acked, refused = ray.get(acking)
             acking = None
-            _acknowledged(acked, refused, summary, producing)
-            if acked or refused:
-                ingest.finish.remote(acked + [file_id for file_id, _ in refused])
-                busy = True
+            again = _acknowledged(acked, refused, summary, producing, attempts)
+            if again:
+                producer.produce.remote(again)
+            if acked:
+                ingest.finish.remote(acked)
+            busy = busy or bool(acked or refused)
         results = pool.collect(ready)
         if results:
             good = [r for r in results if r.key is not None and r.value is not None]
@@ -185,7 +200,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             summary.n_files_failed += len(bad)
             if good:
                 producer.produce.remote(good)
-                producing.update({r.file_id: r.relative_path for r in good})
+                producing.update({r.file_id: r for r in good})
             if bad:
                 ingest.finish.remote(bad)
             busy = True
@@ -208,26 +223,64 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             return
 
 
+MAX_DELIVERY_ATTEMPTS = 3
+
+
 def _acknowledged(
-    acked: list[int], refused: list[tuple[int, str]], summary: RunSummary, producing: dict[int, str]
-) -> None:
+    acked: list[int],
+    refused: list[tuple[int, str]],
+    summary: RunSummary,
+    producing: dict[int, AnalysisResult],
+    attempts: dict[int, int],
+) -> list[AnalysisResult]:
+    """Count acknowledged results; return refused ones to produce again.
+
+    A result is never given up silently: its offsets must not be committed without it,
+    so after ``MAX_DELIVERY_ATTEMPTS`` refusals the run stops (uncommitted) instead.
+    """
     for file_id in acked:
-        path = producing.pop(file_id, "?")
+        result = producing.pop(file_id, None)
+        attempts.pop(file_id, None)
         summary.n_results_produced += 1
-        summary.recent_results = [*summary.recent_results[-99:], path]
+        summary.recent_results = [
+            *summary.recent_results[-99:],
+            result.relative_path if result else "?",
+        ]
+    again = []
     for file_id, why in refused:
-        log.error("file=%s result not delivered: %s", producing.pop(file_id, "?"), why)
-        summary.n_files_failed += 1
+        result = producing[file_id]
+        attempts[file_id] = attempts.get(file_id, 0) + 1
+        if attempts[file_id] >= MAX_DELIVERY_ATTEMPTS:
+            raise ReproducerError(
+                f"the result for {result.relative_path} was refused {attempts[file_id]} times "
+                f"({why}); stopping without committing past it"
+            )
+        log.warning(
+            "file=%s result not delivered (%s); producing it again", result.relative_path, why
+        )
+        again.append(result)
+    return again
 
 
-def _drain(ingest: Any, producer: Any, summary: RunSummary, producing: dict[int, str]) -> None:
-    """Deliver what was produced, mark it finished, commit, leave the group."""
+def _drain(
+    ingest: Any, producer: Any, summary: RunSummary, producing: dict[int, AnalysisResult]
+) -> None:
+    """Deliver what was produced, mark it finished, commit, leave the group.
+
+    Every wait is bounded: a broker that is gone must not hang a SIGTERM.
+    """
     try:
-        ray.get(producer.flush.remote(30.0))
-        acked, refused = ray.get(producer.take_acked.remote(0.0))
-        _acknowledged(acked, refused, summary, producing)
-        ray.get(ingest.finish.remote(acked + [file_id for file_id, _ in refused]))
-        stats: IngestStats = ray.get(ingest.stop.remote())
+        ray.get(producer.flush.remote(30.0), timeout=60)
+        acked, refused = ray.get(producer.take_acked.remote(0.0), timeout=30)
+        for file_id, why in refused:
+            log.error(
+                "file=%s result not delivered at shutdown: %s",
+                producing[file_id].relative_path,
+                why,
+            )
+        _acknowledged(acked, [], summary, producing, {})
+        ray.get(ingest.finish.remote(acked), timeout=30)
+        stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
         summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
         summary.n_files_read = stats.n_files_completed
         log.info("stopped; committed offsets %s", stats.committed)

@@ -28,7 +28,12 @@ log = logging.getLogger(__name__)
 class _Job:
     task: FileTask
     attempts: int = 0
+    deaths: int = 0
     last_actor: int = -1
+
+
+MAX_DEATHS = 2
+"""A file whose analysis kills its actor this often is recorded as failed."""
 
 
 class AnalysisPool:
@@ -46,7 +51,7 @@ class AnalysisPool:
         self._per_actor = per_actor
         self._max_retries = max_retries
         self._queue: deque[_Job] = deque()
-        self._running: dict[Any, tuple[_Job, int]] = {}  # result ref -> (job, actor index)
+        self._running: dict[Any, tuple[_Job, int, Any]] = {}  # result ref -> (job, index, actor)
 
     @property
     def capacity(self) -> int:
@@ -79,19 +84,30 @@ class AnalysisPool:
         for ref in ready:
             if ref not in self._running:
                 continue
-            job, index = self._running.pop(ref)
+            job, index, actor = self._running.pop(ref)
             self._busy[index] -= 1
             try:
                 result: AnalysisResult = ray.get(ref)
             except RayActorError as exc:
+                meta = job.task.meta
                 log.warning(
-                    "analysis actor %d died on %s; replacing it: %s",
-                    index,
-                    job.task.meta.relative_path,
-                    exc,
+                    "analysis actor %d died on %s; replacing it: %s", index, meta.relative_path, exc
                 )
-                self._actors[index] = self._make_actor()
-                self._queue.appendleft(job)  # run again, not counted as an attempt
+                if self._actors[index] is actor:  # not yet replaced for another file it held
+                    self._actors[index] = self._make_actor()
+                job.deaths += 1
+                if job.deaths < MAX_DEATHS:
+                    self._queue.appendleft(
+                        job
+                    )  # run again: the actor, not the file, may be at fault
+                    continue
+                result = AnalysisResult(
+                    meta.file_id,
+                    meta.relative_path,
+                    error=f"its analysis killed {job.deaths} actors: {exc}",
+                )
+                log.error("file=%s failed: %s", meta.relative_path, result.error)
+                results.append(result)
                 continue
             if result.error:
                 job.attempts += 1
@@ -121,8 +137,9 @@ class AnalysisPool:
             if index is None:
                 return
             job = self._queue.popleft()
-            ref = self._actors[index].analyze.remote(job.task.meta, job.task.data)
-            self._running[ref] = (job, index)
+            actor = self._actors[index]
+            ref = actor.analyze.remote(job.task.meta, job.task.data)
+            self._running[ref] = (job, index, actor)
             self._busy[index] += 1
 
     def _free_actor(self, avoid: int) -> int | None:

@@ -136,7 +136,10 @@ class DataFileStreamReproducer:
         self.config_file = Path(config_file)
         self.consumer_topic_name = consumer_topic_name
         self.producer_topic_name = producer_topic_name
-        self.output_dir = Path(output_dir) if output_dir else Path(f"{type(self).__name__}_output")
+        # absolute: files are rebuilt by the ingest actor, whose working folder differs
+        self.output_dir = (
+            Path(output_dir) if output_dir else Path(f"{type(self).__name__}_output")
+        ).resolve()
         self.options = dict(other)  # flags a subclass added, and accepted reference flags
         self._settings = PipelineSettings(
             config=load_config(self.config_file),
@@ -216,9 +219,20 @@ class DataFileStreamReproducer:
             prog=cls.__name__, description=(inspect.getdoc(cls) or cls.__name__).splitlines()[0]
         )
         args, kwargs = cls.get_command_line_arguments()
-        for name in args:
-            parser.add_argument(f"--{name}", required=True, **_CATALOGUE.get(name, {}))
+        added: set[str] = set()
+        for name in args:  # as in the reference: flags with no default; only --config is required
+            if name not in added:
+                added.add(name)
+                spec = dict(_CATALOGUE.get(name, {}))
+                if name == "config":
+                    spec["required"] = True
+                else:
+                    spec["default"] = kwargs.get(name)
+                parser.add_argument(f"--{name}", **spec)
         for name, default in kwargs.items():
+            if name in added:
+                continue
+            added.add(name)
             spec = dict(_CATALOGUE.get(name, {}))
             if name not in _CATALOGUE and default is not None and not isinstance(default, bool):
                 spec["type"] = type(default)
@@ -240,6 +254,8 @@ class DataFileStreamReproducer:
             raise SystemExit(
                 f"{cls.__name__}: --consumer_topic_name (or --topic_name) and --producer_topic_name are required"
             )
+        options["consumer_topic_name"] = consumer_topic
+        options["producer_topic_name"] = producer_topic
         config = options.pop("config")
         for unused in (
             "n_consumer_threads",
@@ -249,7 +265,9 @@ class DataFileStreamReproducer:
             "logger_file_path",
         ):
             options.pop(unused, None)
-        return [config, consumer_topic, producer_topic], options
+        # The topics as keywords: cls(*args, **kwargs) works, and so does the 1.8.8-era
+        # work-around of popping them from kwargs.
+        return [config], options
 
     @classmethod
     def run_from_command_line(cls, args: list[str] | None = None) -> ProcessingResults:

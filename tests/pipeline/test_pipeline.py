@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from cluster import create_topic
 from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
+from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
 
@@ -379,3 +381,42 @@ def test_the_readme_demo_command(kafka_bootstrap: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "demo ok: one correct result for each of the 7 files" in proc.stdout
     assert "datasets {'intensity': [64, 256]}" in proc.stdout
+
+
+def test_another_group_member_stops_the_run_loudly(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Chunks of a file spread over all partitions: sharing them with another member would
+    leave files incomplete, so the run stops with a clear error instead."""
+    group = f"group-{topic}"
+    other = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": group,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
+    other.subscribe([topic])
+    stop = threading.Event()
+
+    def keep_polling() -> None:  # a live member takes part in the rebalance
+        while not stop.is_set():
+            other.poll(0.2)
+
+    poller = threading.Thread(target=keep_polling)
+    while not other.assignment():
+        other.poll(0.2)
+    poller.start()
+    try:
+        config_file = tmp_path / "test.config"
+        config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+        run = SizeReproducer(
+            config_file, topic, topic + "-results", consumer_group_id=group, stop_when_idle=20
+        )
+        with pytest.raises(ReproducerError, match="another consumer"):
+            run.produce_processing_results_for_files_as_read()
+    finally:
+        stop.set()
+        poller.join()
+        other.close()
