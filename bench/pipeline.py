@@ -32,26 +32,17 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cluster import broker_from_env, create_topic
-from reproducer import DataFileStreamReproducer, ReproducerMessage
+from reproducer import DataFileStreamReproducer
 from reproducer.config import KafkaConfig
+from reproducer.datafile import JSONMessage
 from reproducer.upload import upload
 
 SETS = {"small": (200, 1 << 20), "large": (5, 50 << 20)}
 
 
-class _Result(ReproducerMessage):
-    def __init__(self, datafile: Any, payload: dict[str, Any]) -> None:
-        super().__init__(datafile)
-        self.payload = payload
-
-    @property
-    def msg_value(self) -> str:
-        return json.dumps(self.payload)
-
-
 class TrivialReproducer(DataFileStreamReproducer):
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
-        return _Result(
+        return JSONMessage(
             datafile,
             {
                 "file": str(datafile.relative_filepath),
@@ -66,7 +57,7 @@ class FFTReproducer(DataFileStreamReproducer):
         total = 0.0
         for _ in range(max(1, datafile.size >> 20) * 4):  # ~0.2 s of FFTs per MiB here
             total += float(np.abs(np.fft.rfft(data[: 1 << 17])).sum())
-        return _Result(datafile, {"file": str(datafile.relative_filepath), "fft": total})
+        return JSONMessage(datafile, {"file": str(datafile.relative_filepath), "fft": total})
 
 
 def make_data(root: Path, n: int, size: int) -> int:

@@ -43,6 +43,7 @@ _LAZY = {
     "MetadataJSONReproducer": "reproducer.stream_reproducer",
     "ProcessingResults": "reproducer.stream_reproducer",
     "DownloadDataFile": "reproducer.datafile",
+    "JSONMessage": "reproducer.datafile",
     "ReproducerMessage": "reproducer.datafile",
 }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from reproducer._storage import Mode
 from reproducer.config import KafkaConfig
-from reproducer.datafile import DownloadDataFile, ReproducerMessage
+from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.errors import ReproducerError
 from reproducer.stream_reproducer import DataFileStreamReproducer
 from reproducer.upload import upload
@@ -70,17 +70,7 @@ class FileSummaryReproducer(DataFileStreamReproducer):
                 summary["datasets"] = {
                     name: list(h5[name].shape) for name in h5 if isinstance(h5[name], h5py.Dataset)
                 }
-        return _JSONResult(datafile, summary)
-
-
-class _JSONResult(ReproducerMessage):
-    def __init__(self, datafile: DownloadDataFile, payload: dict[str, object]) -> None:
-        super().__init__(datafile)
-        self.payload = payload
-
-    @property
-    def msg_value(self) -> str:
-        return json.dumps(self.payload)
+        return JSONMessage(datafile, summary)
 
 
 def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:

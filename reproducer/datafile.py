@@ -16,7 +16,13 @@ import numpy as np
 
 from reproducer.chunk import result_key
 
-__all__ = ["DownloadDataFile", "FileMeta", "ReproducerMessage", "encode_message_value"]
+__all__ = [
+    "DownloadDataFile",
+    "FileMeta",
+    "JSONMessage",
+    "ReproducerMessage",
+    "encode_message_value",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,18 @@ class ReproducerMessage:
             "rel_filepath": str(self._datafile.relative_filepath),
             "n_total_chunks": self._datafile.n_total_chunks,
         }
+
+
+class JSONMessage(ReproducerMessage):
+    """A result whose value is ``json.dumps(payload)`` (the reference's MetadataJSON form)."""
+
+    def __init__(self, datafile: DownloadDataFile, payload: Any) -> None:
+        super().__init__(datafile)
+        self.payload = payload
+
+    @property
+    def msg_value(self) -> str:
+        return json.dumps(self.payload)
 
 
 def encode_message_value(value: Any) -> bytes:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from reproducer.config import load_config
-from reproducer.datafile import DownloadDataFile, ReproducerMessage
+from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
 
 __all__ = ["DataFileStreamReproducer", "MetadataJSONReproducer", "ProcessingResults"]
@@ -286,16 +286,6 @@ class DataFileStreamReproducer:
         return results
 
 
-class _JSONMessage(ReproducerMessage):
-    def __init__(self, datafile: DownloadDataFile, metadata: dict[str, Any]) -> None:
-        super().__init__(datafile)
-        self.metadata = metadata
-
-    @property
-    def msg_value(self) -> str:
-        return json.dumps(self.metadata)
-
-
 class MetadataJSONReproducer(DataFileStreamReproducer):
     """Implement ``_get_metadata_dict_for_file(datafile) -> dict``; results are its JSON."""
 
@@ -312,7 +302,7 @@ class MetadataJSONReproducer(DataFileStreamReproducer):
         except Exception:
             self.logger.exception("metadata extraction failed for %s", datafile.relative_filepath)
             return None
-        return _JSONMessage(datafile, metadata)
+        return JSONMessage(datafile, metadata)
 
 
 def _configure_logging(name: str, parsed: argparse.Namespace) -> None:
