@@ -50,6 +50,7 @@ class CompletedFile:
     file_mtime: float
     buffer: memoryview | None
     path: Path | None
+    first_seen: float = 0.0  # the reassembler's clock when the first chunk arrived
 
     @property
     def relative_path(self) -> PurePosixPath:

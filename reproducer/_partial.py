@@ -127,6 +127,7 @@ class PartialFile:
             file_mtime=self.generation.mtime,
             buffer=buffer,
             path=path,
+            first_seen=self.first_seen,
         )
 
     def discard(self, reason: FailureReason, detail: str) -> FileFailure:

@@ -103,6 +103,7 @@ class IngestActor:
             done.file_mtime,
             str(done.path) if done.path is not None else None,
             self._node,
+            done.first_seen,
         )
         with self._ready:
             self._outbox.append(FileTask(meta, data))

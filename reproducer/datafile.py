@@ -38,6 +38,7 @@ class FileMeta:
     file_mtime: float
     path: str | None  # on the ingest actor's node, in disk and both modes
     node_id: str
+    first_seen: float = 0.0  # wall clock, first chunk of the file
 
     @property
     def relative_path(self) -> str:

@@ -25,6 +25,7 @@ import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
 from reproducer.errors import ChunkDecodeError, ReproducerError
+from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
 from reproducer.reassembly import CompletedFile, FileFailure, Outcome, Reassembler
 
@@ -55,6 +57,8 @@ class IngestSettings:
     batch: int = 200
     dead_letter_topic: str | None = None
     dead_letter_producer: dict[str, Any] = field(default_factory=dict)
+    logs_dir: Path | None = None  # for the in-progress CSV
+    logs_interval: float = 5.0
 
 
 @dataclass
@@ -92,10 +96,18 @@ class Ingest:
         self._hand_off = hand_off
         self._on_failure = on_failure
         self._regex = re.compile(settings.download_regex) if settings.download_regex else None
-        self._reassembler = Reassembler(settings.mode, settings.output_dir)
+        # wall clock: partial files' first/last chunk times go to the in-progress CSV
+        self._reassembler = Reassembler(settings.mode, settings.output_dir, clock=time.time)
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._in_flight: dict[int, int] = {}  # file id -> bytes
+        self._in_flight: dict[int, CompletedFile] = {}
+        self._recent_failures: deque[FileFailure] = deque(maxlen=1000)
+        self._in_progress = (
+            InProgressLog(settings.logs_dir, settings.topic, str(settings.consumer.get("group.id")))
+            if settings.logs_dir is not None
+            else None
+        )
+        self._last_log = 0.0
         self._last_commit = time.monotonic()
         self._assigned: set[int] = set()
         self._lost_partitions: str = ""
@@ -146,7 +158,53 @@ class Ingest:
         self._backpressure()
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self.commit()
+        if (
+            self._in_progress is not None
+            and time.monotonic() - self._last_log >= self.settings.logs_interval
+        ):
+            self._write_in_progress()
         self._publish()
+
+    def _write_in_progress(self) -> None:
+        assert self._in_progress is not None
+        self._last_log = time.monotonic()
+        rows = [
+            InProgressRow(
+                p.relative_path.name,
+                p.relative_path.as_posix(),
+                "in_progress",
+                f"{p.n_chunks_received}/{p.n_total_chunks}",
+                p.first_seen,
+                p.last_seen,
+            )
+            for p in self._reassembler.partial_files()
+        ]
+        rows += [
+            InProgressRow(
+                f.filename,
+                f.relative_path.as_posix(),
+                "awaiting_result",
+                f"{f.n_chunks}/{f.n_chunks}",
+                f.first_seen,
+                f.first_seen,
+            )
+            for f in self._in_flight.values()
+        ]
+        rows += [
+            InProgressRow(
+                f.relative_path.name,
+                f.relative_path.as_posix(),
+                f"failed: {f.reason.value}",
+                f"{f.n_chunks_received}/{f.n_total_chunks}",
+                0.0,
+                0.0,
+            )
+            for f in self._recent_failures
+        ]
+        try:
+            self._in_progress.write(rows)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._in_progress.path, exc)
 
     def commit(self) -> None:
         """Commit what is safe (after making finished disk files durable).
@@ -182,6 +240,8 @@ class Ingest:
                 for poison_id in self._dead_letters.delivered(flush=True):
                     self._tracker.finish(poison_id)
             self.commit()
+            if self._in_progress is not None:
+                self._write_in_progress()
         finally:
             self._reassembler.close()
             self._consumer.close()
@@ -237,13 +297,14 @@ class Ingest:
         for outcome in outcomes:
             if isinstance(outcome, CompletedFile):
                 self.stats.n_files_completed += 1
-                self._in_flight[outcome.file_id] = outcome.size
+                self._in_flight[outcome.file_id] = outcome
                 self._hand_off(outcome)
             else:
                 self._failed(outcome)
 
     def _failed(self, failure: FileFailure) -> None:
         self.stats.n_files_failed += 1
+        self._recent_failures.append(failure)
         log.warning(
             "file=%s failed (%s): %s", failure.relative_path, failure.reason.value, failure.detail
         )
@@ -264,7 +325,7 @@ class Ingest:
     def _backpressure(self) -> None:
         """Pause at the limits, resume at half of them: pausing drops what librdkafka has
         prefetched for the partitions, so flapping at the limit would refetch constantly."""
-        held = self._reassembler.held_bytes + sum(self._in_flight.values())
+        held = self._reassembler.held_bytes + sum(f.size for f in self._in_flight.values())
         n_in_flight = len(self._in_flight)
         limit, budget = self.settings.max_in_flight, self.settings.max_held_bytes
         if self.stats.paused:

@@ -30,8 +30,10 @@ from reproducer.actors import (
     ProducerActor,
 )
 from reproducer.config import KafkaConfig
+from reproducer.datafile import FileMeta
 from reproducer.errors import ReproducerError
 from reproducer.ingest import IngestSettings, IngestStats
+from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 
 __all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
@@ -85,6 +87,25 @@ class RunSummary:
         )
 
 
+@dataclass
+class _Books:
+    """What the driver keeps per file between the analysis and the acknowledgement."""
+
+    producing: dict[int, AnalysisResult] = field(default_factory=dict)
+    metas: dict[int, FileMeta] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    results_log: ResultsLog | None = None
+    last_flush: float = 0.0
+
+    def flush_log(self, *, every: float = 5.0) -> None:
+        if self.results_log is not None and time.monotonic() - self.last_flush >= every:
+            self.last_flush = time.monotonic()
+            try:
+                self.results_log.flush()
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.results_log.path, exc)
+
+
 def _ensure_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
@@ -116,13 +137,16 @@ def run_pipeline(
         file_idle_timeout=settings.file_idle_timeout,
         dead_letter_topic=settings.dead_letter_topic,
         dead_letter_producer=settings.config.producer_settings(),
+        logs_dir=settings.output_dir / "LOGS" if settings.output_dir is not None else None,
     )
     options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
     if settings.actor_resources:
         options["resources"] = dict(settings.actor_resources)
     local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
-    producing: dict[int, AnalysisResult] = {}
+    books = _Books()
+    if settings.output_dir is not None:
+        books.results_log = ResultsLog(settings.output_dir / "LOGS", settings.producer_topic)
     restore = _install_signal_handlers(stop)
     lock_actor = LockActor.remote()  # type: ignore[attr-defined]
     producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]
@@ -135,13 +159,13 @@ def run_pipeline(
             settings.n_analysis_actors,
             max_retries=settings.max_retries,
         )
-        _loop(settings, stop, ingest, producer, pool, summary, producing)
+        _loop(settings, stop, ingest, producer, pool, summary, books)
     finally:
         restore()
         if pool is not None:
             pool.close()
         try:
-            _drain(ingest, producer, summary, producing)
+            _drain(ingest, producer, summary, books)
         finally:
             ray.kill(lock_actor)
     return summary
@@ -154,12 +178,11 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     producer: Any,
     pool: AnalysisPool,
     summary: RunSummary,
-    producing: dict[int, AnalysisResult],
+    books: _Books,
 ) -> None:
     """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
     last_work = last_update = time.monotonic()
     taking = acking = None
-    attempts: dict[int, int] = {}
     consuming = False  # the ingest actor has its partitions: idleness counts from then on
     while not stop.is_set():
         if taking is None:
@@ -177,8 +200,21 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             taking = None
             if error:
                 raise ReproducerError(f"the ingest actor stopped: {error}")
+            skipped = []
             for task in files:
+                meta = task.meta
+                if books.results_log and books.results_log.already_produced(
+                    meta.relative_path, meta.file_hash
+                ):
+                    log.info(
+                        "file=%s result already produced (results CSV): skipped", meta.relative_path
+                    )
+                    skipped.append(meta.file_id)
+                    continue
+                books.metas[meta.file_id] = meta
                 pool.submit(task)
+            if skipped:
+                ingest.finish.remote(skipped)
             summary.n_files_failed += len(failures)
             summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
             summary.n_files_read = stats.n_files_completed
@@ -187,7 +223,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
         if acking in ready_set:
             acked, refused = ray.get(acking)
             acking = None
-            again = _acknowledged(acked, refused, summary, producing, attempts)
+            again = _acknowledged(acked, refused, summary, books)
             if again:
                 producer.produce.remote(again)
             if acked:
@@ -200,12 +236,13 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             summary.n_files_failed += len(bad)
             if good:
                 producer.produce.remote(good)
-                producing.update({r.file_id: r for r in good})
+                books.producing.update({r.file_id: r for r in good})
             if bad:
                 ingest.finish.remote(bad)
             busy = True
         now = time.monotonic()
-        if busy or not consuming or pool.n_pending or producing:
+        books.flush_log()
+        if busy or not consuming or pool.n_pending or books.producing:
             last_work = now
         if now - last_update >= settings.update_seconds:
             last_update = now
@@ -230,29 +267,39 @@ def _acknowledged(
     acked: list[int],
     refused: list[tuple[int, str]],
     summary: RunSummary,
-    producing: dict[int, AnalysisResult],
-    attempts: dict[int, int],
+    books: _Books,
 ) -> list[AnalysisResult]:
     """Count acknowledged results; return refused ones to produce again.
 
     A result is never given up silently: its offsets must not be committed without it,
     so after ``MAX_DELIVERY_ATTEMPTS`` refusals the run stops (uncommitted) instead.
     """
+    now = time.time()
     for file_id in acked:
-        result = producing.pop(file_id, None)
-        attempts.pop(file_id, None)
+        result = books.producing.pop(file_id, None)
+        books.attempts.pop(file_id, None)
+        meta = books.metas.pop(file_id, None)
         summary.n_results_produced += 1
         summary.recent_results = [
             *summary.recent_results[-99:],
             result.relative_path if result else "?",
         ]
+        if meta is not None and books.results_log is not None:
+            books.results_log.record(
+                meta.filename,
+                meta.relative_path,
+                n_chunks=meta.n_total_chunks,
+                file_hash=meta.file_hash,
+                first_message=meta.first_seen,
+                now=now,
+            )
     again = []
     for file_id, why in refused:
-        result = producing[file_id]
-        attempts[file_id] = attempts.get(file_id, 0) + 1
-        if attempts[file_id] >= MAX_DELIVERY_ATTEMPTS:
+        result = books.producing[file_id]
+        books.attempts[file_id] = books.attempts.get(file_id, 0) + 1
+        if books.attempts[file_id] >= MAX_DELIVERY_ATTEMPTS:
             raise ReproducerError(
-                f"the result for {result.relative_path} was refused {attempts[file_id]} times "
+                f"the result for {result.relative_path} was refused {books.attempts[file_id]} times "
                 f"({why}); stopping without committing past it"
             )
         log.warning(
@@ -262,9 +309,7 @@ def _acknowledged(
     return again
 
 
-def _drain(
-    ingest: Any, producer: Any, summary: RunSummary, producing: dict[int, AnalysisResult]
-) -> None:
+def _drain(ingest: Any, producer: Any, summary: RunSummary, books: _Books) -> None:
     """Deliver what was produced, mark it finished, commit, leave the group.
 
     Every wait is bounded: a broker that is gone must not hang a SIGTERM.
@@ -275,10 +320,11 @@ def _drain(
         for file_id, why in refused:
             log.error(
                 "file=%s result not delivered at shutdown: %s",
-                producing[file_id].relative_path,
+                books.producing[file_id].relative_path,
                 why,
             )
-        _acknowledged(acked, [], summary, producing, {})
+        _acknowledged(acked, [], summary, books)
+        books.flush_log(every=0)
         ray.get(ingest.finish.remote(acked), timeout=30)
         stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
         summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages

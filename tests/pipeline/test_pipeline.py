@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -110,6 +111,17 @@ def test_one_correct_result_per_file(
         assert payload["sha256"] == hashlib.sha256(data).hexdigest()
         assert payload["path_ok"] is True
 
+    logs = tmp_path / "out" / "LOGS"
+    with (logs / f"results_produced_to_{results_topic}.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    assert rows[0] == ["filename", "rel_filepath", "n_chunks", "first_message", "processed_at"]
+    assert sorted(row[1] for row in rows[1:]) == sorted(files)
+    assert all(row[3] <= row[4] for row in rows[1:])  # ISO timestamps: first chunk, then result
+    (in_progress,) = logs.glob(f"consuming_from_{topic}_in_progress_by_*.csv")
+    assert in_progress.read_text().splitlines()[0] == (
+        "filename;rel_filepath;status;n_chunks;first_message;most_recent_message"
+    )
+
 
 def test_failures_are_recorded_and_do_not_stop_the_run(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
@@ -124,7 +136,12 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
     config_file = tmp_path / "test.config"
     config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
     reproducer = SizeReproducer(
-        config_file, topic, results_topic, stop_when_idle=4.0, max_retries=1
+        config_file,
+        topic,
+        results_topic,
+        stop_when_idle=4.0,
+        max_retries=1,
+        output_dir=tmp_path / "out",
     )
     results = reproducer.produce_processing_results_for_files_as_read()
     assert results.n_results_produced == 2
@@ -191,8 +208,14 @@ def test_offsets_committed_only_for_delivered_results(
     config_file = tmp_path / "test.config"
     config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
     group = f"group-{topic}"
+    out = tmp_path / "out"
     first = SizeReproducer(
-        config_file, topic, results_topic, consumer_group_id=group, stop_when_idle=3.0
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        stop_when_idle=3.0,
+        output_dir=out,
     )
     assert first.produce_processing_results_for_files_as_read().n_results_produced == len(files)
 
@@ -208,10 +231,21 @@ def test_offsets_committed_only_for_delivered_results(
     assert [tp.offset for tp in committed] == ends
 
     again = SizeReproducer(
-        config_file, topic, results_topic, consumer_group_id=group, stop_when_idle=3.0
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        stop_when_idle=3.0,
+        output_dir=out,
     )
     second = again.produce_processing_results_for_files_as_read()
     assert (second.n_msgs_read, second.n_results_produced) == (0, 0)
+    assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
+
+    # a fresh group re-reads everything, but what the results CSV records is not produced again
+    fresh = SizeReproducer(config_file, topic, results_topic, stop_when_idle=3.0, output_dir=out)
+    third = fresh.produce_processing_results_for_files_as_read()
+    assert third.n_files_read == len(files) and third.n_results_produced == 0
     assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
 
 
@@ -257,6 +291,7 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
         dead_letter_topic=dead_topic,
         file_idle_timeout=2.0,
         stop_when_idle=5.0,
+        output_dir=tmp_path / "out",
     )
     assert run.produce_processing_results_for_files_as_read().n_results_produced == 3
     assert sorted(p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 3)) == [
@@ -412,7 +447,12 @@ def test_another_group_member_stops_the_run_loudly(
         config_file = tmp_path / "test.config"
         config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
         run = SizeReproducer(
-            config_file, topic, topic + "-results", consumer_group_id=group, stop_when_idle=20
+            config_file,
+            topic,
+            topic + "-results",
+            consumer_group_id=group,
+            stop_when_idle=20,
+            output_dir=tmp_path / "out",
         )
         with pytest.raises(ReproducerError, match="another consumer"):
             run.produce_processing_results_for_files_as_read()

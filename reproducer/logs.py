@@ -1,0 +1,124 @@
+"""The reference's LOGS folder: files in progress and results produced, as CSV.
+
+Same names and ``;``-separated columns as OpenMSIStream, rewritten atomically (a temporary
+file renamed over the old one), so people and scripts that browse them keep working. They
+are an audit trail, not the recovery mechanism (Kafka's committed offsets are), with one
+use on restart: a result already recorded for the same path and file hash is not produced
+again (``results_produced_to_<topic>.hashes``, one ``<sha512 hex> <path>`` a line).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+__all__ = ["InProgressLog", "InProgressRow", "ResultsLog", "timestamp"]
+
+_RESULT_COLUMNS = ["filename", "rel_filepath", "n_chunks", "first_message", "processed_at"]
+_PROGRESS_COLUMNS = [
+    "filename",
+    "rel_filepath",
+    "status",
+    "n_chunks",
+    "first_message",
+    "most_recent_message",
+]
+
+
+def timestamp(seconds: float) -> str:
+    """A wall-clock time as the CSV files show it (ISO 8601, UTC)."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _write_atomically(path: Path, columns: list[str], rows: Iterable[list[object]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";", lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(buffer.getvalue(), encoding="utf-8")
+    temp.replace(path)
+
+
+class ResultsLog:
+    """``LOGS/results_produced_to_<topic>.csv`` and the hashes of what it lists."""
+
+    def __init__(self, logs_dir: Path, topic: str) -> None:
+        self.path = logs_dir / f"results_produced_to_{topic}.csv"
+        self._hashes_path = logs_dir / f"results_produced_to_{topic}.hashes"
+        self._rows: list[list[object]] = []
+        self._produced: set[tuple[str, str]] = set()
+        if self.path.is_file():
+            with self.path.open(encoding="utf-8", newline="") as handle:
+                self._rows = [list[object](row) for row in csv.reader(handle, delimiter=";")][1:]
+        if self._hashes_path.is_file():
+            for line in self._hashes_path.read_text(encoding="utf-8").splitlines():
+                digest, _, relative = line.partition(" ")
+                self._produced.add((relative, digest))
+        self._dirty = False
+
+    def already_produced(self, relative_path: str, file_hash: bytes) -> bool:
+        return (relative_path, file_hash.hex()) in self._produced
+
+    def record(
+        self,
+        filename: str,
+        relative_path: str,
+        *,
+        n_chunks: int,
+        file_hash: bytes,
+        first_message: float,
+        now: float,
+    ) -> None:
+        self._rows.append(
+            [filename, relative_path, n_chunks, timestamp(first_message), timestamp(now)]
+        )
+        self._produced.add((relative_path, file_hash.hex()))
+        self._hashes_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._hashes_path.open("a", encoding="utf-8") as handle:  # one line: crash-safe enough
+            handle.write(f"{file_hash.hex()} {relative_path}\n")
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            _write_atomically(self.path, _RESULT_COLUMNS, self._rows)
+            self._dirty = False
+
+
+@dataclass(frozen=True, slots=True)
+class InProgressRow:
+    filename: str
+    relative_path: str
+    status: str
+    n_chunks: str  # "received/total"
+    first_message: float
+    most_recent_message: float
+
+
+class InProgressLog:
+    """``LOGS/consuming_from_<topic>_in_progress_by_<group>.csv``."""
+
+    def __init__(self, logs_dir: Path, topic: str, group: str) -> None:
+        self.path = logs_dir / f"consuming_from_{topic}_in_progress_by_{group}.csv"
+
+    def write(self, rows: Iterable[InProgressRow]) -> None:
+        _write_atomically(
+            self.path,
+            _PROGRESS_COLUMNS,
+            (
+                [
+                    r.filename,
+                    r.relative_path,
+                    r.status,
+                    r.n_chunks,
+                    timestamp(r.first_message),
+                    timestamp(r.most_recent_message),
+                ]
+                for r in rows
+            ),
+        )
