@@ -34,6 +34,7 @@ __all__ = [
     "IngestActor",
     "LockActor",
     "ProducerActor",
+    "owner_id",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,21 +139,42 @@ class IngestActor:
 
 @ray.remote(num_cpus=0)
 class LockActor:
-    def __init__(self) -> None:
-        self._held = False
+    """The state of the cluster-wide lock: which actor (or the driver) holds it."""
 
-    def try_acquire(self) -> bool:
-        if self._held:
+    def __init__(self) -> None:
+        self._owner: str | None = None
+
+    def try_acquire(self, owner: str) -> bool:
+        if self._owner is not None:
             return False
-        self._held = True
+        self._owner = owner
         return True
 
-    def release(self) -> None:
-        self._held = False
+    def release(self, owner: str) -> bool:
+        if self._owner != owner:
+            return False
+        self._owner = None
+        return True
+
+    def release_owner(self, owner: str) -> None:
+        """The owner died while holding the lock: free it for the others."""
+        if self._owner == owner:
+            log.warning("the cluster lock's holder %s died; lock released", owner)
+            self._owner = None
+
+
+def owner_id(actor: Any = None) -> str:
+    """Who holds the lock: an actor's id (the caller's, or ``actor``'s), else "driver"."""
+    if actor is not None:
+        return str(actor._actor_id.hex())
+    return ray.get_runtime_context().get_actor_id() or "driver"
 
 
 class ClusterLock:
-    """Behaves like ``threading.Lock``, but held cluster-wide (all actors, all nodes)."""
+    """Behaves like ``threading.Lock``, but held cluster-wide (all actors, all nodes).
+
+    If an analysis actor dies while holding it, the pool releases it on its behalf.
+    """
 
     def __init__(self, actor: Any) -> None:
         self._actor = actor
@@ -160,7 +182,8 @@ class ClusterLock:
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         deadline = None if timeout < 0 else time.monotonic() + timeout
         delay = 0.001
-        while not ray.get(self._actor.try_acquire.remote()):
+        owner = owner_id()
+        while not ray.get(self._actor.try_acquire.remote(owner)):
             if not blocking or (deadline is not None and time.monotonic() >= deadline):
                 return False
             time.sleep(delay)  # contention back-off: the holder releases by an actor call
@@ -168,7 +191,8 @@ class ClusterLock:
         return True
 
     def release(self) -> None:
-        ray.get(self._actor.release.remote())
+        if not ray.get(self._actor.release.remote(owner_id())):
+            raise RuntimeError("release unlocked lock")
 
     def __enter__(self) -> bool:
         return self.acquire()

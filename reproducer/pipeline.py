@@ -28,6 +28,7 @@ from reproducer.actors import (
     IngestActor,
     LockActor,
     ProducerActor,
+    owner_id,
 )
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
@@ -158,6 +159,7 @@ def run_pipeline(
             lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
             settings.n_analysis_actors,
             max_retries=settings.max_retries,
+            on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
         )
         _loop(settings, stop, ingest, producer, pool, summary, books)
     finally:

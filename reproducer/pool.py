@@ -44,8 +44,10 @@ class AnalysisPool:
         *,
         per_actor: int = 2,
         max_retries: int = 2,
+        on_death: Callable[[Any], object] = lambda actor: None,
     ) -> None:
         self._make_actor = make_actor
+        self._on_death = on_death
         self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
         self._busy: list[int] = [0] * n_actors
         self._per_actor = per_actor
@@ -94,6 +96,7 @@ class AnalysisPool:
                     "analysis actor %d died on %s; replacing it: %s", index, meta.relative_path, exc
                 )
                 if self._actors[index] is actor:  # not yet replaced for another file it held
+                    self._on_death(actor)
                     self._actors[index] = self._make_actor()
                 job.deaths += 1
                 if job.deaths < MAX_DEATHS:

@@ -4,8 +4,9 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
-from reproducer import DataFileStreamReproducer, ReproducerMessage
+from reproducer import DataFileStreamReproducer, JSONMessage, ReproducerMessage
 
 
 class SizeMessage(ReproducerMessage):
@@ -43,3 +44,21 @@ def main(args=None):
 
 if __name__ == "__main__":
     main()
+
+
+class LockProbeReproducer(DataFileStreamReproducer):
+    """Records when each call holds the cluster-wide lock; the first ``die*`` file kills its
+    actor while holding it (used by the lock test)."""
+
+    def _get_processing_result_message_for_file(self, datafile, lock):
+        probe = Path(self.options["probe_dir"])
+        if datafile.filename.startswith("die") and not (probe / "died").exists():
+            lock.acquire()
+            (probe / "died").touch()
+            os._exit(1)  # the holder dies: the lock must not stay held
+        with lock:
+            start = time.time()
+            time.sleep(0.1)
+            with (probe / "held.log").open("a") as log:
+                log.write(f"{start} {time.time()}\n")
+        return JSONMessage(datafile, {"file": str(datafile.relative_filepath)})

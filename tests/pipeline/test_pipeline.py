@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
-from tests.pipeline.size_reproducer import SizeReproducer
+from tests.pipeline.size_reproducer import LockProbeReproducer, SizeReproducer
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -460,3 +461,37 @@ def test_another_group_member_stops_the_run_loudly(
         stop.set()
         poller.join()
         other.close()
+
+
+@pytest.mark.timeout(240)
+def test_cluster_lock_excludes_and_survives_a_dead_holder(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ["die.txt", *(f"f{i}.txt" for i in range(6))]:
+        (tree / name).write_text(name)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    run = LockProbeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        n_analysis_actors=2,
+        stop_when_idle=4.0,
+        output_dir=tmp_path / "out",
+        probe_dir=str(probe),
+    )
+    assert run.produce_processing_results_for_files_as_read().n_results_produced == 7
+    assert (probe / "died").exists()  # one holder did die
+    spans = sorted(
+        tuple(map(float, line.split())) for line in (probe / "held.log").read_text().splitlines()
+    )
+    assert len(spans) == 7
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end  # never two holders at once, across actors
