@@ -240,7 +240,14 @@ class ProducerActor:
     def __init__(self, settings: dict[str, Any], topic: str) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
-        self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **settings})
+        # An acknowledgement must mean the result is stored: these two are not negotiable.
+        forced = {"enable.idempotence": True, "acks": "all"}
+        for key, value in forced.items():
+            if key in settings and str(settings[key]).lower() not in (str(value).lower(), "-1"):
+                log.warning(
+                    "[producer] %s = %s ignored: results need %s", key, settings[key], value
+                )
+        self._producer = Producer({"linger.ms": 5, **settings, **forced})
         self._topic = topic
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
