@@ -217,11 +217,7 @@ class Ingest:
         self._outcomes(self._reassembler.flush())
         self._apply_finished()
         self._last_commit = time.monotonic()
-        moved = {
-            p: o
-            for p, o in self._tracker.safe_offsets().items()
-            if o > self.stats.committed.get(p, -1)
-        }
+        moved = self._tracker.advanced()
         if not moved:
             return
         offsets = [TopicPartition(self.settings.topic, p, o) for p, o in moved.items()]
@@ -230,6 +226,7 @@ class Ingest:
         except KafkaException as exc:
             log.warning("commit of %s failed, will retry: %s", moved, exc)
             return
+        self._tracker.confirm(moved)
         self.stats.committed.update(moved)
         log.debug("committed %s", moved)
 

@@ -16,8 +16,11 @@ order, so each query costs amortised O(1) per message.
 >>> t.safe_offsets()
 {0: 10}
 >>> t.finish(1)
->>> t.safe_offsets()
+>>> t.advanced()
 {0: 12}
+>>> t.confirm({0: 12})
+>>> t.advanced()
+{}
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class OffsetTracker:
         self._next: dict[int, int] = {}  # partition -> last consumed offset + 1
         self._refs: dict[int, int] = {}  # file id -> pending messages that reference it
         self._finished: set[int] = set()
-        self._returned: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
 
     def record(self, partition: int, offset: int, file_id: int | None) -> None:
         """A message was consumed; ``file_id`` owns it, or ``None`` if nothing does."""
@@ -70,21 +73,35 @@ class OffsetTracker:
         return {p: self._safe(p) for p in self._next}
 
     def advanced(self) -> dict[int, int]:
-        """Safe offsets that moved since the last call: what to commit now."""
+        """Safe offsets beyond the last confirmed commit: what to commit now.
+
+        They stay "advanced" until :meth:`confirm` says the broker took them, so a commit
+        that failed is simply offered again.
+        """
         moved = {}
         for partition in self._next:
             safe = self._safe(partition)
-            if safe > self._returned.get(partition, -1):
+            if safe > self._committed.get(partition, -1):
                 moved[partition] = safe
-                self._returned[partition] = safe
         return moved
+
+    def confirm(self, committed: dict[int, int]) -> None:
+        """The broker accepted the commit of these offsets."""
+        for partition, offset in committed.items():
+            if partition in self._next:
+                self._committed[partition] = max(offset, self._committed.get(partition, -1))
+
+    @property
+    def committed(self) -> dict[int, int]:
+        """The offsets last confirmed as committed, per partition."""
+        return dict(self._committed)
 
     def forget_partition(self, partition: int) -> None:
         """The partition was revoked: drop what was recorded for it."""
         for _, file_id in self._pending.pop(partition, ()):
             self._release(file_id)
         self._next.pop(partition, None)
-        self._returned.pop(partition, None)
+        self._committed.pop(partition, None)
 
     @property
     def n_pending_messages(self) -> int:

@@ -77,7 +77,7 @@ def test_finishing_everything_releases_everything(steps: list) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(_steps)
-def test_advanced_reports_each_move_once_and_monotonically(steps: list) -> None:
+def test_advanced_until_confirmed_and_monotonic(steps: list) -> None:
     tracker = OffsetTracker()
     last: dict[int, int] = {}
     offsets: dict[int, int] = {}
@@ -90,9 +90,13 @@ def test_advanced_reports_each_move_once_and_monotonically(steps: list) -> None:
                 recorded.add(b)
         elif a in recorded:
             tracker.finish(a)
-        for partition, offset in tracker.advanced().items():
+        moved = tracker.advanced()
+        assert tracker.advanced() == moved  # offered again until confirmed
+        for partition, offset in moved.items():
             assert offset > last.get(partition, -1)
             last[partition] = offset
+        tracker.confirm(moved)
+        assert tracker.committed == {**tracker.committed, **moved}
     assert tracker.advanced() == {}
 
 
