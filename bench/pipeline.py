@@ -11,8 +11,8 @@ Cases (each on the same uploaded topic, 4 partitions, 512 KiB chunks):
 
 Throughput is steady state: bytes of all files but the first, over the time from the first
 result to the last (result timestamps, set by the producer). Start-up (Ray, group join) is
-reported apart. Peak RSS sums every process of the local Ray instance plus this driver,
-sampled every 0.2 s. Uses $KAFKA_BOOTSTRAP_SERVERS, or starts a local broker.
+reported apart. Peak memory sums the PSS of every process of the local Ray instance plus this driver,
+sampled every 0.5 s. Uses $KAFKA_BOOTSTRAP_SERVERS, or starts a local broker.
 """
 
 from __future__ import annotations
@@ -94,45 +94,96 @@ def raw(bootstrap: str, topic: str, n_messages: int) -> dict[str, float]:
 
 
 class RssSampler(threading.Thread):
+    """Peak memory of this process and all its descendants (the local Ray instance), and
+    CPU seconds per process name, sampled every 0.5 s from /proc.
+
+    Memory is the sum of PSS, not RSS: the object store's shared pages are mapped by many
+    workers and would be counted once per process by RSS.
+    """
+
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak = 0
+        self.cpu: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
+        self.start_cpu = {pid: cpu_s for pid, (_, cpu_s, _) in _tree(os.getpid()).items()}
+        self.history: list[tuple[float, dict[int, tuple[str, float]]]] = []
 
     def run(self) -> None:
-        while not self.stop.wait(0.2):
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
+        while not self.stop.wait(0.5):
+            self.peak = max(self.peak, self.sample())
+        self.sample()
+
+    def sample(self) -> int:
+        total = 0
+        snapshot = {}
+        for pid, (name, cpu_s, pss) in _tree(os.getpid()).items():
+            self.cpu[pid] = (name, cpu_s)
+            snapshot[pid] = (name, cpu_s)
+            total += pss
+        self.history.append((time.time(), snapshot))
+        return total
+
+    def cpu_by_name(self, since: float = 0.0, until: float = float("inf")) -> dict[str, float]:
+        """CPU seconds per process name between two wall-clock times (default: the run)."""
+        start = self.start_cpu
+        end = {pid: cpu_s for pid, (_, cpu_s) in self.cpu.items()}
+        if since:
+            start = next(
+                ({p: c for p, (_, c) in s.items()} for t, s in self.history if t >= since), start
+            )
+        if until != float("inf"):
+            end = next(
+                ({p: c for p, (_, c) in s.items()} for t, s in self.history if t >= until), end
+            )
+        by_name: dict[str, float] = {}
+        for pid, cpu_s in end.items():
+            name = self.cpu[pid][0]
+            by_name[name] = by_name.get(name, 0.0) + cpu_s - start.get(pid, 0.0)
+        return {
+            k: round(v, 1) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v >= 0.1
+        }
 
 
-def _tree_rss(root: int) -> int:
-    """RSS of ``root`` and all its descendants, from /proc."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> dict[int, tuple[str, float, int]]:
+    """(name, CPU seconds, PSS bytes) of ``root`` and all its descendants, from /proc."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        rss[int(entry.name)] = next(
-            (
-                int(line.split()[1]) * 1024
-                for line in status.splitlines()
-                if line.startswith("VmRSS:")
-            ),
-            0,
-        )
-    total = 0
-    for pid, size in rss.items():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    tree = {}
+    for pid in parents:
         ancestor = pid
         while ancestor not in (root, 0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
-        if ancestor == root:
-            total += size
-    return total
+        if ancestor != root:
+            continue
+        try:  # only for the tree: smaps_rollup is not cheap
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            name = (
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            )
+        except OSError:
+            continue
+        pss = next(
+            (
+                int(line.split()[1]) * 1024
+                for line in rollup.splitlines()
+                if line.startswith("Pss:")
+            ),
+            0,
+        )
+        tree[pid] = (Path(name.split()[0]).name if name else "?", cpu[pid], pss)
+    return tree
 
 
 def pipeline(
@@ -154,6 +205,7 @@ def pipeline(
         topic,
         results_topic,
         n_analysis_actors=actors,
+        max_in_flight=int(os.environ.get("BENCH_MAX_IN_FLIGHT", "32")),
         stop_when_idle=3.0,
         update_seconds=10.0,
         output_dir=Path(tempfile.mkdtemp()),
@@ -173,8 +225,15 @@ def pipeline(
     return {
         "mb_s": (n_files - 1) * file_size / 1e6 / max(last - first, 1e-9),
         "startup_s": first - start,
-        "peak_rss_mib": sampler.peak / 2**20,
+        "peak_pss_mib": sampler.peak / 2**20,
+        "cpu_s": sampler.cpu_by_name(),  # type: ignore[dict-item]
+        "steady_cpu_s": sampler.cpu_by_name(first, last),  # type: ignore[dict-item]
+        "steady_s": last - first,
     }
+
+
+def _round(value: Any) -> Any:
+    return round(value, 2) if isinstance(value, float) else value
 
 
 def main() -> int:
@@ -206,13 +265,13 @@ def main() -> int:
                     cls = TrivialReproducer if case == "trivial" else FFTReproducer
                     actors = 2 if case in ("trivial", "fft2") else 1
                     row = pipeline(cls, bootstrap, topic, config_file, n, size, actors)
-                row = {"set": name, "case": case, **{k: round(v, 2) for k, v in row.items()}}
+                row = {"set": name, "case": case, **{k: _round(v) for k, v in row.items()}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print("\n| set | case | steady MB/s | start-up s | peak RSS MiB |\n|---|---|---|---|---|")
+    print("\n| set | case | steady MB/s | start-up s | peak PSS MiB |\n|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['set']} | {r['case']} | {r['mb_s']} | {r['startup_s']} | {r.get('peak_rss_mib', '')} |"
+            f"| {r['set']} | {r['case']} | {r['mb_s']} | {r['startup_s']} | {r.get('peak_pss_mib', '')} |"
         )
     return 0
 

@@ -48,6 +48,8 @@ class PartialFile:
     hasher: hashlib._Hash = field(default_factory=hashlib.sha512)
     hashed_to: int = 0
     waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
+    # chunk_i -> (offset, length, chunk hash): names the corrupt chunks if the file hash fails
+    chunk_hashes: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
     last_task: Future[object] | None = None  # the last worker task queued for this file
     problem: str = ""
     storage_failed: bool = False
@@ -108,10 +110,7 @@ class PartialFile:
                 )
                 return self.discard(reason, self.problem)
             if self.hasher.digest() != self.generation.file_hash:
-                return self.discard(
-                    FailureReason.HASH_MISMATCH,
-                    f"SHA-512 of the {self.hashed_to} rebuilt bytes does not match the file hash",
-                )
+                return self.discard(FailureReason.HASH_MISMATCH, self._mismatch())
             buffer, path = self.store.finish(self.hashed_to)
         except StoreError as exc:
             return self.discard(FailureReason.STORAGE, str(exc))
@@ -129,6 +128,18 @@ class PartialFile:
             path=path,
             first_seen=self.first_seen,
         )
+
+    def _mismatch(self) -> str:
+        """Why the file hash failed: the chunks whose bytes do not match their own hash."""
+        detail = f"SHA-512 of the {self.hashed_to} rebuilt bytes does not match the file hash"
+        bad = []
+        for chunk_i, (offset, length, digest) in sorted(self.chunk_hashes.items()):
+            if hashlib.sha512(self.store.read(offset, length)).digest() != digest:
+                bad.append(f"{chunk_i} (offset {offset})")
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            return f"{detail}; corrupt chunk(s), not matching their chunk hash: {shown}"
+        return f"{detail}; every chunk matches its chunk hash: the file hash itself is wrong"
 
     def discard(self, reason: FailureReason, detail: str) -> FileFailure:
         self.store.discard()

@@ -111,14 +111,16 @@ class IngestActor:
             self._ready.notify_all()
 
     def take(
-        self, max_files: int, timeout: float = 0.0
+        self, max_files: int, timeout: float = 0.0, linger: float = 0.02
     ) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
         """Completed files (up to ``max_files``), failures, stats and a fatal error, if any;
-        waits up to ``timeout`` for something to report."""
+        waits up to ``timeout`` for something to report, then up to ``linger`` more for
+        others, so that a stream of files costs the driver a few calls, not one per file."""
         with self._ready:
-            self._ready.wait_for(
+            if self._ready.wait_for(
                 lambda: (self._outbox and max_files > 0) or self._failures or self._error, timeout
-            )
+            ):
+                self._ready.wait_for(lambda: len(self._outbox) >= max_files or self._error, linger)
             files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
             failures = [self._failures.popleft() for _ in range(len(self._failures))]
         return files, failures, self._ingest.snapshot(), self._error
@@ -282,11 +284,14 @@ class ProducerActor:
             except BufferError:
                 self._stop.wait(0.05)  # queue full: the poll thread makes room
 
-    def take_acked(self, timeout: float = 0.0) -> tuple[list[int], list[tuple[int, str]]]:
+    def take_acked(
+        self, timeout: float = 0.0, linger: float = 0.02
+    ) -> tuple[list[int], list[tuple[int, str]]]:
         """File ids whose result the broker acknowledged, and those it refused, since the
-        last call; waits up to ``timeout`` for at least one."""
+        last call; waits up to ``timeout`` for at least one, then ``linger`` for more."""
         with self._reported:
-            self._reported.wait_for(lambda: self._acked or self._failed, timeout)
+            if self._reported.wait_for(lambda: self._acked or self._failed, timeout):
+                self._reported.wait_for(lambda: False, linger)
             acked, self._acked = self._acked, []
             failed, self._failed = self._failed, []
         return acked, failed

@@ -210,6 +210,11 @@ class Reassembler:
             return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
         partial.last_seen = self._clock()
         partial.chunks.add(chunk.chunk_i)
+        partial.chunk_hashes[chunk.chunk_i] = (
+            chunk.chunk_offset_write,
+            len(chunk.data),
+            chunk.chunk_hash,
+        )
         partial.bytes_received += len(chunk.data)
         self._submit(
             partial,

@@ -86,6 +86,10 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     },
     "logger_file_path": {"type": Path, "help": "log file (default: <output_dir>/LOGS/<Class>.log)"},
     "ray_address": {"help": "Ray cluster address (default: start Ray locally)"},
+    "ray_dashboard": {
+        "action": "store_true",
+        "help": "with local Ray, also start its dashboard (a few seconds more start-up)",
+    },
     "n_analysis_actors": {"type": int, "help": "analysis actors in the pool"},
     "analysis_num_cpus": {"type": float, "help": "CPUs reserved by each analysis actor"},
     "analysis_resources": {
@@ -102,6 +106,16 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "stop_when_idle": {
         "type": float,
         "help": "exit after this many seconds without work (batch runs)",
+    },
+    "dead_letter_topic": {"help": "copy poison messages to this topic before skipping them"},
+    "check_chunk_hashes": {
+        "action": "store_true",
+        "help": "check each chunk's SHA-512 on arrival, as the reference does (by default the "
+        "whole-file SHA-512 is checked, and chunk hashes only name corrupt chunks)",
+    },
+    "exactly_once": {
+        "action": "store_true",
+        "help": "produce results and commit offsets in one Kafka transaction",
     },
 }
 
@@ -121,6 +135,7 @@ class DataFileStreamReproducer:
         download_regex: str | None = None,
         update_seconds: float = 300.0,
         ray_address: str | None = None,
+        ray_dashboard: bool = False,
         n_analysis_actors: int = 2,
         analysis_num_cpus: float = 1.0,
         analysis_resources: dict[str, float] | None = None,
@@ -130,6 +145,8 @@ class DataFileStreamReproducer:
         file_idle_timeout: float = 3600.0,
         dead_letter_topic: str | None = None,
         stop_when_idle: float | None = None,
+        check_chunk_hashes: bool = False,
+        exactly_once: bool = False,
         **other: Any,
     ) -> None:
         self.logger = logging.getLogger(type(self).__name__)
@@ -150,6 +167,7 @@ class DataFileStreamReproducer:
             output_dir=self.output_dir,
             download_regex=download_regex,
             ray_address=ray_address,
+            ray_dashboard=ray_dashboard,
             n_analysis_actors=n_analysis_actors,
             actor_num_cpus=analysis_num_cpus,
             actor_resources=dict(analysis_resources or {}),
@@ -160,6 +178,8 @@ class DataFileStreamReproducer:
             update_seconds=update_seconds,
             dead_letter_topic=dead_letter_topic,
             stop_when_idle=stop_when_idle,
+            check_chunk_hashes=check_chunk_hashes,
+            exactly_once=exactly_once,
         )
 
     def _get_processing_result_message_for_file(
@@ -201,6 +221,7 @@ class DataFileStreamReproducer:
             "logger_file_level": "warning",
             "logger_file_path": None,
             "ray_address": None,
+            "ray_dashboard": False,
             "n_analysis_actors": 2,
             "analysis_num_cpus": 1.0,
             "analysis_resources": None,
@@ -210,6 +231,8 @@ class DataFileStreamReproducer:
             "file_idle_timeout": 3600.0,
             "dead_letter_topic": None,
             "stop_when_idle": None,
+            "check_chunk_hashes": False,
+            "exactly_once": False,
         }
         return args, kwargs
 
@@ -236,7 +259,7 @@ class DataFileStreamReproducer:
             spec = dict(_CATALOGUE.get(name, {}))
             if name not in _CATALOGUE and default is not None and not isinstance(default, bool):
                 spec["type"] = type(default)
-            if isinstance(default, bool):
+            if isinstance(default, bool) and name not in _CATALOGUE:
                 spec = {"action": "store_false" if default else "store_true"}
             parser.add_argument(f"--{name}", default=default, **spec)
         return parser

@@ -167,6 +167,27 @@ def test_hash_mismatch_is_an_outcome(mode: str, tmp_path: Path) -> None:
     assert completed(outcomes).read_bytes() == b"ok"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_hash_mismatch_names_the_corrupt_chunks(mode: str, tmp_path: Path) -> None:
+    """Chunks are not hashed on arrival by default: the file hash covers every byte, and
+    the chunk hashes say which chunks were corrupt when it fails."""
+    chunks = split(bytes(range(256)) * 40, 1024)
+    bad = {2, 5}
+    corrupt = [
+        dataclasses.replace(c, data=bytes(len(c.data))) if c.chunk_i in bad else c for c in chunks
+    ]
+    _, outcomes = feed(make(mode, tmp_path), corrupt)
+    failure = failed(outcomes)
+    assert failure.reason is FailureReason.HASH_MISMATCH
+    assert "corrupt chunk(s), not matching their chunk hash: 2 (offset 1024), 5 (offset 4096)" in (
+        failure.detail
+    )
+    # a wrong file hash with intact chunks is told apart
+    wrong = [dataclasses.replace(c, file_hash=b"\x01" * 64) for c in chunks]
+    _, outcomes = feed(make(mode, tmp_path), wrong)
+    assert "every chunk matches its chunk hash" in failed(outcomes).detail
+
+
 def test_overlapping_chunks_are_inconsistent() -> None:
     data = b"0123456789" * 10
     file_hash = hashlib.sha512(data).digest()
