@@ -129,6 +129,19 @@ class IngestActor:
         for file_id in file_ids:
             self._ingest.finish(file_id)
 
+    def commit_point(
+        self, finished: list[int], timeout: float = 30.0
+    ) -> tuple[dict[int, int], bytes]:
+        """Mark ``finished`` done, then return the offsets now safe to commit and the group
+        metadata (exactly-once mode: the producer commits them in its transaction)."""
+        self.finish(finished)
+        if self._error:
+            raise RuntimeError(f"the ingest loop stopped: {self._error}")
+        return self._ingest.commit_point().result(timeout)
+
+    def confirm(self, offsets: dict[int, int]) -> None:
+        self._ingest.confirm(offsets)
+
     def stop(self, timeout: float = 30.0) -> IngestStats:
         """Stop fetching, commit what is finished, leave the group."""
         self._stop.set()
@@ -239,7 +252,9 @@ class AnalysisActor:
 class ProducerActor:
     """Threaded: a poll thread serves delivery reports; ``take_acked`` waits for them."""
 
-    def __init__(self, settings: dict[str, Any], topic: str) -> None:
+    def __init__(
+        self, settings: dict[str, Any], topic: str, transactional_id: str | None = None
+    ) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
         # An acknowledgement must mean the result is stored: these two are not negotiable.
@@ -249,12 +264,21 @@ class ProducerActor:
                 log.warning(
                     "[producer] %s = %s ignored: results need %s", key, settings[key], value
                 )
+        if transactional_id is not None:
+            forced["transactional.id"] = transactional_id  # type: ignore[assignment]
         self._producer = Producer({"linger.ms": 5, **settings, **forced})
         self._topic = topic
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
         self._reported = threading.Condition()
         self._stop = threading.Event()
+        self._transactional = transactional_id is not None
+        self._txn = threading.Lock()  # no produce between a commit and the next begin
+        if self._transactional:
+            # Fences any earlier producer with this id (a crashed run's zombie) and aborts
+            # its open transaction: a read_committed reader never sees those results.
+            self._producer.init_transactions(60)
+            self._producer.begin_transaction()
         self._poller = threading.Thread(target=self._poll, name="delivery-reports", daemon=True)
         self._poller.start()
 
@@ -263,14 +287,64 @@ class ProducerActor:
             self._producer.poll(0.05)
 
     def produce(self, results: list[AnalysisResult]) -> None:
-        for result in results:
-            self._produce(result)
+        with self._txn:
+            for result in results:
+                self._produce(result)
+
+    def commit(self, offsets: dict[int, int], group_metadata: bytes, topic: str) -> None:
+        """Exactly-once: commit the results produced so far together with the consumer
+        offsets, in one transaction, and begin the next. Raises if the transaction cannot
+        commit (it is aborted: neither its results nor its offsets count)."""
+        from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415
+
+        with self._txn:
+            try:
+                left = self._producer.flush(60)
+                with self._reported:
+                    failed, self._failed = self._failed, []
+                if left or failed:
+                    raise RuntimeError(
+                        f"{left} results undelivered, {len(failed)} refused "
+                        f"({failed[0][1] if failed else 'timeout'})"
+                    )
+                if offsets:
+                    self._producer.send_offsets_to_transaction(
+                        [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
+                        group_metadata,
+                        60,
+                    )
+                self._commit_transaction()
+            except (KafkaException, RuntimeError):
+                self._abort()
+                raise
+            self._producer.begin_transaction()
+
+    def _commit_transaction(self) -> None:
+        from confluent_kafka import KafkaException  # noqa: PLC0415
+
+        for attempt in range(5):
+            try:
+                self._producer.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == 4:
+                    raise
+                log.warning("transaction commit will be retried: %s", exc)
+
+    def _abort(self) -> None:
+        from confluent_kafka import KafkaException  # noqa: PLC0415
+
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException as exc:
+            log.error("the transaction could not be aborted either: %s", exc)
 
     def _produce(self, result: AnalysisResult) -> None:
         def delivered(err: Any, _msg: Any, file_id: int = result.file_id) -> None:
             with self._reported:
                 if err is None:
-                    self._acked.append(file_id)
+                    if not self._transactional:  # there, the commit is the acknowledgement
+                        self._acked.append(file_id)
                 else:
                     self._failed.append((file_id, str(err)))
                 self._reported.notify_all()

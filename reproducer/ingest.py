@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,9 @@ class IngestSettings:
     # Each chunk's SHA-512 as it arrives (the reference's way). Off, the whole-file SHA-512
     # still covers every byte, and the chunk hashes name the corrupt chunks when it fails.
     check_chunk_hashes: bool = False
+    # Exactly-once: offsets are committed by the producer's transaction, never by the
+    # consumer; the driver asks for them with :meth:`Ingest.commit_point`.
+    transactional: bool = False
 
 
 @dataclass
@@ -113,6 +117,10 @@ class Ingest:
         )
         self._last_log = 0.0
         self._last_commit = time.monotonic()
+        self._commit_requests: queue.SimpleQueue[Future[tuple[dict[int, int], bytes]]] = (
+            queue.SimpleQueue()
+        )
+        self._confirmed: queue.SimpleQueue[dict[int, int]] = queue.SimpleQueue()
         self._assigned: set[int] = set()
         self._lost_partitions: str = ""
         self._closing = False
@@ -141,6 +149,17 @@ class Ingest:
         """The file's result was acknowledged, or it failed: its offsets may be committed."""
         self._finished.put(file_id)
 
+    def commit_point(self) -> Future[tuple[dict[int, int], bytes]]:
+        """Offsets safe to commit now (everything finished so far, disk files made durable)
+        and the consumer group's metadata, for a transaction; answered by the loop thread."""
+        request: Future[tuple[dict[int, int], bytes]] = Future()
+        self._commit_requests.put(request)
+        return request
+
+    def confirm(self, offsets: dict[int, int]) -> None:
+        """A transaction with these offsets committed."""
+        self._confirmed.put(offsets)
+
     # ------------------------------------------------------------------ loop thread
     def step(self, timeout: float = 0.1) -> None:
         """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
@@ -160,7 +179,9 @@ class Ingest:
                 self._failed(failure)
         self._apply_finished()
         self._backpressure()
-        if time.monotonic() - self._last_commit >= self.settings.commit_interval:
+        if self.settings.transactional:
+            self._transactional_commits()
+        elif time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self.commit()
         if (
             self._in_progress is not None
@@ -234,13 +255,38 @@ class Ingest:
         self.stats.committed.update(moved)
         log.debug("committed %s", moved)
 
+    def _transactional_commits(self) -> None:
+        while True:
+            try:
+                moved = self._confirmed.get_nowait()
+            except queue.Empty:
+                break
+            self._tracker.confirm(moved)
+            self.stats.committed.update(moved)
+        while True:
+            try:
+                request = self._commit_requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._outcomes(self._reassembler.flush())
+                self._apply_finished()
+                request.set_result(
+                    (self._tracker.advanced(), self._consumer.consumer_group_metadata())
+                )
+            except Exception as exc:  # noqa: BLE001 - the asker raises it
+                request.set_exception(exc)
+
     def close(self) -> None:
         self._closing = True
         try:
             if self._dead_letters is not None:
                 for poison_id in self._dead_letters.delivered(flush=True):
                     self._tracker.finish(poison_id)
-            self.commit()
+            if self.settings.transactional:
+                self._transactional_commits()
+            else:
+                self.commit()
             if self._in_progress is not None:
                 self._write_in_progress()
         finally:

@@ -66,6 +66,7 @@ class PipelineSettings:
     dead_letter_topic: str | None = None
     stop_when_idle: float | None = None  # seconds without work, for batch runs and tests
     max_results: int | None = None
+    transaction_interval: float = 1.0  # exactly-once: seconds between transaction commits
     check_chunk_hashes: bool = False
     exactly_once: bool = False
 
@@ -100,6 +101,11 @@ class _Books:
     attempts: dict[int, int] = field(default_factory=dict)
     results_log: ResultsLog | None = None
     last_flush: float = 0.0
+    # exactly-once: what the open transaction holds
+    txn_results: list[int] = field(default_factory=list)  # produced, committed with the txn
+    txn_done: list[int] = field(default_factory=list)  # finished without a result
+    txn_produce_calls: list[Any] = field(default_factory=list)  # must run before the commit
+    last_txn: float = 0.0
 
     def flush_log(self, *, every: float = 5.0) -> None:
         if self.results_log is not None and time.monotonic() - self.last_flush >= every:
@@ -159,6 +165,7 @@ def run_pipeline(
         dead_letter_producer=settings.config.producer_settings(),
         logs_dir=settings.output_dir / "LOGS" if settings.output_dir is not None else None,
         check_chunk_hashes=settings.check_chunk_hashes,
+        transactional=settings.exactly_once,
     )
     options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
     if settings.actor_resources:
@@ -170,9 +177,18 @@ def run_pipeline(
         books.results_log = ResultsLog(settings.output_dir / "LOGS", settings.producer_topic)
     restore = _install_signal_handlers(stop)
     lock_actor = LockActor.remote()  # type: ignore[attr-defined]
-    producer = ProducerActor.remote(settings.config.producer_settings(), settings.producer_topic)  # type: ignore[attr-defined]
+    # Stable across restarts of the same group: a restarted run fences its crashed one.
+    transactional_id = (
+        f"ray-reproducer.{consumer['group.id']}.{settings.consumer_topic}"
+        if settings.exactly_once
+        else None
+    )
+    producer = ProducerActor.remote(  # type: ignore[attr-defined]
+        settings.config.producer_settings(), settings.producer_topic, transactional_id
+    )
     ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
     pool = None
+    ended_cleanly = False
     try:
         lock = ClusterLock(lock_actor)
         pool = AnalysisPool(
@@ -182,12 +198,13 @@ def run_pipeline(
             on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
         )
         _loop(settings, stop, ingest, producer, pool, summary, books)
+        ended_cleanly = True
     finally:
         restore()
         if pool is not None:
             pool.close()
         try:
-            _drain(ingest, producer, summary, books)
+            _drain(settings, ingest, producer, summary, books, commit=ended_cleanly)
         finally:
             ray.kill(lock_actor)
     return summary
@@ -209,9 +226,9 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     while not stop.is_set():
         if taking is None:
             taking = ingest.take.remote(settings.max_in_flight, 0.2)  # bounded by the ingest
-        if acking is None:
+        if acking is None and not settings.exactly_once:
             acking = producer.take_acked.remote(0.2)
-        waiting = [taking, acking, *pool.running]
+        waiting = [taking, *([acking] if acking is not None else []), *pool.running]
         ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
         if ready:  # take everything that is ready now, not one thing per pass
             ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
@@ -236,7 +253,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
                 books.metas[meta.file_id] = meta
                 pool.submit(task)
             if skipped:
-                ingest.finish.remote(skipped)
+                _finished(settings, ingest, books, skipped)
             summary.n_files_failed += len(failures)
             summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
             summary.n_files_read = stats.n_files_completed
@@ -257,12 +274,17 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             bad = [r.file_id for r in results if r.key is None or r.value is None]
             summary.n_files_failed += len(bad)
             if good:
-                producer.produce.remote(good)
+                call = producer.produce.remote(good)
                 books.producing.update({r.file_id: r for r in good})
+                if settings.exactly_once:
+                    books.txn_produce_calls.append(call)
+                    books.txn_results += [r.file_id for r in good]
             if bad:
-                ingest.finish.remote(bad)
+                _finished(settings, ingest, books, bad)
             busy = True
         now = time.monotonic()
+        if settings.exactly_once and now - books.last_txn >= settings.transaction_interval:
+            _commit_transaction(settings, ingest, producer, summary, books)
         books.flush_log()
         if busy or not consuming or pool.n_pending or books.producing:
             last_work = now
@@ -283,6 +305,45 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
 
 
 MAX_DELIVERY_ATTEMPTS = 3
+
+
+def _finished(settings: PipelineSettings, ingest: Any, books: _Books, file_ids: list[int]) -> None:
+    """Files that end without a result: their offsets may be committed (exactly-once: with
+    the next transaction)."""
+    if settings.exactly_once:
+        books.txn_done += file_ids
+    else:
+        ingest.finish.remote(file_ids)
+
+
+def _commit_transaction(
+    settings: PipelineSettings, ingest: Any, producer: Any, summary: RunSummary, books: _Books
+) -> None:
+    """Exactly-once: commit the open transaction's results with the offsets they release.
+
+    The order matters: every produce call is done, then the files are marked finished and
+    the ingest says which offsets that makes safe, then the producer commits both at once.
+    A failure raises: nothing of the transaction counts, and a restart redoes it.
+    """
+    books.last_txn = time.monotonic()
+    ray.get(books.txn_produce_calls)
+    results, done = books.txn_results, books.txn_done
+    books.txn_produce_calls, books.txn_results, books.txn_done = [], [], []
+    try:
+        offsets, group_metadata = ray.get(ingest.commit_point.remote(results + done), timeout=60)
+        if offsets or results:
+            ray.get(
+                producer.commit.remote(offsets, group_metadata, settings.consumer_topic),
+                timeout=300,
+            )
+    except (ray.exceptions.RayError, TimeoutError) as exc:
+        raise ReproducerError(
+            f"the transaction of {len(results)} results could not commit; nothing of it "
+            f"counts, and a restart redoes it: {exc}"
+        ) from exc
+    if offsets:
+        ray.get(ingest.confirm.remote(offsets), timeout=60)
+    _acknowledged(results, [], summary, books)
 
 
 def _acknowledged(
@@ -331,12 +392,23 @@ def _acknowledged(
     return again
 
 
-def _drain(ingest: Any, producer: Any, summary: RunSummary, books: _Books) -> None:
+def _drain(
+    settings: PipelineSettings,
+    ingest: Any,
+    producer: Any,
+    summary: RunSummary,
+    books: _Books,
+    *,
+    commit: bool,
+) -> None:
     """Deliver what was produced, mark it finished, commit, leave the group.
 
-    Every wait is bounded: a broker that is gone must not hang a SIGTERM.
+    Every wait is bounded: a broker that is gone must not hang a SIGTERM. After an error,
+    an exactly-once run commits nothing more: its open transaction is aborted.
     """
     try:
+        if settings.exactly_once and commit:
+            _commit_transaction(settings, ingest, producer, summary, books)
         ray.get(producer.flush.remote(30.0), timeout=60)
         acked, refused = ray.get(producer.take_acked.remote(0.0), timeout=30)
         for file_id, why in refused:

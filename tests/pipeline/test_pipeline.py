@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -332,11 +333,20 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     assert [tp.offset for tp in offsets] == ends  # the poison does not pin the group
 
 
+@pytest.mark.parametrize(
+    ("exactly_once", "kill_point"),
+    [(False, "after_results"), (True, "after_results"), (True, "mid_upload")],
+)
 def test_killed_and_restarted_loses_no_result(
-    kafka_bootstrap: str, topic: str, tmp_path: Path
+    exactly_once: bool, kill_point: str, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
-    """SIGKILL the whole run (driver and its Ray processes) mid-stream, restart with the
-    same group: every file gets its result; duplicates at most the files in flight."""
+    """SIGKILL the whole run (driver and its Ray processes), restart with the same group:
+    every file gets its result. At least once: duplicates at most the files in flight.
+    Exactly once: a read_committed reader sees one result per file.
+
+    Kill points: ``after_results``, once results are out and more files are in analysis
+    or produced but not committed; ``mid_upload``, while files are still arriving chunk
+    by chunk (partial files in the reassembler)."""
     tree = tmp_path / "tree"
     tree.mkdir()
     names = [f"f{i:02d}.txt" for i in range(16)]
@@ -344,7 +354,9 @@ def test_killed_and_restarted_loses_no_result(
         (tree / name).write_text(name * 100)
     results_topic = topic + "-results"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
-    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    if kill_point == "after_results":
+        upload([tree], config, topic)
     config_file = tmp_path / "test.config"
     config_file.write_text(
         f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n"
@@ -370,6 +382,7 @@ def test_killed_and_restarted_loses_no_result(
         str(tmp_path / "out"),
         "--stop_when_idle",
         "5",
+        *(["--exactly_once"] if exactly_once else []),
     ]
     env = {**os.environ, "SIZE_REPRODUCER_DELAY": "0.5"}
     first = subprocess.Popen(
@@ -381,19 +394,38 @@ def test_killed_and_restarted_loses_no_result(
         stderr=subprocess.DEVNULL,
     )
     try:
-        consumer = Consumer(
-            {"bootstrap.servers": kafka_bootstrap, "group.id": "watch", "enable.auto.commit": False}
-        )
-        consumer.assign([TopicPartition(results_topic, 0, OFFSET_BEGINNING)])
-        seen = 0
-        while seen < 3:  # kill once a few results are out and more are in flight
-            batch = consumer.consume(10, 60)
-            assert batch, "no result within a minute"
-            seen += sum(1 for m in batch if not m.error())
-        consumer.close()
+        if kill_point == "mid_upload":
+            # the run is consuming once it reports progress; then half of the files arrive
+            # whole and one only in part (its other chunk comes after the kill)
+            in_progress = tmp_path / "out" / "LOGS"
+            wait_for(lambda: any(in_progress.glob("*in_progress*.csv")), 120, "the run to start")
+            big = os.urandom(3000)
+            upload([tree / n for n in names[:8]], config, topic)
+            chunks = [
+                make_chunk(
+                    big[i : i + 2000],
+                    filename="partial.bin",
+                    file_hash=hashlib.sha512(big).digest(),
+                    chunk_offset_write=i,
+                    chunk_i=i // 2000 + 1,
+                    n_total_chunks=2,
+                )
+                for i in (0, 2000)
+            ]
+            producer = Producer({"bootstrap.servers": kafka_bootstrap})
+            producer.produce(topic, key=chunks[0].key, value=encode_value(chunks[0]))
+            assert producer.flush(30) == 0
+            wait_for(lambda: "partial.bin" in _in_progress_text(in_progress), 60, "a partial file")
+        else:
+            wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 3, 120, "results")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
+    if kill_point == "mid_upload":
+        upload([tree / n for n in names[8:]], config, topic)
+        producer.produce(topic, key=chunks[1].key, value=encode_value(chunks[1]))
+        assert producer.flush(30) == 0
+        names.append("partial.bin")
 
     second = subprocess.run(
         command,
@@ -407,7 +439,35 @@ def test_killed_and_restarted_loses_no_result(
     assert second.returncode == 0, second.stderr[-3000:]
     results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
     assert set(results) == set(names)  # nothing lost
-    assert len(results) <= len(names) + 4 + 1  # duplicates: at most what was in flight
+    if exactly_once:
+        assert sorted(results) == sorted(names)  # read_committed: exactly one each
+    else:
+        assert len(results) <= len(names) + 4 + 1  # duplicates: at most what was in flight
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def count_results(bootstrap: str, topic: str) -> int:
+    """Result messages visible to a read_committed reader (the default isolation)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watch"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        if high == low:
+            return 0
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        return sum(1 for m in consumer.consume(100, 2) if not m.error())
+    finally:
+        consumer.close()
+
+
+def _in_progress_text(logs: Path) -> str:
+    return "".join(p.read_text() for p in logs.glob("*in_progress*.csv"))
 
 
 def test_the_readme_demo_command(kafka_bootstrap: str) -> None:
