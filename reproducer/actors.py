@@ -265,7 +265,7 @@ class ProducerActor:
                     "[producer] %s = %s ignored: results need %s", key, settings[key], value
                 )
         if transactional_id is not None:
-            forced["transactional.id"] = transactional_id  # type: ignore[assignment]
+            forced["transactional.id"] = transactional_id
         self._producer = Producer({"linger.ms": 5, **settings, **forced})
         self._topic = topic
         self._acked: list[int] = []

@@ -81,6 +81,8 @@ class IngestStats:
     in_flight: int = 0
     paused: bool = False
     assigned: bool = False
+    n_partial_files: int = 0
+    commit_lag: int = 0  # messages consumed and not committed yet
     committed: dict[int, int] = field(default_factory=dict)
 
 
@@ -299,6 +301,8 @@ class Ingest:
             return self._published
 
     def _publish(self) -> None:
+        self.stats.n_partial_files = len(self._reassembler)
+        self.stats.commit_lag = self._tracker.lag()
         self.stats.held_bytes = self._reassembler.held_bytes
         self.stats.in_flight = len(self._in_flight)
         copy = IngestStats(**{**self.stats.__dict__, "committed": dict(self.stats.committed)})

@@ -43,6 +43,7 @@ class OffsetTracker:
         self._refs: dict[int, int] = {}  # file id -> pending messages that reference it
         self._finished: set[int] = set()
         self._committed: dict[int, int] = {}
+        self._first: dict[int, int] = {}  # partition -> first offset recorded
 
     def record(self, partition: int, offset: int, file_id: int | None) -> None:
         """A message was consumed; ``file_id`` owns it, or ``None`` if nothing does."""
@@ -52,6 +53,7 @@ class OffsetTracker:
                 f"offset {offset} of partition {partition} is below {last}, already recorded"
             )
         self._next[partition] = offset + 1
+        self._first.setdefault(partition, offset)
         if file_id is None or file_id in self._finished:
             return
         self._pending.setdefault(partition, deque()).append((offset, file_id))
@@ -91,6 +93,10 @@ class OffsetTracker:
             if partition in self._next:
                 self._committed[partition] = max(offset, self._committed.get(partition, -1))
 
+    def lag(self) -> int:
+        """Messages consumed and not committed yet, over all partitions."""
+        return sum(n - self._committed.get(p, self._first[p]) for p, n in self._next.items())
+
     @property
     def committed(self) -> dict[int, int]:
         """The offsets last confirmed as committed, per partition."""
@@ -102,6 +108,7 @@ class OffsetTracker:
             self._release(file_id)
         self._next.pop(partition, None)
         self._committed.pop(partition, None)
+        self._first.pop(partition, None)
 
     @property
     def n_pending_messages(self) -> int:

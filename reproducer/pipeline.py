@@ -36,6 +36,7 @@ from reproducer.errors import ReproducerError
 from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
+from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
 
 __all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
 
@@ -63,6 +64,12 @@ class PipelineSettings:
     max_retries: int = 2
     file_idle_timeout: float | None = 3600.0
     update_seconds: float = 30.0
+    heartbeat_topic: str | None = None
+    heartbeat_interval: float = 900.0
+    log_topic: str | None = None
+    log_interval: float = 60.0
+    program_id: str = "ray-reproducer"
+    progress_line: bool | None = None  # None: when stderr is a terminal
     dead_letter_topic: str | None = None
     stop_when_idle: float | None = None  # seconds without work, for batch runs and tests
     max_results: int | None = None
@@ -81,6 +88,24 @@ class RunSummary:
     n_results_produced: int = 0
     recent_results: list[str] = field(default_factory=list)
     n_files_failed: int = 0
+    n_bytes_read: int = 0
+    n_result_bytes: int = 0
+    n_in_analysis: int = 0
+    stats: IngestStats = field(default_factory=IngestStats)
+
+    def progress(self) -> Progress:
+        return Progress(
+            n_messages=self.n_msgs_read,
+            n_bytes_read=self.stats.n_bytes,
+            n_files_read=self.n_files_read,
+            n_files_failed=self.n_files_failed,
+            n_results=self.n_results_produced,
+            n_result_bytes=self.n_result_bytes,
+            n_in_analysis=self.n_in_analysis,
+            n_partial_files=self.stats.n_partial_files,
+            held_bytes=self.stats.held_bytes,
+            commit_lag=self.stats.commit_lag,
+        )
 
     def as_tuple(self) -> tuple[int, int, int, int, list[str]]:
         return (
@@ -220,7 +245,38 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     books: _Books,
 ) -> None:
     """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
-    last_work = last_update = time.monotonic()
+    last_work = time.monotonic()
+    telemetry = Telemetry(
+        TelemetrySettings(
+            program_id=settings.program_id,
+            heartbeat_topic=settings.heartbeat_topic,
+            heartbeat_interval=settings.heartbeat_interval,
+            log_topic=settings.log_topic,
+            log_interval=settings.log_interval,
+            update_seconds=settings.update_seconds,
+            progress_line=settings.progress_line,
+        ),
+        settings.config,
+    )
+    Console(stop, telemetry)
+    try:
+        _passes(settings, stop, ingest, producer, pool, summary, books, telemetry, last_work)
+    finally:
+        telemetry.tick(summary.progress())
+        telemetry.close()
+
+
+def _passes(  # noqa: PLR0917 - the loop state, passed once
+    settings: PipelineSettings,
+    stop: threading.Event,
+    ingest: Any,
+    producer: Any,
+    pool: AnalysisPool,
+    summary: RunSummary,
+    books: _Books,
+    telemetry: Telemetry,
+    last_work: float,
+) -> None:
     taking = acking = None
     consuming = False  # the ingest actor has its partitions: idleness counts from then on
     while not stop.is_set():
@@ -257,6 +313,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
             summary.n_files_failed += len(failures)
             summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
             summary.n_files_read = stats.n_files_completed
+            summary.stats = stats
             consuming = stats.assigned
             busy = bool(files or failures or stats.in_flight)
         if acking in ready_set:
@@ -288,16 +345,8 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
         books.flush_log()
         if busy or not consuming or pool.n_pending or books.producing:
             last_work = now
-        if now - last_update >= settings.update_seconds:
-            last_update = now
-            log.info(
-                "%d messages, %d files read, %d results produced, %d failed, %d in analysis",
-                summary.n_msgs_read,
-                summary.n_files_read,
-                summary.n_results_produced,
-                summary.n_files_failed,
-                pool.n_pending,
-            )
+        summary.n_in_analysis = pool.n_pending
+        telemetry.tick(summary.progress())
         if settings.max_results is not None and summary.n_results_produced >= settings.max_results:
             return
         if settings.stop_when_idle is not None and now - last_work >= settings.stop_when_idle:
@@ -363,6 +412,7 @@ def _acknowledged(
         books.attempts.pop(file_id, None)
         meta = books.metas.pop(file_id, None)
         summary.n_results_produced += 1
+        summary.n_result_bytes += len(result.value or b"") if result else 0
         summary.recent_results = [
             *summary.recent_results[-99:],
             result.relative_path if result else "?",

@@ -72,10 +72,13 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "mode": {"choices": ["memory", "disk", "both"], "help": "where files are rebuilt"},
     "output_dir": {"type": Path, "help": "rebuilt files (disk/both) and LOGS/"},
     "update_seconds": {"type": float, "help": "seconds between progress log lines"},
-    "heartbeat_topic_name": {"help": "topic for heartbeat messages (not produced yet)"},
-    "heartbeat_program_id": {"help": "id in heartbeat message keys"},
+    "heartbeat_topic_name": {"help": "topic for heartbeat messages (the reference's JSON)"},
+    "heartbeat_program_id": {
+        "help": "id in heartbeat and log message keys (default: the class name)"
+    },
     "heartbeat_interval_secs": {"type": float, "help": "seconds between heartbeats"},
-    "log_topic_name": {"help": "topic for log messages (not produced yet)"},
+    "log_topic_name": {"help": "topic for messages carrying the driver's log records"},
+    "log_interval_secs": {"type": float, "help": "seconds between log messages"},
     "logger_stream_level": {
         "choices": ["debug", "info", "warning", "error"],
         "help": "stderr log level",
@@ -147,6 +150,11 @@ class DataFileStreamReproducer:
         stop_when_idle: float | None = None,
         check_chunk_hashes: bool = False,
         exactly_once: bool = False,
+        heartbeat_topic_name: str | None = None,
+        heartbeat_program_id: str | None = None,
+        heartbeat_interval_secs: float = 900.0,
+        log_topic_name: str | None = None,
+        log_interval_secs: float = 60.0,
         **other: Any,
     ) -> None:
         self.logger = logging.getLogger(type(self).__name__)
@@ -180,6 +188,11 @@ class DataFileStreamReproducer:
             stop_when_idle=stop_when_idle,
             check_chunk_hashes=check_chunk_hashes,
             exactly_once=exactly_once,
+            heartbeat_topic=heartbeat_topic_name,
+            heartbeat_interval=heartbeat_interval_secs,
+            log_topic=log_topic_name,
+            log_interval=log_interval_secs,
+            program_id=heartbeat_program_id or type(self).__name__,
         )
 
     def _get_processing_result_message_for_file(
@@ -217,6 +230,7 @@ class DataFileStreamReproducer:
             "heartbeat_program_id": None,
             "heartbeat_interval_secs": 900.0,
             "log_topic_name": None,
+            "log_interval_secs": 60.0,
             "logger_stream_level": "info",
             "logger_file_level": "warning",
             "logger_file_path": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ import ray
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cluster import create_topic
-from reproducer.chunk import encode_value, make_chunk
+from reproducer.chunk import encode_value, make_chunk, result_key
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
@@ -151,22 +152,35 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
     assert sorted(payload["file"] for _, payload in got) == ["good1.txt", "good2.txt"]
 
 
-def test_python_dash_m_runs_a_ported_reproducer(
+XRD_CSV = """[Measurement conditions]
+Sample name,quartz
+Start angle,10.0
+Measurement time,11/27/2026 01:02:03 PM
+[Scan points]
+Angle,Intensity
+10.0,3
+"""
+
+
+def test_python_dash_m_runs_the_ported_metadata_example(
     kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
+    """The reference's metadata example shape, ported by its import, runs with python -m;
+    it produces heartbeats and log messages, and answers the console's c and q."""
     tree = tmp_path / "tree"
     tree.mkdir()
-    (tree / "a.csv").write_text("x,1\n")
-    results_topic = topic + "-results"
-    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    (tree / "scan.csv").write_text(XRD_CSV)
+    results_topic, beats_topic, logs_topic = (topic + s for s in ("-results", "-hb", "-logs"))
+    for name in (results_topic, beats_topic, logs_topic):
+        create_topic(kafka_bootstrap, name, partitions=1)
     upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
     config_file = tmp_path / "test.config"
     config_file.write_text("[broker]\nbootstrap.servers = $KAFKA_BOOTSTRAP_SERVERS\n")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tests.pipeline.size_reproducer",
+            "tests.pipeline.xrd_metadata_reproducer",
             "--config",
             str(config_file),
             "--topic_name",
@@ -177,21 +191,58 @@ def test_python_dash_m_runs_a_ported_reproducer(
             str(tmp_path / "out"),
             "--n_analysis_actors",
             "1",
-            "--stop_when_idle",
-            "4",
+            "--heartbeat_topic_name",
+            beats_topic,
+            "--heartbeat_interval_secs",
+            "1",
+            "--log_topic_name",
+            logs_topic,
+            "--log_interval_secs",
+            "1",
         ],
         cwd=REPO,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-        capture_output=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "1 results produced" in proc.stderr
-    assert (tmp_path / "out" / "LOGS" / "SizeReproducer.log").is_file()
-    got = read_results(kafka_bootstrap, results_topic, 1)
-    assert [payload["file"] for _, payload in got] == ["a.csv"]
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results_topic) == 1, 180, "the result")
+        out, err = proc.communicate("c\nq\n", timeout=120)  # check, then quit
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "1 results, 0 failed" in out  # what "c" printed
+    assert "1 results produced" in err
+    assert (tmp_path / "out" / "LOGS" / "XRDCSVMetadataReproducer.log").is_file()
+    ((key, payload),) = read_results(kafka_bootstrap, results_topic, 1)
+    assert key == result_key("", "scan.csv") == "_scan.csv_chunk_processing_result"
+    assert payload["Sample name"] == "quartz" and payload["Start angle"] == 10.0
+    assert payload["Measurement time"] == datetime.datetime(2026, 11, 27, 13, 2, 3).timestamp()
+
+    beats = read_messages(kafka_bootstrap, beats_topic)
+    assert beats and {k for k, _ in beats} == {"XRDCSVMetadataReproducer_heartbeat"}
+    assert sum(v["n_messages_read"] for _, v in beats) == 1  # counts since the last one
+    assert sum(v["n_messages_produced"] for _, v in beats) == 1
+    assert all(datetime.datetime.fromisoformat(v["timestamp"]).tzinfo for _, v in beats)
+    logs = read_messages(kafka_bootstrap, logs_topic)
+    assert {k for k, _ in logs} == {"XRDCSVMetadataReproducer_log"}
+    assert any("quit" in line for _, v in logs for line in v["messages"])
+
+
+def read_messages(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
+    """Every message of a one-partition topic, as (key, JSON value)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "read"})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        out: list[tuple[str, dict]] = []
+        while len(out) < high and (batch := consumer.consume(100, 10)):
+            out += [(m.key().decode(), json.loads(m.value())) for m in batch if not m.error()]
+        return out
+    finally:
+        consumer.close()
 
 
 def test_offsets_committed_only_for_delivered_results(

@@ -136,3 +136,16 @@ def test_a_file_finished_before_it_is_recorded_does_not_pin() -> None:
     tracker.finish(9)
     tracker.record(0, 3, 9)
     assert tracker.safe_offsets() == {0: 4}
+
+
+def test_lag_counts_consumed_messages_not_committed() -> None:
+    tracker = OffsetTracker()
+    for offset in range(100, 110):  # a restart: consumption starts at the committed offset
+        tracker.record(0, offset, offset - 100 if offset % 2 else None)
+    tracker.record(1, 0, None)
+    assert tracker.lag() == 11
+    tracker.finish(1)  # the messages at 101 (file 1) and 103 (file 3) own their files
+    moved = tracker.advanced()
+    assert moved == {0: 103, 1: 1}
+    tracker.confirm(moved)
+    assert tracker.lag() == 110 - 103

@@ -1,0 +1,278 @@
+"""What a running pipeline tells the world: heartbeat and log messages in the reference's
+formats, Ray metrics, a progress line (or periodic log lines), and the console commands.
+
+All of it runs on the driver, from the numbers the loop already has (:class:`Progress`);
+none of it can stop the pipeline: a heartbeat that cannot be produced is logged, not raised.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from reproducer.config import KafkaConfig
+
+__all__ = ["Console", "Progress", "Telemetry", "TelemetrySettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Cumulative counts of one run, as the driver sees them."""
+
+    n_messages: int = 0
+    n_bytes_read: int = 0
+    n_files_read: int = 0
+    n_files_failed: int = 0
+    n_results: int = 0
+    n_result_bytes: int = 0
+    n_in_analysis: int = 0
+    n_partial_files: int = 0
+    held_bytes: int = 0
+    commit_lag: int = 0  # messages consumed but not committed yet
+
+    def line(self, mb_per_s: float) -> str:
+        return (
+            f"{self.n_results} results, {self.n_files_failed} failed, "
+            f"{self.n_in_analysis} in analysis, {self.n_partial_files} partial; "
+            f"{self.n_messages} messages, {self.n_bytes_read / 1e6:.1f} MB read "
+            f"({mb_per_s:.1f} MB/s), {self.held_bytes / 2**20:.0f} MiB held, "
+            f"{self.commit_lag} uncommitted"
+        )
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    program_id: str
+    heartbeat_topic: str | None = None
+    heartbeat_interval: float = 900.0
+    log_topic: str | None = None
+    log_interval: float = 60.0
+    update_seconds: float = 300.0
+    progress_line: bool | None = None  # None: when stderr is a terminal
+    ray_metrics: bool = True
+
+
+class _LogBuffer(logging.Handler):
+    """Keeps the last log records for the next log message (bounded)."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        super().__init__(logging.INFO)
+        self.records: collections.deque[str] = collections.deque(maxlen=capacity)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+    def take(self) -> list[str]:
+        out = list(self.records)
+        self.records.clear()
+        return out
+
+
+class _RayMetrics:
+    """Counters and gauges in Ray's metrics system (the dashboard, Prometheus)."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge  # noqa: PLC0415
+
+        def counter(name: str, what: str) -> Any:
+            return Counter(f"reproducer_{name}", description=what)
+
+        self._counters = {
+            "n_messages": counter("chunks", "chunk messages consumed"),
+            "n_bytes_read": counter("bytes_read", "bytes of chunk messages consumed"),
+            "n_files_read": counter("files_completed", "files fully rebuilt"),
+            "n_files_failed": counter("files_failed", "files that failed or were poison"),
+            "n_results": counter("results_acknowledged", "results the broker acknowledged"),
+        }
+        self._gauges = {
+            "held_bytes": Gauge("reproducer_bytes_held", description="bytes of files held"),
+            "commit_lag": Gauge(
+                "reproducer_commit_lag", description="messages consumed and not committed"
+            ),
+            "n_in_analysis": Gauge("reproducer_files_in_analysis", description="files analysed"),
+        }
+        self._last = Progress()
+
+    def update(self, progress: Progress) -> None:
+        for name, metric in self._counters.items():
+            delta = getattr(progress, name) - getattr(self._last, name)
+            if delta > 0:
+                metric.inc(delta)
+        for name, metric in self._gauges.items():
+            metric.set(getattr(progress, name))
+        self._last = progress
+
+
+class Telemetry:
+    """Call :meth:`tick` from the driver loop; :meth:`close` at the end."""
+
+    def __init__(self, settings: TelemetrySettings, config: KafkaConfig) -> None:
+        self.settings = settings
+        self._producer: Any = None
+        if settings.heartbeat_topic or settings.log_topic:
+            from confluent_kafka import Producer  # noqa: PLC0415
+
+            self._producer = Producer(
+                {**config.broker, **config.heartbeat, **config.log, "linger.ms": 100}
+            )
+        self._log_buffer: _LogBuffer | None = None
+        if settings.log_topic:
+            self._log_buffer = _LogBuffer()
+            logging.getLogger().addHandler(self._log_buffer)
+        self._metrics: _RayMetrics | None = None
+        if settings.ray_metrics:
+            try:
+                self._metrics = _RayMetrics()
+            except Exception as exc:  # noqa: BLE001 - metrics are optional
+                log.warning("Ray metrics are off: %s", exc)
+        tty = sys.stderr.isatty()
+        self._line = tty if settings.progress_line is None else settings.progress_line
+        now = time.monotonic()
+        self._last_heartbeat = self._last_logs = self._last_update = now
+        self._last_metrics = self._last_line = 0.0
+        self._rate = _Rate()
+        self._heartbeat_base = Progress()
+        self.last = Progress()
+
+    def tick(self, progress: Progress) -> None:
+        now = time.monotonic()
+        self.last = progress
+        mb_per_s = self._rate.update(now, progress.n_bytes_read)
+        if self._metrics is not None and now - self._last_metrics >= 1.0:
+            self._last_metrics = now
+            self._metrics.update(progress)
+        if self._line and now - self._last_line >= 1.0:
+            self._last_line = now
+            sys.stderr.write(f"\r\033[K{progress.line(mb_per_s)}")
+            sys.stderr.flush()
+        elif not self._line and now - self._last_update >= self.settings.update_seconds:
+            self._last_update = now
+            log.info("%s", progress.line(mb_per_s))
+        if self.settings.heartbeat_topic and (
+            now - self._last_heartbeat >= self.settings.heartbeat_interval
+        ):
+            self._last_heartbeat = now
+            self._heartbeat(progress)
+        if self.settings.log_topic and now - self._last_logs >= self.settings.log_interval:
+            self._last_logs = now
+            self._logs()
+        if self._producer is not None:
+            self._producer.poll(0)
+
+    def report(self, stream: TextIO) -> None:
+        """The ``c``/``check`` console command."""
+        stream.write(f"\n{self.last.line(self._rate.value)}\n")
+        stream.flush()
+
+    def close(self) -> None:
+        if self._line:
+            sys.stderr.write("\n")
+        if self.settings.heartbeat_topic:
+            self._heartbeat(self.last)
+        if self.settings.log_topic:
+            self._logs()
+        if self._log_buffer is not None:
+            logging.getLogger().removeHandler(self._log_buffer)
+        if self._producer is not None and self._producer.flush(10):
+            log.warning("some heartbeat or log messages were not delivered")
+
+    def _heartbeat(self, progress: Progress) -> None:
+        """Counts since the last heartbeat, in the reference's JSON."""
+        base, self._heartbeat_base = self._heartbeat_base, progress
+        value = {
+            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "n_messages_read": progress.n_messages - base.n_messages,
+            "n_messages_processed": progress.n_messages - base.n_messages,
+            "n_messages_produced": progress.n_results - base.n_results,
+            "n_bytes_read": progress.n_bytes_read - base.n_bytes_read,
+            "n_bytes_processed": progress.n_bytes_read - base.n_bytes_read,
+            "n_bytes_produced": progress.n_result_bytes - base.n_result_bytes,
+        }
+        self._send(self.settings.heartbeat_topic, "heartbeat", value)
+
+    def _logs(self) -> None:
+        assert self._log_buffer is not None
+        value = {"timestamp": time.time(), "messages": self._log_buffer.take()}
+        self._send(self.settings.log_topic, "log", value)
+
+    def _send(self, topic: str | None, kind: str, value: dict[str, Any]) -> None:
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                log.warning("%s message not delivered to %s: %s", kind, topic, err)
+
+        try:
+            self._producer.produce(
+                topic,
+                key=f"{self.settings.program_id}_{kind}".encode(),
+                value=json.dumps(value).encode(),
+                on_delivery=delivered,
+            )
+        except Exception as exc:  # noqa: BLE001 - telemetry never stops the pipeline
+            log.warning("cannot produce a %s message to %s: %s", kind, topic, exc)
+
+
+class _Rate:
+    """Bytes per second over the last ten seconds or so."""
+
+    def __init__(self) -> None:
+        self._points: collections.deque[tuple[float, int]] = collections.deque(maxlen=20)
+        self.value = 0.0
+
+    def update(self, now: float, total: int) -> float:
+        if not self._points or now - self._points[-1][0] >= 0.5:
+            self._points.append((now, total))
+        first_t, first_n = self._points[0]
+        if now > first_t:
+            self.value = (total - first_n) / 1e6 / (now - first_t)
+        return self.value
+
+
+class Console:
+    """``q``/``quit`` stops the run, ``c``/``check`` prints progress (as in the reference).
+
+    Reads standard input on a daemon thread, only where that cannot stop the process: a
+    pipe or a file, or a terminal this process has in the foreground.
+    """
+
+    def __init__(self, stop: threading.Event, telemetry: Telemetry) -> None:
+        self._stop = stop
+        self._telemetry = telemetry
+        if _can_read_stdin():
+            threading.Thread(target=self._read, name="console", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            command = line.strip().lower()
+            if command in ("q", "quit"):
+                log.info("quit: stopping after in-flight work")
+                self._stop.set()
+                return
+            if command in ("c", "check"):
+                self._telemetry.report(sys.stdout)
+
+
+def _can_read_stdin() -> bool:
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    if not os.isatty(fd):
+        return True
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()  # a background job would get SIGTTIN
+    except OSError:
+        return False
