@@ -70,15 +70,22 @@ class IngestActor:
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
         self._ingest = Ingest(settings, self._hand_off, self._failed)
+        start = _memory()
+        self._start_rss, self._start_anon = start["rss"], start["anon"]
+        self._peak_anon = self._start_anon
         self._stop = threading.Event()
         self._error = ""
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        sampled = 0.0
         try:
             while not self._stop.is_set():
                 self._ingest.step(0.1)
+                if time.monotonic() - sampled >= 0.25:  # private memory has no kernel peak
+                    sampled = time.monotonic()
+                    self._peak_anon = max(self._peak_anon, _memory()["anon"])
         except Exception as exc:  # reported to the driver, which stops the run
             self._error = f"{type(exc).__name__}: {exc}"
             log.exception("ingest loop stopped")
@@ -142,6 +149,16 @@ class IngestActor:
     def confirm(self, offsets: dict[int, int]) -> None:
         self._ingest.confirm(offsets)
 
+    def memory(self) -> dict[str, int]:
+        """This process's resident memory (``rss``; ``anon``: its private part, without the
+        object store's shared pages it wrote) now, at its peak, and before reading."""
+        return {
+            **_memory(),
+            "start_rss": self._start_rss,
+            "start_anon": self._start_anon,
+            "peak_anon": self._peak_anon,
+        }
+
     def stop(self, timeout: float = 30.0) -> IngestStats:
         """Stop fetching, commit what is finished, leave the group."""
         self._stop.set()
@@ -150,6 +167,17 @@ class IngestActor:
             raise RuntimeError(f"the ingest loop did not stop within {timeout:g} s")
         self._ingest.close()
         return self._ingest.snapshot()
+
+
+def _memory() -> dict[str, int]:
+    fields = {"VmRSS": "rss", "VmHWM": "peak_rss", "RssAnon": "anon"}
+    out = {}
+    with Path("/proc/self/status").open(encoding="ascii") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in fields:
+                out[fields[name]] = int(value.split()[0]) * 1024
+    return out
 
 
 @ray.remote(num_cpus=0)

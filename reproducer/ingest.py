@@ -82,6 +82,9 @@ class IngestStats:
     paused: bool = False
     assigned: bool = False
     n_partial_files: int = 0
+    peak_held_bytes: int = 0
+    n_pauses: int = 0  # times every partition was paused (the in-flight limits)
+    catching_up: bool = False  # over budget with partial files: reading the oldest partition
     commit_lag: int = 0  # messages consumed and not committed yet
     committed: dict[int, int] = field(default_factory=dict)
 
@@ -124,6 +127,8 @@ class Ingest:
         )
         self._confirmed: queue.SimpleQueue[dict[int, int]] = queue.SimpleQueue()
         self._assigned: set[int] = set()
+        self._paused: set[int] = set()
+        self._last_timestamp: dict[int, int] = {}  # partition -> last message's timestamp
         self._lost_partitions: str = ""
         self._closing = False
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
@@ -167,7 +172,7 @@ class Ingest:
         """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
         if self._lost_partitions:
             raise ReproducerError(self._lost_partitions)
-        for message in self._consumer.consume(self.settings.batch, timeout):
+        for message in self._consumer.consume(self._batch_size(), timeout):
             if message.error():
                 log.warning("consume error on %s: %s", self.settings.topic, message.error())
                 continue
@@ -313,6 +318,7 @@ class Ingest:
     def _handle(self, message: Any) -> None:
         value = message.value()
         partition, offset = message.partition(), message.offset()
+        self._last_timestamp[partition] = message.timestamp()[1]
         self.stats.n_messages += 1
         self.stats.n_bytes += len(value or b"")
         try:
@@ -375,32 +381,82 @@ class Ingest:
             self._in_flight.pop(file_id, None)
             self._tracker.finish(file_id)
 
-    def _backpressure(self) -> None:
-        """Pause at the limits, resume at half of them: pausing drops what librdkafka has
-        prefetched for the partitions, so flapping at the limit would refetch constantly."""
+    def _held(self) -> int:
+        """Bytes of partial files and of completed files not finished yet."""
         held = self._reassembler.held_bytes + sum(f.size for f in self._in_flight.values())
+        self.stats.peak_held_bytes = max(self.stats.peak_held_bytes, held)
+        return held
+
+    def _batch_size(self) -> int:
+        """Messages to take now: no more than half the memory budget has room for. Chunks
+        read ahead in one partition start partial files whose other chunks are in the
+        others; catching up on those (see :meth:`_backpressure`) can take about as much
+        again, so the two together stay within the budget."""
+        if self.stats.n_messages == 0:
+            return 1  # until the size of a message is known
+        room = self.settings.max_held_bytes // 2 - self._held()
+        typical = max(self.stats.n_bytes // self.stats.n_messages, 1)
+        return max(1, min(self.settings.batch, room // typical))
+
+    def _backpressure(self) -> None:
+        """Pause what must wait, resume what may go on.
+
+        - Files in flight at the limits: pause every partition until they are down to half
+          (pausing drops what librdkafka prefetched, so flapping would refetch constantly).
+        - Over half the budget with partial files only: their missing chunks are in other
+          partitions, behind the ones read so far (a file's chunks spread over all of them,
+          and librdkafka hands out one partition's batch at a time). Read only the partition
+          that is furthest behind in time (its last message is the oldest), so files
+          complete instead of more being started; blocking everything would deadlock.
+        """
+        held = self._held()
         n_in_flight = len(self._in_flight)
         limit, budget = self.settings.max_in_flight, self.settings.max_held_bytes
         if self.stats.paused:
             full = n_in_flight > limit // 2 or (held > budget // 2 and bool(self._in_flight))
         else:
             full = n_in_flight >= limit or (held > budget and bool(self._in_flight))
-        if full == self.stats.paused or not self._assigned:
+        if full:
+            wanted = set(self._assigned)
+        elif held > (budget // 4 if self.stats.catching_up else budget // 2):
+            wanted = set(self._assigned) - self._furthest_behind()
+        else:
+            wanted = set()
+        if full and not self.stats.paused:
+            self.stats.n_pauses += 1
+        self.stats.paused = full
+        self.stats.catching_up = not full and bool(wanted)
+        if wanted == self._paused or not self._assigned:
             return
         from confluent_kafka import TopicPartition  # noqa: PLC0415
 
-        partitions = [TopicPartition(self.settings.topic, p) for p in sorted(self._assigned)]
-        if full:
-            self._consumer.pause(partitions)
-        else:
-            self._consumer.resume(partitions)
-        self.stats.paused = full
+        pause, resume = wanted - self._paused, self._paused - wanted
+        if pause:
+            self._consumer.pause([TopicPartition(self.settings.topic, p) for p in sorted(pause)])
+        if resume:
+            self._consumer.resume([TopicPartition(self.settings.topic, p) for p in sorted(resume)])
+        self._paused = wanted
         log.debug(
-            "partitions %s (%d files in flight, %d bytes held)",
-            "paused" if full else "resumed",
+            "partitions %s paused (%d files in flight, %d bytes held)",
+            sorted(wanted),
             n_in_flight,
             held,
         )
+
+    def _furthest_behind(self) -> set[int]:
+        """The partition with messages left whose last consumed message is the oldest
+        (one never read comes first); none if every partition is read to its end."""
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        candidates = []
+        for partition in self._assigned:
+            position = self._tracker.position(partition)
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.settings.topic, partition), cached=True
+            )
+            if position is None or high < 0 or position < high:
+                candidates.append((self._last_timestamp.get(partition, -1), partition))
+        return {min(candidates)[1]} if candidates else set()
 
     def _assigned_cb(self, consumer: Any, partitions: list[Any]) -> None:
         self._assigned |= {tp.partition for tp in partitions}
@@ -416,8 +472,9 @@ class Ingest:
         log.info(
             "assigned %s[%s]", self.settings.topic, ",".join(str(p) for p in sorted(self._assigned))
         )
-        if self.stats.paused:
-            consumer.pause(partitions)
+        held_back = [tp for tp in partitions if tp.partition in self._paused]
+        if held_back:
+            consumer.pause(held_back)
 
     def _revoked_cb(self, consumer: Any, partitions: list[Any]) -> None:
         if self._closing:

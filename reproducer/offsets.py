@@ -93,6 +93,10 @@ class OffsetTracker:
             if partition in self._next:
                 self._committed[partition] = max(offset, self._committed.get(partition, -1))
 
+    def position(self, partition: int) -> int | None:
+        """The last consumed offset + 1, or ``None`` if nothing was consumed there."""
+        return self._next.get(partition)
+
     def lag(self) -> int:
         """Messages consumed and not committed yet, over all partitions."""
         return sum(n - self._committed.get(p, self._first[p]) for p, n in self._next.items())

@@ -92,6 +92,7 @@ class RunSummary:
     n_result_bytes: int = 0
     n_in_analysis: int = 0
     stats: IngestStats = field(default_factory=IngestStats)
+    ingest_memory: dict[str, int] = field(default_factory=dict)  # rss, peak_rss (bytes)
 
     def progress(self) -> Progress:
         return Progress(
@@ -175,8 +176,13 @@ def run_pipeline(
     shared = ray.put(reproducer)
     consumer = settings.config.consumer_settings(group_id=settings.group_id)
     consumer.setdefault("auto.offset.reset", "earliest")
-    # librdkafka fetches at most 1 MiB per partition per request by default: two chunks.
-    consumer.setdefault("max.partition.fetch.bytes", 8 << 20)
+    # What librdkafka fetches and prefetches comes on top of the budget: a quarter of it
+    # (4-64 MiB) for each. Its default of 1 MiB per partition per fetch (two chunks) is
+    # too little for throughput.
+    prefetch = min(max(settings.max_held_bytes // 4, 4 << 20), 64 << 20)
+    consumer.setdefault("queued.max.messages.kbytes", prefetch >> 10)
+    consumer.setdefault("fetch.max.bytes", prefetch)
+    consumer.setdefault("max.partition.fetch.bytes", min(prefetch, 8 << 20))
     ingest_settings = IngestSettings(
         topic=settings.consumer_topic,
         consumer=consumer,
@@ -470,7 +476,9 @@ def _drain(
         _acknowledged(acked, [], summary, books)
         books.flush_log(every=0)
         ray.get(ingest.finish.remote(acked), timeout=30)
+        summary.ingest_memory = ray.get(ingest.memory.remote(), timeout=30)
         stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
+        summary.stats = stats
         summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
         summary.n_files_read = stats.n_files_completed
         log.info("stopped; committed offsets %s", stats.committed)

@@ -158,6 +158,7 @@ class DataFileStreamReproducer:
         **other: Any,
     ) -> None:
         self.logger = logging.getLogger(type(self).__name__)
+        self.last_run: RunSummary | None = None
         self.config_file = Path(config_file)
         self.consumer_topic_name = consumer_topic_name
         self.producer_topic_name = producer_topic_name
@@ -205,6 +206,7 @@ class DataFileStreamReproducer:
     def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
         """Run the pipeline until stopped; return the reference's five values."""
         summary: RunSummary = run_pipeline(self, self._settings)
+        self.last_run = summary  # everything the run counted, beyond the reference's five
         return ProcessingResults(*summary.as_tuple())
 
     def close(self) -> None:

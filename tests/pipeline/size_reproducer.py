@@ -26,7 +26,8 @@ class SizeReproducer(DataFileStreamReproducer):
             return None
         if datafile.filename.startswith("boom"):
             raise ValueError("analysis blew up")
-        time.sleep(float(os.environ.get("SIZE_REPRODUCER_DELAY", "0")))  # a slow analysis
+        # a slow analysis
+        time.sleep(float(self.options.get("delay", os.environ.get("SIZE_REPRODUCER_DELAY", "0"))))
         with lock:
             payload = {
                 "file": str(datafile.relative_filepath),

@@ -384,6 +384,48 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     assert [tp.offset for tp in offsets] == ends  # the poison does not pin the group
 
 
+def test_backpressure_keeps_the_ingest_under_its_budget(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A flood of files into a slow analysis: the ingest pauses its partitions at the
+    budget and keeps polling, so it stays in the group (a blocked poll would be evicted
+    after max.poll.interval.ms, and a lost partition stops the run) and within budget."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    n_files, size, budget_mb = 60, 2 << 20, 8
+    for i in range(n_files):
+        (tree / f"f{i:02d}.bin").write_bytes(os.urandom(size))
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(
+        f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n[consumer]\n"
+        "session.timeout.ms = 6000\nheartbeat.interval.ms = 1000\nmax.poll.interval.ms = 6000\n"
+    )
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        n_analysis_actors=1,
+        delay=0.15,  # 60 files: 9 s of analysis, beyond max.poll.interval.ms
+        max_held_mb=budget_mb,
+        stop_when_idle=3.0,
+        output_dir=tmp_path / "out",
+    )
+    assert run.produce_processing_results_for_files_as_read().n_results_produced == n_files
+    assert run.last_run is not None
+    stats = run.last_run.stats
+    assert stats.n_pauses >= 1  # the budget was reached and the partitions paused
+    assert stats.peak_held_bytes <= (budget_mb << 20) + size
+    memory = run.last_run.ingest_memory
+    growth = memory["peak_anon"] - memory["start_anon"]  # the object store's pages aside
+    # the budget, librdkafka's fetch buffer and prefetch queue (4 MiB each at this budget),
+    # and allocator slack
+    assert growth < (budget_mb + 2 * 4 + 24) << 20 < n_files * size, memory
+    assert len(read_results(kafka_bootstrap, results_topic, n_files + 1)) == n_files
+
+
 @pytest.mark.parametrize(
     ("exactly_once", "kill_point"),
     [(False, "after_results"), (True, "after_results"), (True, "mid_upload")],
