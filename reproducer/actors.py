@@ -69,7 +69,12 @@ class IngestActor:
         self._failures: deque[FileFailure] = deque()
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
-        self._ingest = Ingest(settings, self._hand_off, self._failed)
+        self._init_error = ""
+        try:
+            self._ingest = Ingest(settings, self._hand_off, self._failed)
+        except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
+            self._init_error = f"{type(exc).__name__}: {exc}"
+            return
         start = _memory()
         self._start_rss, self._start_anon = start["rss"], start["anon"]
         self._peak_anon = self._start_anon
@@ -77,6 +82,10 @@ class IngestActor:
         self._error = ""
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
+
+    def ready(self) -> str:
+        """Empty once consuming; else why it could not start (e.g. no such topic)."""
+        return self._init_error
 
     def _run(self) -> None:
         sampled = 0.0
@@ -294,21 +303,45 @@ class ProducerActor:
                 )
         if transactional_id is not None:
             forced["transactional.id"] = transactional_id
-        self._producer = Producer({"linger.ms": 5, **settings, **forced})
+        # A misnamed result topic is an error, not a new topic (unless the config says so).
+        defaults = {"linger.ms": 5, "allow.auto.create.topics": False}
+        self._producer = Producer({**defaults, **settings, **forced})
         self._topic = topic
+        self._init_error = self._check_topic()
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
         self._reported = threading.Condition()
         self._stop = threading.Event()
         self._transactional = transactional_id is not None
         self._txn = threading.Lock()  # no produce between a commit and the next begin
-        if self._transactional:
+        if self._transactional and not self._init_error:
             # Fences any earlier producer with this id (a crashed run's zombie) and aborts
             # its open transaction: a read_committed reader never sees those results.
-            self._producer.init_transactions(60)
-            self._producer.begin_transaction()
+            try:
+                self._producer.init_transactions(60)
+                self._producer.begin_transaction()
+            except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
+                self._init_error = f"cannot start transactions: {exc}"
         self._poller = threading.Thread(target=self._poll, name="delivery-reports", daemon=True)
         self._poller.start()
+
+    def ready(self) -> str:
+        """Empty if results can be produced; else why not (e.g. no such topic)."""
+        return self._init_error
+
+    def _check_topic(self) -> str:
+        try:
+            metadata = self._producer.list_topics(self._topic, timeout=30)
+        except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
+            return f"cannot reach the broker to check topic {self._topic}: {exc}"
+        found = metadata.topics.get(self._topic)
+        if found is None or found.error is not None:
+            return (
+                f"the result topic {self._topic} does not exist"
+                f"{f' ({found.error.str()})' if found is not None else ''}: create it, or "
+                "check --producer_topic_name"
+            )
+        return ""
 
     def _poll(self) -> None:
         while not self._stop.is_set():

@@ -64,6 +64,7 @@ class IngestSettings:
     # Each chunk's SHA-512 as it arrives (the reference's way). Off, the whole-file SHA-512
     # still covers every byte, and the chunk hashes name the corrupt chunks when it fails.
     check_chunk_hashes: bool = False
+    hash_threads: int = 2  # threads hashing and writing files (one file each at a time)
     # Exactly-once: offsets are committed by the producer's transaction, never by the
     # consumer; the driver asks for them with :meth:`Ingest.commit_point`.
     transactional: bool = False
@@ -110,7 +111,9 @@ class Ingest:
         self._on_failure = on_failure
         self._regex = re.compile(settings.download_regex) if settings.download_regex else None
         # wall clock: partial files' first/last chunk times go to the in-progress CSV
-        self._reassembler = Reassembler(settings.mode, settings.output_dir, clock=time.time)
+        self._reassembler = Reassembler(
+            settings.mode, settings.output_dir, workers=settings.hash_threads, clock=time.time
+        )
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, CompletedFile] = {}

@@ -73,8 +73,10 @@ class PipelineSettings:
     dead_letter_topic: str | None = None
     stop_when_idle: float | None = None  # seconds without work, for batch runs and tests
     max_results: int | None = None
+    startup_timeout: float = 300.0  # seconds for the analysis actors to be placed
     transaction_interval: float = 1.0  # exactly-once: seconds between transaction commits
     check_chunk_hashes: bool = False
+    hash_threads: int = 2
     exactly_once: bool = False
 
 
@@ -196,11 +198,13 @@ def run_pipeline(
         dead_letter_producer=settings.config.producer_settings(),
         logs_dir=settings.output_dir / "LOGS" if settings.output_dir is not None else None,
         check_chunk_hashes=settings.check_chunk_hashes,
+        hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
     )
     options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
     if settings.actor_resources:
         options["resources"] = dict(settings.actor_resources)
+    _check_resources(options)
     local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
     books = _Books()
@@ -219,8 +223,10 @@ def run_pipeline(
     )
     ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
     pool = None
-    ended_cleanly = False
+    started = ended_cleanly = False
     try:
+        _check_started(ingest, producer)
+        started = True
         lock = ClusterLock(lock_actor)
         pool = AnalysisPool(
             lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
@@ -228,17 +234,61 @@ def run_pipeline(
             max_retries=settings.max_retries,
             on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
         )
+        pool.wait_started(settings.startup_timeout)
         _loop(settings, stop, ingest, producer, pool, summary, books)
         ended_cleanly = True
+    except ray.exceptions.RayActorError as exc:
+        raise ReproducerError(
+            f"a pipeline actor died: {_first_line(exc)}; a restart resumes from the "
+            "committed offsets"
+        ) from exc
     finally:
         restore()
         if pool is not None:
             pool.close()
         try:
-            _drain(settings, ingest, producer, summary, books, commit=ended_cleanly)
+            if started:
+                _drain(settings, ingest, producer, summary, books, commit=ended_cleanly)
         finally:
-            ray.kill(lock_actor)
+            for actor in (ingest, producer, lock_actor):
+                ray.kill(actor)
     return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def _check_resources(options: dict[str, Any]) -> None:
+    """Fail at once if no node could ever host an analysis actor (not hang pending)."""
+    need = {"CPU": float(options.get("num_cpus") or 0), **options.get("resources", {})}
+    need = {name: amount for name, amount in need.items() if amount > 0}
+    nodes = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+    if any(
+        all(node["Resources"].get(name, 0) >= amount for name, amount in need.items())
+        for node in nodes
+    ):
+        return
+    offered = "; ".join(
+        ", ".join(f"{k}={v:g}" for k, v in sorted(node["Resources"].items()) if "node:" not in k)
+        for node in nodes
+    )
+    raise ReproducerError(
+        f"no node of the Ray cluster can host an analysis actor needing {need} "
+        f"(--analysis_num_cpus, --analysis_resources); the nodes offer: {offered}"
+    )
+
+
+def _check_started(ingest: Any, producer: Any) -> None:
+    """The ingest and producer actors say why they cannot work (a missing topic, an
+    unreachable broker) before anything is consumed."""
+    for name, actor in (("ingest", ingest), ("producer", producer)):
+        try:
+            error = ray.get(actor.ready.remote(), timeout=120)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ReproducerError(f"the {name} actor did not start within 120 s") from exc
+        if error:
+            raise ReproducerError(error)
 
 
 def _loop(  # noqa: PLR0917 - the loop state, passed once
@@ -478,13 +528,16 @@ def _drain(
         ray.get(ingest.finish.remote(acked), timeout=30)
         summary.ingest_memory = ray.get(ingest.memory.remote(), timeout=30)
         stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
-        summary.stats = stats
-        summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
-        summary.n_files_read = stats.n_files_completed
-        log.info("stopped; committed offsets %s", stats.committed)
-    finally:
-        for actor in (ingest, producer):
-            ray.kill(actor)
+    except (ray.exceptions.RayError, ReproducerError) as exc:
+        if commit:
+            raise
+        # the run is failing already: say what else went wrong, keep its error
+        log.error("could not drain the pipeline: %s", _first_line(exc))
+        return
+    summary.stats = stats
+    summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
+    summary.n_files_read = stats.n_files_completed
+    log.info("stopped; committed offsets %s", stats.committed)
 
 
 def _install_signal_handlers(stop: threading.Event) -> Any:

@@ -9,6 +9,7 @@ code is failed at once; an actor that dies is replaced and its files are run aga
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from reproducer.actors import AnalysisResult, FileTask
+from reproducer.errors import ReproducerError
 
 __all__ = ["AnalysisPool"]
 
@@ -63,6 +65,35 @@ class AnalysisPool:
     @property
     def n_pending(self) -> int:
         return len(self._queue) + len(self._running)
+
+    def wait_started(self, timeout: float, report_every: float = 15.0) -> None:
+        """Wait until every actor answers; say what is awaited while Ray places them.
+
+        Raises :class:`ReproducerError` after ``timeout`` seconds (resources that no node
+        has free, for instance), or if an actor cannot be created (its reproducer fails to
+        unpickle, say).
+        """
+        pending = {actor.ping.remote(): i for i, actor in enumerate(self._actors)}
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReproducerError(
+                    f"{len(pending)} of {len(self._actors)} analysis actors were not placed "
+                    f"within {timeout:g} s: does the cluster have the CPUs and resources they "
+                    "ask for free (--analysis_num_cpus, --analysis_resources)?"
+                )
+            ready, _ = ray.wait(
+                list(pending), num_returns=len(pending), timeout=min(left, report_every)
+            )
+            for ref in ready:
+                pending.pop(ref)
+                try:
+                    ray.get(ref)
+                except RayActorError as exc:
+                    raise ReproducerError(f"an analysis actor could not start: {exc}") from exc
+            if pending:
+                log.info("waiting for %d analysis actors to be placed", len(pending))
 
     def close(self) -> None:
         """Stop every actor (files still running are abandoned: their offsets stay uncommitted)."""

@@ -108,6 +108,7 @@ class Reassembler:
         remember_finished: int = 10_000,
         fsync: bool = True,
         worker_thread: bool = True,
+        workers: int = 1,
         backlog_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -126,8 +127,15 @@ class Reassembler:
         self._completing: dict[int, PartialFile] = {}
         self._finished: OrderedDict[PurePosixPath, Generation] = OrderedDict()
         self._outcomes: deque[Outcome] = deque()  # appended by the worker, drained here
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="reassembly") if worker_thread else None
+        # One single-thread executor per worker: a file's tasks all go to the same one
+        # (by file id), so they run in order; different files hash and write in parallel.
+        self._pools = (
+            [
+                ThreadPoolExecutor(1, thread_name_prefix=f"reassembly-{i}")
+                for i in range(max(1, workers))
+            ]
+            if worker_thread
+            else []
         )
         self._backlog: deque[tuple[Future[Any], int]] = deque()
         self._backlog_bytes = 0
@@ -243,11 +251,11 @@ class Reassembler:
         the renames only here, in one batch: call it before committing offsets past files
         whose copy on disk must survive a power loss.
         """
-        if self.mode != "memory" and self._fsync:
-            self._submit_sync()  # queued after every finish task, so it covers them all
         while self._backlog:
             self._backlog.popleft()[0].result()
         self._backlog_bytes = 0
+        if self.mode != "memory" and self._fsync:
+            self._sync_renames()  # every worker is idle: this covers every rename so far
         return self._drain()
 
     def expire(self, idle_seconds: float) -> list[FileFailure]:
@@ -271,8 +279,8 @@ class Reassembler:
         outcomes += [
             self._fail(p, FailureReason.ABANDONED, "closed") for p in list(self._partials.values())
         ]
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
         return outcomes
 
     # ------------------------------------------------------------------ internals
@@ -298,10 +306,11 @@ class Reassembler:
         self, partial: PartialFile, size: int, task: Callable[..., object], *args: object
     ) -> None:
         """Run ``task`` on the worker after everything queued before it, or inline."""
-        if self._pool is None:
+        if not self._pools:
             task(*args)
             return
-        partial.last_task = self._pool.submit(task, *args)
+        pool = self._pools[partial.file_id % len(self._pools)]
+        partial.last_task = pool.submit(task, *args)
         self._backlog.append((partial.last_task, size))
         self._backlog_bytes += size
         while self._backlog and (
@@ -310,12 +319,6 @@ class Reassembler:
             done, done_size = self._backlog.popleft()
             done.result()
             self._backlog_bytes -= done_size
-
-    def _submit_sync(self) -> None:
-        if self._pool is None:
-            self._sync_renames()
-        else:
-            self._backlog.append((self._pool.submit(self._sync_renames), 0))
 
     def _sync_renames(self) -> None:
         try:

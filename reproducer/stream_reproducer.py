@@ -62,7 +62,8 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "consumer_group_id": {"help": "consumer group ('create_new': a fresh one)"},
     "n_consumer_threads": {
         "type": int,
-        "help": "accepted for compatibility; decoding runs on the ingest actor's two threads",
+        "help": "threads of the ingest actor that hash and write rebuilt files (one file "
+        "each at a time); the consume loop is one more",
     },
     "n_producer_threads": {
         "type": int,
@@ -150,6 +151,7 @@ class DataFileStreamReproducer:
         stop_when_idle: float | None = None,
         check_chunk_hashes: bool = False,
         exactly_once: bool = False,
+        n_consumer_threads: int = 2,
         heartbeat_topic_name: str | None = None,
         heartbeat_program_id: str | None = None,
         heartbeat_interval_secs: float = 900.0,
@@ -188,6 +190,7 @@ class DataFileStreamReproducer:
             dead_letter_topic=dead_letter_topic,
             stop_when_idle=stop_when_idle,
             check_chunk_hashes=check_chunk_hashes,
+            hash_threads=n_consumer_threads,
             exactly_once=exactly_once,
             heartbeat_topic=heartbeat_topic_name,
             heartbeat_interval=heartbeat_interval_secs,
@@ -297,7 +300,6 @@ class DataFileStreamReproducer:
         options["producer_topic_name"] = producer_topic
         config = options.pop("config")
         for unused in (
-            "n_consumer_threads",
             "n_producer_threads",
             "logger_stream_level",
             "logger_file_level",

@@ -63,3 +63,19 @@ class LockProbeReproducer(DataFileStreamReproducer):
             with (probe / "held.log").open("a") as log:
                 log.write(f"{start} {time.time()}\n")
         return JSONMessage(datafile, {"file": str(datafile.relative_filepath)})
+
+
+class FlakyReproducer(DataFileStreamReproducer):
+    """The first attempt at each file raises; every attempt records the actor it ran on
+    (used by the retry test)."""
+
+    def _get_processing_result_message_for_file(self, datafile, lock):
+        import ray  # noqa: PLC0415 - only this test class needs it
+
+        actor = ray.get_runtime_context().get_actor_id()
+        attempts = Path(self.options["probe_dir"]) / f"{datafile.filename}.attempts"
+        with attempts.open("a") as log:
+            log.write(f"{actor}\n")
+        if len(attempts.read_text().split()) == 1:
+            raise RuntimeError(f"first attempt at {datafile.filename} fails")
+        return JSONMessage(datafile, {"file": str(datafile.relative_filepath), "actor": actor})

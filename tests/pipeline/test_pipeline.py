@@ -26,7 +26,7 @@ from reproducer.chunk import encode_value, make_chunk, result_key
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
-from tests.pipeline.size_reproducer import LockProbeReproducer, SizeReproducer
+from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -382,6 +382,114 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     (report,) = [m for m in dead if m.key() == b"incomplete.bin"]
     assert json.loads(report.value())["reason"] == "expired"
     assert [tp.offset for tp in offsets] == ends  # the poison does not pin the group
+
+
+def test_an_exception_is_retried_on_another_actor(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = [f"f{i}.txt" for i in range(4)]
+    for name in names:
+        (tree / name).write_text(name)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    run = FlakyReproducer(
+        config_file,
+        topic,
+        results_topic,
+        n_analysis_actors=2,
+        analysis_num_cpus=0.5,
+        max_retries=1,
+        probe_dir=str(probe),
+        stop_when_idle=3.0,
+        output_dir=tmp_path / "out",
+    )
+    summary = run.produce_processing_results_for_files_as_read()
+    assert summary.n_results_produced == len(names)
+    results = {p["file"]: p["actor"] for _, p in read_results(kafka_bootstrap, results_topic, 5)}
+    assert sorted(results) == names
+    for name in names:
+        first, second = (probe / f"{name}.attempts").read_text().split()
+        assert first != second  # the retry ran on the other actor
+        assert results[name] == second
+
+
+def test_start_up_mistakes_fail_at_once_with_what_to_fix(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    out = tmp_path / "out"
+    with pytest.raises(ReproducerError, match=r"result topic no-such-results does not exist"):
+        SizeReproducer(
+            config_file, topic, "no-such-results", output_dir=out
+        ).produce_processing_results_for_files_as_read()
+    with pytest.raises(ReproducerError, match=r"topic no-such-chunks does not exist"):
+        SizeReproducer(
+            config_file, "no-such-chunks", topic, output_dir=out
+        ).produce_processing_results_for_files_as_read()
+    with pytest.raises(ReproducerError, match=r"no node of the Ray cluster .*'gpu_xl': 1"):
+        SizeReproducer(
+            config_file, topic, topic, analysis_resources={"gpu_xl": 1}, output_dir=out
+        ).produce_processing_results_for_files_as_read()
+
+
+def test_a_dead_ingest_actor_stops_the_run_loudly(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """SIGKILL of the ingest actor's process: the run fails with an error naming it
+    (a restart resumes from the committed offsets: see the kill/restart test)."""
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    run = SizeReproducer(config_file, topic, results_topic, output_dir=tmp_path / "out")
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            run.produce_processing_results_for_files_as_read()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    wait_for(lambda: bool(_ingest_pids()), 120, "the ingest actor")
+    os.kill(_ingest_pids()[0], signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive(), "the run hangs after its ingest actor died"
+    assert isinstance(outcome[0], ReproducerError), outcome
+    assert "actor died" in str(outcome[0]) and "restart resumes" in str(outcome[0])
+
+
+def _ingest_pids() -> list[int]:
+    """Processes of this test session's local Ray named ``ray::IngestActor``."""
+    parents, names = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                )
+                names[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+
+    def ours(pid: int) -> bool:
+        while pid in parents and pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parents[pid]
+        return False
+
+    return [p for p, name in names.items() if name.startswith(b"ray::IngestActor") and ours(p)]
 
 
 def test_backpressure_keeps_the_ingest_under_its_budget(

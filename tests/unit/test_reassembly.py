@@ -494,3 +494,23 @@ def test_storage_failure_is_an_outcome(tmp_path: Path) -> None:
     _, outcomes = feed(reassembler, chunks[1:])
     assert failed(outcomes).reason is FailureReason.STORAGE
     assert (out / "d").read_text().startswith("now a file")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_several_worker_threads_rebuild_interleaved_files(mode: str, tmp_path: Path) -> None:
+    """Files are spread over the workers; each file's chunks still go in order to one."""
+    rng = random.Random(7)
+    files = {f"d{i % 3}/f{i}.bin": rng.randbytes(rng.randrange(1, 40_000)) for i in range(30)}
+    chunks = [
+        c
+        for name, data in files.items()
+        for c in split(data, 1000, subdir=name.split("/")[0], filename=name.split("/")[1])
+    ]
+    rng.shuffle(chunks)
+    reassembler = make(mode, tmp_path, workers=3)
+    _, outcomes = feed(reassembler, chunks)
+    rebuilt = {
+        o.relative_path.as_posix(): o.read_bytes() for o in outcomes if isinstance(o, CompletedFile)
+    }
+    assert rebuilt == files
+    reassembler.close()
