@@ -166,19 +166,26 @@ class AnalysisPool:
         return results
 
     def _dispatch(self) -> None:
+        """Start queued jobs in order; a retry waits for an actor other than the one its
+        last attempt failed on (when there is another), and jobs behind it go first."""
+        waiting: deque[_Job] = deque()
         while self._queue:
-            index = self._free_actor(self._queue[0].last_actor)
-            if index is None:
-                return
             job = self._queue.popleft()
+            index = self._free_actor(job.last_actor)
+            if index is None:
+                waiting.append(job)
+                if not any(n < self._per_actor for n in self._busy):
+                    break  # every actor is full: nothing else can start either
+                continue
             actor = self._actors[index]
             ref = actor.analyze.remote(job.task.meta, job.task.data)
             self._running[ref] = (job, index, actor)
             self._busy[index] += 1
+        waiting.extend(self._queue)
+        self._queue = waiting
 
     def _free_actor(self, avoid: int) -> int | None:
         candidates = [i for i, n in enumerate(self._busy) if n < self._per_actor]
-        if not candidates:
-            return None
-        others = [i for i in candidates if i != avoid] or candidates  # retry elsewhere if possible
-        return min(others, key=lambda i: self._busy[i])
+        if len(self._actors) > 1:
+            candidates = [i for i in candidates if i != avoid]
+        return min(candidates, key=lambda i: self._busy[i]) if candidates else None
