@@ -8,6 +8,7 @@ Cases (each on the same uploaded topic, 4 partitions, 512 KiB chunks):
   raw      confluent-kafka reading every message of the topic (the ceiling)
   trivial  the Ray pipeline, analysis = sha256 of the file, 2 analysis actors
   fft1/2   the pipeline with a CPU-heavy numpy analysis (~0.2 s/MiB), 1 and 2 actors
+  idle     the pipeline on an empty topic: the memory baseline of Ray and its processes
 
 Throughput is steady state: bytes of all files but the first, over the time from the first
 result to the last (result timestamps, set by the producer). Start-up (Ray, group join) is
@@ -40,12 +41,26 @@ from reproducer.upload import upload
 SETS = {"small": (200, 1 << 20), "large": (5, 50 << 20)}
 
 
+# The per-file work of the reference's benchmark, so that both do the same: sha256 and the
+# size of the bytes (trivial); plus, for fft, the bytes as float32 samples (one per byte)
+# in blocks of 64 Ki, rfft over every block, 8 times (~0.2 s per MiB on a 2-core box).
+FFT_BLOCK, FFT_REPS = 1 << 16, 8
+
+
+def fft_work(data: Any) -> float:
+    samples = np.frombuffer(data, dtype=np.uint8)
+    usable = samples.size // FFT_BLOCK * FFT_BLOCK
+    blocks = samples[:usable].astype(np.float32).reshape(-1, FFT_BLOCK)
+    return sum(float(np.abs(np.fft.rfft(blocks, axis=1)).sum()) for _ in range(FFT_REPS))
+
+
 class TrivialReproducer(DataFileStreamReproducer):
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
         return JSONMessage(
             datafile,
             {
                 "file": str(datafile.relative_filepath),
+                "size": datafile.size,
                 "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
             },
         )
@@ -53,11 +68,15 @@ class TrivialReproducer(DataFileStreamReproducer):
 
 class FFTReproducer(DataFileStreamReproducer):
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
-        data = np.frombuffer(datafile.buffer, dtype=np.float64)
-        total = 0.0
-        for _ in range(max(1, datafile.size >> 20) * 4):  # ~0.2 s of FFTs per MiB here
-            total += float(np.abs(np.fft.rfft(data[: 1 << 17])).sum())
-        return JSONMessage(datafile, {"file": str(datafile.relative_filepath), "fft": total})
+        return JSONMessage(
+            datafile,
+            {
+                "file": str(datafile.relative_filepath),
+                "size": datafile.size,
+                "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
+                "fft_sum": fft_work(datafile.buffer),
+            },
+        )
 
 
 def make_data(root: Path, n: int, size: int) -> int:
@@ -194,6 +213,7 @@ def pipeline(
     n_files: int,
     file_size: int,
     actors: int,
+    **options: Any,
 ) -> dict[str, float]:
     results_topic = f"{topic}-out-{uuid.uuid4().hex[:6]}"
     create_topic(bootstrap, results_topic, partitions=1)
@@ -205,13 +225,14 @@ def pipeline(
         topic,
         results_topic,
         n_analysis_actors=actors,
-        max_in_flight=int(os.environ.get("BENCH_MAX_IN_FLIGHT", "32")),
         stop_when_idle=3.0,
         update_seconds=10.0,
         output_dir=Path(tempfile.mkdtemp()),
+        **options,
     )
     summary = reproducer.produce_processing_results_for_files_as_read()
     sampler.stop.set()
+    sampler.join()
     assert summary.n_results_produced == n_files, summary
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
@@ -232,6 +253,28 @@ def pipeline(
     }
 
 
+def idle(bootstrap: str, config_file: Path) -> dict[str, float]:
+    """Peak memory of the pipeline with nothing to read: the baseline of Ray and the
+    pipeline's own processes, to subtract from the other cases' peaks."""
+    topic = f"bench-empty-{uuid.uuid4().hex[:6]}"
+    create_topic(bootstrap, topic, partitions=4)
+    results_topic = topic + "-out"
+    create_topic(bootstrap, results_topic, partitions=1)
+    sampler = RssSampler()
+    sampler.start()
+    TrivialReproducer(
+        config_file,
+        topic,
+        results_topic,
+        n_analysis_actors=2,
+        stop_when_idle=3.0,
+        output_dir=Path(tempfile.mkdtemp()),
+    ).produce_processing_results_for_files_as_read()
+    sampler.stop.set()
+    sampler.join()
+    return {"mb_s": 0.0, "startup_s": 0.0, "peak_pss_mib": sampler.peak / 2**20}
+
+
 def _round(value: Any) -> Any:
     return round(value, 2) if isinstance(value, float) else value
 
@@ -241,8 +284,21 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sets", nargs="+", default=["small", "large"], choices=list(SETS))
-    parser.add_argument("--cases", nargs="+", default=["raw", "trivial", "fft1", "fft2"])
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["raw", "trivial", "fft1", "fft2"],
+        choices=["raw", "idle", "trivial", "fft1", "fft2"],
+    )
+    parser.add_argument("--mode", choices=["memory", "disk", "both"], help="reassembly mode")
+    parser.add_argument("--max_held_mb", type=float, help="the pipeline's memory budget")
+    parser.add_argument("--max_in_flight", type=int, help="the pipeline's in-flight file limit")
     args = parser.parse_args()
+    options = {
+        name: getattr(args, name)
+        for name in ("mode", "max_held_mb", "max_in_flight")
+        if getattr(args, name) is not None
+    }
     rows = []
     with broker_from_env() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         config_file = Path(tmp) / "bench.config"
@@ -261,10 +317,12 @@ def main() -> int:
             for case in args.cases:
                 if case == "raw":
                     row = raw(bootstrap, topic, sent.n_chunks)
+                elif case == "idle":
+                    row = idle(bootstrap, config_file)
                 else:
                     cls = TrivialReproducer if case == "trivial" else FFTReproducer
                     actors = 2 if case in ("trivial", "fft2") else 1
-                    row = pipeline(cls, bootstrap, topic, config_file, n, size, actors)
+                    row = pipeline(cls, bootstrap, topic, config_file, n, size, actors, **options)
                 row = {"set": name, "case": case, **{k: _round(v) for k, v in row.items()}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -300,8 +300,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     summary: RunSummary,
     books: _Books,
 ) -> None:
-    """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
-    last_work = time.monotonic()
+    """Run the passes with the run's telemetry and console around them."""
     telemetry = Telemetry(
         TelemetrySettings(
             program_id=settings.program_id,
@@ -316,7 +315,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     )
     Console(stop, telemetry)
     try:
-        _passes(settings, stop, ingest, producer, pool, summary, books, telemetry, last_work)
+        _passes(settings, stop, ingest, producer, pool, summary, books, telemetry)
     finally:
         telemetry.tick(summary.progress())
         telemetry.close()
@@ -331,8 +330,9 @@ def _passes(  # noqa: PLR0917 - the loop state, passed once
     summary: RunSummary,
     books: _Books,
     telemetry: Telemetry,
-    last_work: float,
 ) -> None:
+    """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
+    last_work = time.monotonic()
     taking = acking = None
     consuming = False  # the ingest actor has its partitions: idleness counts from then on
     while not stop.is_set():

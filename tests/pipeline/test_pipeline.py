@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import datetime
@@ -45,15 +46,25 @@ def local_ray() -> Iterator[None]:
     ray.shutdown()
 
 
-def make_tree(root: Path, n_small: int = 24) -> dict[str, bytes]:
+def make_tree(
+    root: Path, n_small: int = 24, big_size: int = 6 << 20, big_root: Path | None = None
+) -> dict[str, bytes]:
+    """Small files, a root-level and an empty one under ``root``; ``large/big.bin`` under
+    ``big_root`` (default: ``root``). Returns relative path -> bytes."""
     files = {f"small/f{i:03d}.bin": os.urandom(1000 + 3000 * i) for i in range(n_small)}
     files["top.txt"] = b"abc"
     files["empty.dat"] = b""
-    files["large/big.bin"] = os.urandom(6 << 20)
     for relative, data in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    big = (big_root or root) / "large" / "big.bin"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    with big.open("wb") as handle:  # in pieces: the whole file is never in memory twice
+        for _ in range(big_size >> 20):
+            handle.write(os.urandom(1 << 20))
+        handle.write(os.urandom(big_size & ((1 << 20) - 1)))
+    files["large/big.bin"] = big.read_bytes()
     return files
 
 
@@ -74,15 +85,22 @@ def read_results(bootstrap: str, topic: str, expected: int) -> list[tuple[str, d
     return out
 
 
-@pytest.mark.parametrize("mode", ["memory", "disk"])
+@pytest.mark.parametrize(("mode", "big_mib"), [("memory", 6), ("disk", 300)])
 def test_one_correct_result_per_file(
-    mode: str, local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+    mode: str, big_mib: int, local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
-    files = make_tree(tmp_path / "tree")
+    """Small files and a big one uploaded at the same time (their chunks interleave in all
+    three partitions): exactly one correct result each, and the results CSV lists them."""
+    files = make_tree(tmp_path / "tree", big_size=big_mib << 20, big_root=tmp_path / "big")
     results_topic = topic + "-results"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
     config = KafkaConfig.for_bootstrap(kafka_bootstrap)
-    upload([tmp_path / "tree"], config, topic, chunk_size=64 * 1024)
+    with concurrent.futures.ThreadPoolExecutor(2) as uploaders:
+        sent = [
+            uploaders.submit(upload, [root], config, topic, chunk_size=1 << 16)
+            for root in (tmp_path / "tree", tmp_path / "big")
+        ]
+        assert sum(future.result().n_files for future in sent) == len(files)
     config_file = tmp_path / "test.config"
     config_file.write_text(
         f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n[consumer]\nauto.offset.reset = earliest\n"
@@ -644,6 +662,70 @@ def test_killed_and_restarted_loses_no_result(
         assert sorted(results) == sorted(names)  # read_committed: exactly one each
     else:
         assert len(results) <= len(names) + 4 + 1  # duplicates: at most what was in flight
+
+
+def test_sigterm_drains_commits_and_exits_0(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run: what was produced is delivered and committed, in-flight analyses
+    are abandoned uncommitted, exit status 0; a restart then produces exactly the rest."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = [f"f{i}.txt" for i in range(8)]
+    for name in names:
+        (tree / name).write_text(name * 10)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    command = [
+        sys.executable,
+        "-m",
+        "tests.pipeline.size_reproducer",
+        "--config",
+        str(config_file),
+        "--topic_name",
+        topic,
+        "--producer_topic_name",
+        results_topic,
+        "--consumer_group_id",
+        f"group-{topic}",
+        "--n_analysis_actors",
+        "1",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    run = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "SIZE_REPRODUCER_DELAY": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 2, 180, "results")
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err[-3000:]
+    first = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    assert 2 <= len(first) < len(names)  # stopped early: the rest was not produced
+
+    again = subprocess.run(
+        [*command, "--stop_when_idle", "4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    assert sorted(results) == sorted(names)  # each exactly once: the drain committed
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
