@@ -224,6 +224,10 @@ class LocalBroker:
                 url = f"tcp://{HOST}:{self.port}"
                 cmd = [_tansu_bin(), "broker", "--listener-url", url]
                 cmd += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            for port in (self.port, self.controller_port if jars is not None else None):
+                if port and not _port_free(port):
+                    # else the readiness probe would find whatever serves there
+                    raise BrokerError(f"port {port} on {HOST} is in use (another broker?)")
             log.info(
                 "starting the %s broker on port %s, log %s", self.kind, self.port, self.log_file
             )
@@ -381,6 +385,16 @@ def broker_from_env(env_var: str = "KAFKA_BOOTSTRAP_SERVERS") -> Iterator[str]:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +19,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from cluster import LocalBroker, create_topic
+from cluster import BrokerError, LocalBroker, create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,16 @@ def test_local_broker_restarts_on_the_same_log_dir(tmp_path: Path) -> None:
         assert not broker.running
         _assert_gone(pid)
     assert (log_dir / "broker.log").is_file()  # an explicit log dir is kept
+
+
+def test_a_port_in_use_is_refused_not_mistaken_for_our_broker(tmp_path: Path) -> None:
+    """Something already serves on the port: starting must fail naming it, not report the
+    other server as our broker."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = LocalBroker(port=port, log_dir=tmp_path / "broker")
+        with pytest.raises(BrokerError, match=f"port {port} on 127.0.0.1 is in use"):
+            broker.start(timeout=60)
+        assert not broker.running
