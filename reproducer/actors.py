@@ -10,19 +10,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import socket
 import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 
-from reproducer.datafile import DownloadDataFile, FileMeta, encode_message_value
+from reproducer.chunk import result_key
+from reproducer.datafile import DownloadDataFile, FileMeta, ReproducerMessage, encode_message_value
 from reproducer.ingest import Ingest, IngestSettings, IngestStats
 from reproducer.reassembly import CompletedFile, FileFailure
 
@@ -34,6 +39,7 @@ __all__ = [
     "IngestActor",
     "LockActor",
     "ProducerActor",
+    "Target",
     "owner_id",
 ]
 
@@ -56,6 +62,26 @@ class AnalysisResult:
     value: bytes | None = None
     error: str = ""  # an exception in user code: may be retried elsewhere
     declined: bool = False  # the user's method returned None: recorded as failed at once
+    permanent: bool = False  # the input cannot be analysed (BadInput): never retried
+    analysis: str = ""  # which analysis made it (fan-out)
+    topic: str | None = None  # its own result topic, else the pipeline's
+    headers: tuple[tuple[str, bytes], ...] = ()
+    result_id: int = 0  # set by the driver: the unit that is produced and acknowledged
+
+
+@dataclass(frozen=True)
+class Target:
+    """One analysis the pipeline runs: a reference-style reproducer (its result is the
+    reference's exact key and value) or a registered analysis (an envelope around it)."""
+
+    name: str
+    payload: Any  # the reproducer instance, or the analysis class
+    kind: str = "reproducer"  # or "analysis"
+    version: str = "1"
+    files: str | None = None  # re.match on the relative path
+    actor_options: dict[str, Any] = field(default_factory=dict)
+    n_actors: int = 1
+    topic: str | None = None
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
@@ -151,9 +177,16 @@ class IngestActor:
         """Mark ``finished`` done, then return the offsets now safe to commit and the group
         metadata (exactly-once mode: the producer commits them in its transaction)."""
         self.finish(finished)
-        if self._error:
-            raise RuntimeError(f"the ingest loop stopped: {self._error}")
-        return self._ingest.commit_point().result(timeout)
+        answer = self._ingest.commit_point()
+        deadline = time.monotonic() + timeout
+        while True:  # the loop thread answers; if it died meanwhile, say so, do not wait
+            if self._error:
+                raise RuntimeError(f"the ingest loop stopped: {self._error}")
+            try:
+                return answer.result(min(0.5, max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                if time.monotonic() >= deadline:
+                    raise
 
     def confirm(self, offsets: dict[int, int]) -> None:
         self._ingest.confirm(offsets)
@@ -255,34 +288,83 @@ class ClusterLock:
 
 @ray.remote
 class AnalysisActor:
-    def __init__(self, reproducer: Any, lock: ClusterLock, local_dir: str) -> None:
+    """Runs one target on the files it is given: a reproducer's
+    ``_get_processing_result_message_for_file(datafile, lock)``, or an analysis's
+    ``analyze(datafile)`` (set up once here, its result wrapped in an envelope)."""
+
+    def __init__(self, target: Target, lock: ClusterLock, local_dir: str) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        self._reproducer = reproducer
+        self._target = target
         self._lock = lock
         self._local_dir = Path(local_dir)
+        self._headers = (
+            ("reproducer.analysis", target.name.encode()),
+            ("reproducer.version", target.version.encode()),
+        )
+        self._where = {
+            "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "actor": ray.get_runtime_context().get_actor_id(),
+        }
+        if target.kind == "analysis":
+            self._instance = target.payload()
+            self._instance.setup()
+        else:
+            self._instance = target.payload
 
     def analyze(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
         datafile = DownloadDataFile(meta, data, local_dir=self._local_dir)
+        target = self._target
+        base = AnalysisResult(
+            meta.file_id,
+            meta.relative_path,
+            analysis=target.name,
+            topic=target.topic,
+            headers=self._headers,
+        )
+        started, clock = time.time(), time.perf_counter()
         try:
-            message = self._reproducer._get_processing_result_message_for_file(datafile, self._lock)
-            if message is None:
-                return AnalysisResult(meta.file_id, meta.relative_path, declined=True)
-            key = message.msg_key
-            return AnalysisResult(
-                meta.file_id,
-                meta.relative_path,
-                key=key.encode("utf-8") if isinstance(key, str) else key,
-                value=encode_message_value(message.msg_value),
-            )
+            if target.kind == "analysis":
+                output = self._instance.analyze(datafile)
+            else:
+                output = self._instance._get_processing_result_message_for_file(
+                    datafile, self._lock
+                )
         except Exception as exc:  # noqa: BLE001 - user code: reported, maybe retried
-            return AnalysisResult(
-                meta.file_id,
-                meta.relative_path,
-                error="".join(traceback.format_exception(exc))[-4000:],
+            text = "".join(traceback.format_exception(exc))[-4000:]
+            permanent = type(exc).__name__ == "BadInput"  # analyses.BadInput, by name
+            return dataclasses.replace(base, error=text, permanent=permanent)
+        if output is None:
+            return dataclasses.replace(base, declined=True)
+        if isinstance(output, ReproducerMessage) or target.kind != "analysis":
+            key = output.msg_key
+            return dataclasses.replace(
+                base,
+                key=key.encode("utf-8") if isinstance(key, str) else key,
+                value=encode_message_value(output.msg_value),
             )
+        envelope = {
+            "analysis": target.name,
+            "version": target.version,
+            "file": {
+                "relative_path": meta.relative_path,
+                "sha512": meta.file_hash.hex(),
+                "size": meta.size,
+                "n_chunks": meta.n_total_chunks,
+            },
+            "timing": {"started": started, "seconds": round(time.perf_counter() - clock, 6)},
+            **self._where,
+            "result": output,
+        }
+        key = f"{result_key(meta.subdir_str, meta.filename)}_{target.name}"
+        return dataclasses.replace(base, key=key.encode(), value=json.dumps(envelope).encode())
 
     def ping(self) -> bool:
         return True
+
+    def close(self) -> None:
+        if self._target.kind == "analysis":
+            self._instance.close()
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
@@ -290,7 +372,11 @@ class ProducerActor:
     """Threaded: a poll thread serves delivery reports; ``take_acked`` waits for them."""
 
     def __init__(
-        self, settings: dict[str, Any], topic: str, transactional_id: str | None = None
+        self,
+        settings: dict[str, Any],
+        topic: str,
+        transactional_id: str | None = None,
+        other_topics: tuple[str, ...] = (),
     ) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
@@ -305,9 +391,15 @@ class ProducerActor:
             forced["transactional.id"] = transactional_id
         # A misnamed result topic is an error, not a new topic (unless the config says so).
         defaults = {"linger.ms": 5, "allow.auto.create.topics": False}
-        self._producer = Producer({**defaults, **settings, **forced})
         self._topic = topic
-        self._init_error = self._check_topic()
+        try:
+            self._producer = Producer({**defaults, **settings, **forced})
+        except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
+            self._init_error = f"the [producer] settings are refused: {exc}"
+            return
+        self._init_error = next(
+            (e for e in map(self._check_topic, dict.fromkeys((topic, *other_topics))) if e), ""
+        )
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
         self._reported = threading.Condition()
@@ -329,15 +421,15 @@ class ProducerActor:
         """Empty if results can be produced; else why not (e.g. no such topic)."""
         return self._init_error
 
-    def _check_topic(self) -> str:
+    def _check_topic(self, topic: str) -> str:
         try:
-            metadata = self._producer.list_topics(self._topic, timeout=30)
+            metadata = self._producer.list_topics(topic, timeout=30)
         except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
-            return f"cannot reach the broker to check topic {self._topic}: {exc}"
-        found = metadata.topics.get(self._topic)
+            return f"cannot reach the broker to check topic {topic}: {exc}"
+        found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             return (
-                f"the result topic {self._topic} does not exist"
+                f"the result topic {topic} does not exist"
                 f"{f' ({found.error.str()})' if found is not None else ''}: create it, or "
                 "check --producer_topic_name"
             )
@@ -392,6 +484,12 @@ class ProducerActor:
                     raise
                 log.warning("transaction commit will be retried: %s", exc)
 
+    def abort(self) -> None:
+        """Exactly-once, when the run fails: abort the open transaction now, so that
+        read_committed readers need not wait for it to time out."""
+        with self._txn:
+            self._abort()
+
     def _abort(self) -> None:
         from confluent_kafka import KafkaException  # noqa: PLC0415
 
@@ -401,19 +499,23 @@ class ProducerActor:
             log.error("the transaction could not be aborted either: %s", exc)
 
     def _produce(self, result: AnalysisResult) -> None:
-        def delivered(err: Any, _msg: Any, file_id: int = result.file_id) -> None:
+        def delivered(err: Any, _msg: Any, result_id: int = result.result_id) -> None:
             with self._reported:
                 if err is None:
                     if not self._transactional:  # there, the commit is the acknowledgement
-                        self._acked.append(file_id)
+                        self._acked.append(result_id)
                 else:
-                    self._failed.append((file_id, str(err)))
+                    self._failed.append((result_id, str(err)))
                 self._reported.notify_all()
 
         while True:
             try:
                 self._producer.produce(
-                    self._topic, key=result.key, value=result.value, on_delivery=delivered
+                    result.topic or self._topic,
+                    key=result.key,
+                    value=result.value,
+                    headers=list(result.headers) or None,
+                    on_delivery=delivered,
                 )
                 return
             except BufferError:
@@ -422,8 +524,7 @@ class ProducerActor:
     def take_acked(
         self, timeout: float = 0.0, linger: float = 0.02
     ) -> tuple[list[int], list[tuple[int, str]]]:
-        """File ids whose result the broker acknowledged, and those it refused, since the
-        last call; waits up to ``timeout`` for at least one, then ``linger`` for more."""
+        """Result ids the broker acknowledged, and those it refused, since the last call; waits up to ``timeout`` for at least one, then ``linger`` for more."""
         with self._reported:
             if self._reported.wait_for(lambda: self._acked or self._failed, timeout):
                 self._reported.wait_for(lambda: False, linger)

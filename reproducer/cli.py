@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     br.add_argument("--prefer", choices=["auto", "kafka", "tansu"], default="auto")
 
+    run = sub.add_parser(
+        "run",
+        add_help=False,
+        help="run registered analyses on a chunk topic (reproducer run --help for its flags)",
+    )
+    run.add_argument("rest", nargs=argparse.REMAINDER)
+
     demo = sub.add_parser(
         "demo",
         help="the main job on its local default: upload a file tree, run the pipeline, check results",
@@ -73,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = [i for i, word in enumerate(argv) if not word.startswith("-")]
+    if commands and argv[commands[0]] == "run":  # its own parser: a reproducer's flags
+        return _run(argv[commands[0] + 1 :])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.logger_stream_level.upper()),
@@ -97,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _run(argv: list[str]) -> int:
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
+
+    try:
+        AnalysesRun.run_from_command_line(argv)
+    except ReproducerError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _upload(args: argparse.Namespace) -> int:

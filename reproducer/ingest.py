@@ -132,6 +132,9 @@ class Ingest:
         self._assigned: set[int] = set()
         self._paused: set[int] = set()
         self._last_timestamp: dict[int, int] = {}  # partition -> last message's timestamp
+        self._last_message_at: dict[int, float] = {}  # partition -> when (monotonic)
+        self._behind: tuple[int, float] | None = None  # catching up on: (partition, since)
+        self._stalled: dict[int, int] = {}  # partition -> position where it gave nothing
         self._lost_partitions: str = ""
         self._closing = False
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
@@ -322,6 +325,7 @@ class Ingest:
         value = message.value()
         partition, offset = message.partition(), message.offset()
         self._last_timestamp[partition] = message.timestamp()[1]
+        self._last_message_at[partition] = time.monotonic()
         self.stats.n_messages += 1
         self.stats.n_bytes += len(value or b"")
         try:
@@ -422,7 +426,11 @@ class Ingest:
         if full:
             wanted = set(self._assigned)
         elif held > (budget // 4 if self.stats.catching_up else budget // 2):
-            wanted = set(self._assigned) - self._furthest_behind()
+            behind = self._furthest_behind()
+            # Partitions not read yet in this run are never held back: they may well hold
+            # the missing chunks. With none known to be behind, everything is read.
+            read = {p for p in self._assigned if self._tracker.position(p) is not None}
+            wanted = read - {behind} if behind is not None else set()
         else:
             wanted = set()
         if full and not self.stats.paused:
@@ -446,20 +454,36 @@ class Ingest:
             held,
         )
 
-    def _furthest_behind(self) -> set[int]:
-        """The partition with messages left whose last consumed message is the oldest
-        (one never read comes first); none if every partition is read to its end."""
+    def _furthest_behind(self) -> int | None:
+        """The partition known to have unread messages whose last message read is the
+        oldest, or ``None``. One chosen that gives nothing for 2 s (only transaction
+        markers left, a stale watermark) is passed over until it moves."""
         from confluent_kafka import TopicPartition  # noqa: PLC0415
 
+        now = time.monotonic()
+        if self._behind is not None:
+            partition, chosen_at = self._behind
+            position = self._tracker.position(partition)
+            quiet = self._last_message_at.get(partition, 0.0) < chosen_at
+            if quiet and now - chosen_at >= 2.0 and position is not None:
+                self._stalled[partition] = position
         candidates = []
         for partition in self._assigned:
             position = self._tracker.position(partition)
+            if position is None or self._stalled.get(partition) == position:
+                continue
             _, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.settings.topic, partition), cached=True
             )
-            if position is None or high < 0 or position < high:
+            if 0 <= position < high:
                 candidates.append((self._last_timestamp.get(partition, -1), partition))
-        return {min(candidates)[1]} if candidates else set()
+        if not candidates:
+            self._behind = None
+            return None
+        choice = min(candidates)[1]
+        if self._behind is None or self._behind[0] != choice:
+            self._behind = (choice, now)
+        return choice
 
     def _assigned_cb(self, consumer: Any, partitions: list[Any]) -> None:
         self._assigned |= {tp.partition for tp in partitions}

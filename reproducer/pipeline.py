@@ -6,13 +6,17 @@ bytes go from the ingest actor to an analysis actor through the object store.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -25,9 +29,11 @@ from reproducer.actors import (
     AnalysisActor,
     AnalysisResult,
     ClusterLock,
+    FileTask,
     IngestActor,
     LockActor,
     ProducerActor,
+    Target,
     owner_id,
 )
 from reproducer.config import KafkaConfig
@@ -122,16 +128,27 @@ class RunSummary:
 
 @dataclass
 class _Books:
-    """What the driver keeps per file between the analysis and the acknowledgement."""
+    """What the driver keeps between analysis and acknowledgement.
 
-    producing: dict[int, AnalysisResult] = field(default_factory=dict)
-    metas: dict[int, FileMeta] = field(default_factory=dict)
-    attempts: dict[int, int] = field(default_factory=dict)
+    A file fans out to one result per matching analysis; each result has its own id, and
+    the file's offsets are released when every one of its results has ended (acknowledged,
+    committed in a transaction, or failed).
+    """
+
+    producing: dict[int, AnalysisResult] = field(default_factory=dict)  # by result id
+    attempts: dict[int, int] = field(default_factory=dict)  # result id -> refusals
+    metas: dict[int, FileMeta] = field(default_factory=dict)  # file id -> meta
+    open_results: dict[int, int] = field(default_factory=dict)  # file id -> results to end
+    delivered: set[int] = field(default_factory=set)  # files with a result delivered
+    finish_now: list[int] = field(default_factory=list)  # files to tell the ingest about
+    produce_calls: list[Any] = field(default_factory=list)  # awaited before the drain's flush
+    acking: Any = None  # the driver's pending take_acked call
+    ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     results_log: ResultsLog | None = None
     last_flush: float = 0.0
     # exactly-once: what the open transaction holds
-    txn_results: list[int] = field(default_factory=list)  # produced, committed with the txn
-    txn_done: list[int] = field(default_factory=list)  # finished without a result
+    txn_results: list[int] = field(default_factory=list)  # result ids in it
+    txn_done: list[int] = field(default_factory=list)  # files it finishes
     txn_produce_calls: list[Any] = field(default_factory=list)  # must run before the commit
     last_txn: float = 0.0
 
@@ -142,6 +159,20 @@ class _Books:
                 self.results_log.flush()
             except OSError as exc:
                 log.warning("cannot write %s: %s", self.results_log.path, exc)
+
+    def file_ended(self, file_id: int, now: float) -> None:
+        """Every result of the file ended: list it in the results CSV if one was delivered."""
+        meta = self.metas.pop(file_id, None)
+        if file_id in self.delivered and meta is not None and self.results_log is not None:
+            self.results_log.record(
+                meta.filename,
+                meta.relative_path,
+                n_chunks=meta.n_total_chunks,
+                file_hash=meta.file_hash,
+                first_message=meta.first_seen,
+                now=now,
+            )
+        self.delivered.discard(file_id)
 
 
 def _ensure_ray(address: str | None, *, dashboard: bool = False) -> None:
@@ -170,12 +201,36 @@ def _ensure_ray(address: str | None, *, dashboard: bool = False) -> None:
 def run_pipeline(
     reproducer: Any, settings: PipelineSettings, stop: threading.Event | None = None
 ) -> RunSummary:
-    """Run until ``stop`` is set, SIGINT/SIGTERM, or a batch stop condition; then drain."""
+    """Run a reference-style reproducer: one target, its results the reference's own."""
+    options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus}
+    if settings.actor_resources:
+        options["resources"] = dict(settings.actor_resources)
+    target = Target(
+        name=type(reproducer).__name__,
+        payload=reproducer,
+        actor_options=options,
+        n_actors=settings.n_analysis_actors,
+    )
+    return run_targets([target], settings, stop)
+
+
+def run_targets(
+    targets: list[Target], settings: PipelineSettings, stop: threading.Event | None = None
+) -> RunSummary:
+    """Run until ``stop`` is set, SIGINT/SIGTERM, or a batch stop condition; then drain.
+
+    Each completed file goes to every target whose ``files`` pattern matches it, each
+    target with its own pool of actors.
+    """
     stop = stop or threading.Event()
+    if len({t.name for t in targets}) != len(targets):
+        raise ReproducerError(f"two analyses share a name: {[t.name for t in targets]}")
     _ensure_ray(settings.ray_address, dashboard=settings.ray_dashboard)
-    # Pickled first: a reproducer that cannot be shipped to actors fails before any actor
+    for target in targets:
+        _check_resources(target.name, target.actor_options)
+    # Pickled first: an analysis that cannot be shipped to actors fails before any actor
     # joins the consumer group.
-    shared = ray.put(reproducer)
+    shared = {target.name: ray.put(target) for target in targets}
     consumer = settings.config.consumer_settings(group_id=settings.group_id)
     consumer.setdefault("auto.offset.reset", "earliest")
     # What librdkafka fetches and prefetches comes on top of the budget: a quarter of it
@@ -201,10 +256,6 @@ def run_pipeline(
         hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
     )
-    options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus, "max_restarts": 0}
-    if settings.actor_resources:
-        options["resources"] = dict(settings.actor_resources)
-    _check_resources(options)
     local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
     books = _Books()
@@ -219,23 +270,33 @@ def run_pipeline(
         else None
     )
     producer = ProducerActor.remote(  # type: ignore[attr-defined]
-        settings.config.producer_settings(), settings.producer_topic, transactional_id
+        settings.config.producer_settings(),
+        settings.producer_topic,
+        transactional_id,
+        tuple(t.topic for t in targets if t.topic),
     )
-    ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
-    pool = None
+    ingest = None
+    pools: dict[str, AnalysisPool] = {}
     started = ended_cleanly = False
     try:
-        _check_started(ingest, producer)
+        # the producer first: the ingest actor joins the group, which a failed start
+        # would leave with a member that is gone
+        _check_started("producer", producer)
+        ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
+        _check_started("ingest", ingest)
         started = True
         lock = ClusterLock(lock_actor)
-        pool = AnalysisPool(
-            lambda: AnalysisActor.options(**options).remote(shared, lock, local_dir),  # type: ignore[attr-defined]
-            settings.n_analysis_actors,
-            max_retries=settings.max_retries,
-            on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
-        )
-        pool.wait_started(settings.startup_timeout)
-        _loop(settings, stop, ingest, producer, pool, summary, books)
+        for target in targets:
+            options = {**target.actor_options, "max_restarts": 0}
+            pools[target.name] = AnalysisPool(
+                _actor_maker(options, shared[target.name], lock, local_dir),
+                target.n_actors,
+                max_retries=settings.max_retries,
+                on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
+            )
+        for pool in pools.values():
+            pool.wait_started(settings.startup_timeout)
+        _loop(settings, stop, ingest, producer, pools, targets, summary, books)
         ended_cleanly = True
     except ray.exceptions.RayActorError as exc:
         raise ReproducerError(
@@ -244,24 +305,37 @@ def run_pipeline(
         ) from exc
     finally:
         restore()
-        if pool is not None:
+        for pool in pools.values():
             pool.close()
         try:
             if started:
                 _drain(settings, ingest, producer, summary, books, commit=ended_cleanly)
         finally:
             for actor in (ingest, producer, lock_actor):
-                ray.kill(actor)
+                if actor is not None:
+                    ray.kill(actor)
     return summary
+
+
+def _actor_maker(options: dict[str, Any], target: Any, lock: ClusterLock, local_dir: str) -> Any:
+    def make() -> Any:
+        return AnalysisActor.options(**options).remote(target, lock, local_dir)  # type: ignore[attr-defined]
+
+    return make
 
 
 def _first_line(exc: BaseException) -> str:
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
-def _check_resources(options: dict[str, Any]) -> None:
+def _check_resources(name: str, options: dict[str, Any]) -> None:
     """Fail at once if no node could ever host an analysis actor (not hang pending)."""
-    need = {"CPU": float(options.get("num_cpus") or 0), **options.get("resources", {})}
+    need = {
+        "CPU": float(options.get("num_cpus") or 0),
+        "GPU": float(options.get("num_gpus") or 0),
+        "memory": float(options.get("memory") or 0),
+        **options.get("resources", {}),
+    }
     need = {name: amount for name, amount in need.items() if amount > 0}
     nodes = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
     if any(
@@ -274,21 +348,20 @@ def _check_resources(options: dict[str, Any]) -> None:
         for node in nodes
     )
     raise ReproducerError(
-        f"no node of the Ray cluster can host an analysis actor needing {need} "
+        f"no node of the Ray cluster can host an actor of {name} needing {need} "
         f"(--analysis_num_cpus, --analysis_resources); the nodes offer: {offered}"
     )
 
 
-def _check_started(ingest: Any, producer: Any) -> None:
-    """The ingest and producer actors say why they cannot work (a missing topic, an
-    unreachable broker) before anything is consumed."""
-    for name, actor in (("ingest", ingest), ("producer", producer)):
-        try:
-            error = ray.get(actor.ready.remote(), timeout=120)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise ReproducerError(f"the {name} actor did not start within 120 s") from exc
-        if error:
-            raise ReproducerError(error)
+def _check_started(name: str, actor: Any) -> None:
+    """The ingest or producer actor says why it cannot work (a missing topic, an
+    unreachable broker, refused settings) before anything is consumed."""
+    try:
+        error = ray.get(actor.ready.remote(), timeout=120)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise ReproducerError(f"the {name} actor did not start within 120 s") from exc
+    if error:
+        raise ReproducerError(error)
 
 
 def _loop(  # noqa: PLR0917 - the loop state, passed once
@@ -296,7 +369,8 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     stop: threading.Event,
     ingest: Any,
     producer: Any,
-    pool: AnalysisPool,
+    pools: dict[str, AnalysisPool],
+    targets: list[Target],
     summary: RunSummary,
     books: _Books,
 ) -> None:
@@ -315,7 +389,7 @@ def _loop(  # noqa: PLR0917 - the loop state, passed once
     )
     Console(stop, telemetry)
     try:
-        _passes(settings, stop, ingest, producer, pool, summary, books, telemetry)
+        _passes(settings, stop, ingest, producer, pools, targets, summary, books, telemetry)
     finally:
         telemetry.tick(summary.progress())
         telemetry.close()
@@ -326,21 +400,24 @@ def _passes(  # noqa: PLR0917 - the loop state, passed once
     stop: threading.Event,
     ingest: Any,
     producer: Any,
-    pool: AnalysisPool,
+    pools: dict[str, AnalysisPool],
+    targets: list[Target],
     summary: RunSummary,
     books: _Books,
     telemetry: Telemetry,
 ) -> None:
     """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
     last_work = time.monotonic()
-    taking = acking = None
+    taking = None
     consuming = False  # the ingest actor has its partitions: idleness counts from then on
+    patterns = {t.name: re.compile(t.files) if t.files else None for t in targets}
     while not stop.is_set():
         if taking is None:
             taking = ingest.take.remote(settings.max_in_flight, 0.2)  # bounded by the ingest
-        if acking is None and not settings.exactly_once:
-            acking = producer.take_acked.remote(0.2)
-        waiting = [taking, *([acking] if acking is not None else []), *pool.running]
+        if books.acking is None and not settings.exactly_once:
+            books.acking = producer.take_acked.remote(0.2)
+        running = [ref for pool in pools.values() for ref in pool.running]
+        waiting = [taking, *([books.acking] if books.acking is not None else []), *running]
         ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
         if ready:  # take everything that is ready now, not one thing per pass
             ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
@@ -351,57 +428,34 @@ def _passes(  # noqa: PLR0917 - the loop state, passed once
             taking = None
             if error:
                 raise ReproducerError(f"the ingest actor stopped: {error}")
-            skipped = []
             for task in files:
-                meta = task.meta
-                if books.results_log and books.results_log.already_produced(
-                    meta.relative_path, meta.file_hash
-                ):
-                    log.info(
-                        "file=%s result already produced (results CSV): skipped", meta.relative_path
-                    )
-                    skipped.append(meta.file_id)
-                    continue
-                books.metas[meta.file_id] = meta
-                pool.submit(task)
-            if skipped:
-                _finished(settings, ingest, books, skipped)
+                _fan_out(task, settings, pools, patterns, books)
             summary.n_files_failed += len(failures)
             summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
             summary.n_files_read = stats.n_files_completed
             summary.stats = stats
             consuming = stats.assigned
             busy = bool(files or failures or stats.in_flight)
-        if acking in ready_set:
-            acked, refused = ray.get(acking)
-            acking = None
-            again = _acknowledged(acked, refused, summary, books)
-            if again:
-                producer.produce.remote(again)
-            if acked:
-                ingest.finish.remote(acked)
+        if books.acking in ready_set:
+            acked, refused = ray.get(books.acking)
+            books.acking = None
+            _delivered(acked, refused, settings, producer, summary, books)
             busy = busy or bool(acked or refused)
-        results = pool.collect(ready)
-        if results:
-            good = [r for r in results if r.key is not None and r.value is not None]
-            bad = [r.file_id for r in results if r.key is None or r.value is None]
-            summary.n_files_failed += len(bad)
-            if good:
-                call = producer.produce.remote(good)
-                books.producing.update({r.file_id: r for r in good})
-                if settings.exactly_once:
-                    books.txn_produce_calls.append(call)
-                    books.txn_results += [r.file_id for r in good]
-            if bad:
-                _finished(settings, ingest, books, bad)
-            busy = True
+        for pool in pools.values():
+            results = pool.collect(ready)
+            if results:
+                _collected(results, settings, producer, summary, books)
+                busy = True
+        if books.finish_now:
+            ingest.finish.remote(books.finish_now)
+            books.finish_now = []
         now = time.monotonic()
         if settings.exactly_once and now - books.last_txn >= settings.transaction_interval:
             _commit_transaction(settings, ingest, producer, summary, books)
         books.flush_log()
-        if busy or not consuming or pool.n_pending or books.producing:
+        summary.n_in_analysis = sum(pool.n_pending for pool in pools.values())
+        if busy or not consuming or summary.n_in_analysis or books.producing:
             last_work = now
-        summary.n_in_analysis = pool.n_pending
         telemetry.tick(summary.progress())
         if settings.max_results is not None and summary.n_results_produced >= settings.max_results:
             return
@@ -412,13 +466,78 @@ def _passes(  # noqa: PLR0917 - the loop state, passed once
 MAX_DELIVERY_ATTEMPTS = 3
 
 
-def _finished(settings: PipelineSettings, ingest: Any, books: _Books, file_ids: list[int]) -> None:
-    """Files that end without a result: their offsets may be committed (exactly-once: with
-    the next transaction)."""
-    if settings.exactly_once:
-        books.txn_done += file_ids
+def _fan_out(
+    task: FileTask,
+    settings: PipelineSettings,
+    pools: dict[str, AnalysisPool],
+    patterns: dict[str, re.Pattern[str] | None],
+    books: _Books,
+) -> None:
+    """Send a completed file to every target that wants it; a file none wants (or whose
+    results the results CSV already lists) ends at once."""
+    meta = task.meta
+    books.metas[meta.file_id] = meta
+    if books.results_log and books.results_log.already_produced(meta.relative_path, meta.file_hash):
+        log.info("file=%s result already produced (results CSV): skipped", meta.relative_path)
+        names = []
     else:
-        ingest.finish.remote(file_ids)
+        names = [
+            name
+            for name, pattern in patterns.items()
+            if pattern is None or pattern.match(meta.relative_path)
+        ]
+    if not names:
+        books.open_results[meta.file_id] = 1
+        _result_ended(settings, books, meta.file_id)
+        return
+    books.open_results[meta.file_id] = len(names)
+    for name in names:
+        pools[name].submit(task)
+
+
+def _collected(
+    results: list[AnalysisResult],
+    settings: PipelineSettings,
+    producer: Any,
+    summary: RunSummary,
+    books: _Books,
+) -> None:
+    """Produce the good results; a failed one ends at once (it has been logged)."""
+    good = []
+    for result in results:
+        if result.key is None or result.value is None:
+            summary.n_files_failed += 1
+            _result_ended(settings, books, result.file_id)
+            continue
+        numbered = dataclasses.replace(result, result_id=next(books.ids))
+        books.producing[numbered.result_id] = numbered
+        good.append(numbered)
+    if not good:
+        return
+    call = producer.produce.remote(good)
+    books.produce_calls.append(call)
+    if len(books.produce_calls) > 64:  # keep only the calls that have not run yet
+        books.produce_calls = ray.wait(books.produce_calls, num_returns=65, timeout=0)[1]
+    if settings.exactly_once:  # the transaction that carries them also commits the offsets
+        books.txn_produce_calls.append(call)
+        books.txn_results += [r.result_id for r in good]
+        for result in good:
+            _result_ended(settings, books, result.file_id)
+
+
+def _result_ended(settings: PipelineSettings, books: _Books, file_id: int) -> None:
+    """One result of the file ended; when all have, its offsets may be committed
+    (exactly-once: with the open transaction)."""
+    left = books.open_results.get(file_id, 1) - 1
+    if left > 0:
+        books.open_results[file_id] = left
+        return
+    books.open_results.pop(file_id, None)
+    if settings.exactly_once:
+        books.txn_done.append(file_id)
+    else:
+        books.finish_now.append(file_id)
+        books.file_ended(file_id, time.time())
 
 
 def _commit_transaction(
@@ -431,24 +550,52 @@ def _commit_transaction(
     A failure raises: nothing of the transaction counts, and a restart redoes it.
     """
     books.last_txn = time.monotonic()
-    ray.get(books.txn_produce_calls)
-    results, done = books.txn_results, books.txn_done
+    calls, results, done = books.txn_produce_calls, books.txn_results, books.txn_done
     books.txn_produce_calls, books.txn_results, books.txn_done = [], [], []
     try:
-        offsets, group_metadata = ray.get(ingest.commit_point.remote(results + done), timeout=60)
+        ray.get(calls, timeout=120)
+        offsets, group_metadata = ray.get(ingest.commit_point.remote(done), timeout=60)
         if offsets or results:
+            # the actor's own waits add up to less than this (see ProducerActor.commit)
             ray.get(
                 producer.commit.remote(offsets, group_metadata, settings.consumer_topic),
-                timeout=300,
+                timeout=600,
             )
-    except (ray.exceptions.RayError, TimeoutError) as exc:
+    except ray.exceptions.GetTimeoutError as exc:
+        raise ReproducerError(
+            f"the transaction of {len(results)} results did not finish in time; whether it "
+            f"committed is unknown (a read_committed reader sees it whole or not at all), "
+            f"and a restart resumes from the committed offsets: {exc}"
+        ) from exc
+    except ray.exceptions.RayError as exc:
         raise ReproducerError(
             f"the transaction of {len(results)} results could not commit; nothing of it "
-            f"counts, and a restart redoes it: {exc}"
+            f"counts, and a restart redoes it: {_first_line(exc)}"
         ) from exc
     if offsets:
         ray.get(ingest.confirm.remote(offsets), timeout=60)
     _acknowledged(results, [], summary, books)
+    now = time.time()
+    for file_id in done:
+        books.file_ended(file_id, now)
+
+
+def _delivered(  # noqa: PLR0917 - the loop state, passed once
+    acked: list[int],
+    refused: list[tuple[int, str]],
+    settings: PipelineSettings,
+    producer: Any,
+    summary: RunSummary,
+    books: _Books,
+) -> None:
+    """At least once: acknowledged results end (their files may be committed past);
+    refused ones are produced again."""
+    files = [books.producing[result_id].file_id for result_id in acked]
+    again = _acknowledged(acked, refused, summary, books)
+    if again:
+        books.produce_calls.append(producer.produce.remote(again))
+    for file_id in files:
+        _result_ended(settings, books, file_id)
 
 
 def _acknowledged(
@@ -457,39 +604,26 @@ def _acknowledged(
     summary: RunSummary,
     books: _Books,
 ) -> list[AnalysisResult]:
-    """Count acknowledged results; return refused ones to produce again.
+    """Count delivered results (by result id); return refused ones to produce again.
 
     A result is never given up silently: its offsets must not be committed without it,
     so after ``MAX_DELIVERY_ATTEMPTS`` refusals the run stops (uncommitted) instead.
     """
-    now = time.time()
-    for file_id in acked:
-        result = books.producing.pop(file_id, None)
-        books.attempts.pop(file_id, None)
-        meta = books.metas.pop(file_id, None)
+    for result_id in acked:
+        result = books.producing.pop(result_id)
+        books.attempts.pop(result_id, None)
+        books.delivered.add(result.file_id)
         summary.n_results_produced += 1
-        summary.n_result_bytes += len(result.value or b"") if result else 0
-        summary.recent_results = [
-            *summary.recent_results[-99:],
-            result.relative_path if result else "?",
-        ]
-        if meta is not None and books.results_log is not None:
-            books.results_log.record(
-                meta.filename,
-                meta.relative_path,
-                n_chunks=meta.n_total_chunks,
-                file_hash=meta.file_hash,
-                first_message=meta.first_seen,
-                now=now,
-            )
+        summary.n_result_bytes += len(result.value or b"")
+        summary.recent_results = [*summary.recent_results[-99:], result.relative_path]
     again = []
-    for file_id, why in refused:
-        result = books.producing[file_id]
-        books.attempts[file_id] = books.attempts.get(file_id, 0) + 1
-        if books.attempts[file_id] >= MAX_DELIVERY_ATTEMPTS:
+    for result_id, why in refused:
+        result = books.producing[result_id]
+        books.attempts[result_id] = books.attempts.get(result_id, 0) + 1
+        if books.attempts[result_id] >= MAX_DELIVERY_ATTEMPTS:
             raise ReproducerError(
-                f"the result for {result.relative_path} was refused {books.attempts[file_id]} times "
-                f"({why}); stopping without committing past it"
+                f"the {result.analysis} result for {result.relative_path} was refused "
+                f"{books.attempts[result_id]} times ({why}); stopping without committing past it"
             )
         log.warning(
             "file=%s result not delivered (%s); producing it again", result.relative_path, why
@@ -515,17 +649,11 @@ def _drain(
     try:
         if settings.exactly_once and commit:
             _commit_transaction(settings, ingest, producer, summary, books)
-        ray.get(producer.flush.remote(30.0), timeout=60)
-        acked, refused = ray.get(producer.take_acked.remote(0.0), timeout=30)
-        for file_id, why in refused:
-            log.error(
-                "file=%s result not delivered at shutdown: %s",
-                books.producing[file_id].relative_path,
-                why,
-            )
-        _acknowledged(acked, [], summary, books)
+        elif settings.exactly_once:
+            ray.get(producer.abort.remote(), timeout=60)  # readers need not wait it out
+        else:
+            _deliver_the_rest(settings, ingest, producer, summary, books)
         books.flush_log(every=0)
-        ray.get(ingest.finish.remote(acked), timeout=30)
         summary.ingest_memory = ray.get(ingest.memory.remote(), timeout=30)
         stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
     except (ray.exceptions.RayError, ReproducerError) as exc:
@@ -538,6 +666,30 @@ def _drain(
     summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
     summary.n_files_read = stats.n_files_completed
     log.info("stopped; committed offsets %s", stats.committed)
+
+
+def _deliver_the_rest(
+    settings: PipelineSettings, ingest: Any, producer: Any, summary: RunSummary, books: _Books
+) -> None:
+    """At least once, at shutdown: every produce call has run, the producer flushes, and
+    every acknowledgement (including one the loop's pending call took) ends its result."""
+    ray.get(books.produce_calls, timeout=60)
+    books.produce_calls = []
+    ray.get(producer.flush.remote(30.0), timeout=60)
+    calls = [books.acking] if books.acking is not None else []
+    books.acking = None
+    for call in [*calls, producer.take_acked.remote(0.0)]:
+        acked, refused = ray.get(call, timeout=30)
+        for result_id, why in refused:
+            result = books.producing[result_id]
+            log.error("file=%s result not delivered at shutdown: %s", result.relative_path, why)
+        files = [books.producing[result_id].file_id for result_id in acked]
+        _acknowledged(acked, [], summary, books)
+        for file_id in files:
+            _result_ended(settings, books, file_id)
+    if books.finish_now:
+        ray.get(ingest.finish.remote(books.finish_now), timeout=30)
+        books.finish_now = []
 
 
 def _install_signal_handlers(stop: threading.Event) -> Any:

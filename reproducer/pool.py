@@ -95,8 +95,12 @@ class AnalysisPool:
             if pending:
                 log.info("waiting for %d analysis actors to be placed", len(pending))
 
-    def close(self) -> None:
-        """Stop every actor (files still running are abandoned: their offsets stay uncommitted)."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every actor: files still running are abandoned (their offsets stay
+        uncommitted); idle actors run their ``close`` hook first, within ``timeout``."""
+        idle = [a for i, a in enumerate(self._actors) if not self._busy[i]]
+        if idle:
+            ray.wait([a.close.remote() for a in idle], num_returns=len(idle), timeout=timeout)
         for actor in self._actors:
             ray.kill(actor)
         self._actors, self._running = [], {}
@@ -146,7 +150,7 @@ class AnalysisPool:
             if result.error:
                 job.attempts += 1
                 job.last_actor = index
-                if job.attempts <= self._max_retries:
+                if job.attempts <= self._max_retries and not result.permanent:
                     log.warning(
                         "file=%s analysis failed (attempt %d), retrying: %s",
                         result.relative_path,

@@ -112,6 +112,10 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "help": "exit after this many seconds without work (batch runs)",
     },
     "dead_letter_topic": {"help": "copy poison messages to this topic before skipping them"},
+    "analysis": {
+        "help": "registered analyses to run: NAME[,NAME] or package.module:Class (each file "
+        "goes to every analysis whose file pattern matches it)"
+    },
     "check_chunk_hashes": {
         "action": "store_true",
         "help": "check each chunk's SHA-512 on arrival, as the reference does (by default the "

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -436,6 +437,110 @@ def test_an_exception_is_retried_on_another_actor(
         first, second = (probe / f"{name}.attempts").read_text().split()
         assert first != second  # the retry ran on the other actor
         assert results[name] == second
+
+
+def test_fan_out_to_two_analyses_commits_after_both(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Every file goes to every analysis whose pattern matches; a file's offsets are
+    committed only once all of its results are acknowledged, the slow one included."""
+    import tests.pipeline.fanout_analyses  # noqa: F401, PLC0415 - registers the analyses
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
+
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    texts, bins = tmp_path / "texts", tmp_path / "bins"
+    files: dict[str, bytes] = {}
+    for folder, names in ((texts, ["a.txt", "b.txt"]), (bins, [f"{i}.bin" for i in range(4)])):
+        folder.mkdir()
+        for name in names:
+            files[name] = os.urandom(3000)
+            (folder / name).write_bytes(files[name])
+    upload([texts], config, topic)  # first: their chunks come before the slow files'
+    upload([bins], config, topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    group = f"group-{topic}"
+    run = AnalysesRun(
+        config_file,
+        topic,
+        results_topic,
+        analysis="slow-size,byte-sum",
+        consumer_group_id=group,
+        stop_when_idle=3.0,
+        output_dir=tmp_path / "out",
+    )
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(run.produce_processing_results_for_files_as_read()),
+        daemon=True,
+    )
+    thread.start()
+    ends = _end_offsets(kafka_bootstrap, topic)
+
+    def text_files_committed() -> bool:  # only byte-sum analyses them: they finish first
+        return sum(_committed(kafka_bootstrap, group, topic)) >= 2
+
+    wait_for(text_files_committed, 120, "the text files' offsets to be committed")
+    slow_done = [v for v in _envelopes(kafka_bootstrap, results_topic) if v[0] == "slow-size"]
+    assert len(slow_done) < 4  # the slow analysis is still at work ...
+    assert sum(_committed(kafka_bootstrap, group, topic)) < sum(ends)  # ... and holds them
+    thread.join(180)
+    assert outcome and outcome[0].n_results_produced == len(files) + 4
+    assert _committed(kafka_bootstrap, group, topic) == ends
+
+    got = _envelopes(kafka_bootstrap, results_topic)
+    assert sorted((name, v["file"]["relative_path"]) for name, _, v in got) == sorted(
+        [("byte-sum", f) for f in files] + [("slow-size", f) for f in files if f.endswith(".bin")]
+    )
+    for name, headers, value in got:
+        data = files[value["file"]["relative_path"]]
+        assert headers["reproducer.analysis"] == name.encode() and value["analysis"] == name
+        assert value["version"] == ("7" if name == "slow-size" else "1")
+        assert value["file"]["sha512"] == hashlib.sha512(data).hexdigest()
+        assert (value["file"]["size"], value["file"]["n_chunks"]) == (len(data), 1)
+        assert value["node"] and value["actor"] and value["timing"]["seconds"] >= 0
+        expected = {"sum": sum(data)} if name == "byte-sum" else {"size": len(data)}
+        assert expected.items() <= value["result"].items()
+    slow_calls = sorted(v["result"]["calls_on_this_actor"] for n, _, v in got if n == "slow-size")
+    assert slow_calls == [1, 2, 3, 4]  # one actor, set up once, kept across files
+
+
+def _end_offsets(bootstrap: str, topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends"})
+    try:
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(3)
+        ]
+    finally:
+        consumer.close()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        return [max(tp.offset, 0) for tp in found]
+    finally:
+        consumer.close()
+
+
+def _envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], dict]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "envelopes"})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        out = []
+        while len(out) < high and (batch := consumer.consume(100, 5)):
+            for m in batch:
+                if not m.error():
+                    value = json.loads(m.value())
+                    out.append((value["analysis"], dict(m.headers() or []), value))
+        return out
+    finally:
+        consumer.close()
 
 
 def test_start_up_mistakes_fail_at_once_with_what_to_fix(

@@ -1,0 +1,22 @@
+"""Two analyses for the fan-out test: a slow one for .bin files, a fast one for all."""
+
+import time
+
+from analyses import Analysis, register
+
+
+@register("slow-size", version="7", files=r".*\.bin$", num_cpus=0.5)
+class SlowSize(Analysis):
+    def setup(self):
+        self.calls = 0
+
+    def analyze(self, datafile):
+        self.calls += 1
+        time.sleep(1.5)
+        return {"size": len(datafile.bytestring), "calls_on_this_actor": self.calls}
+
+
+@register("byte-sum", num_cpus=0.5)
+class ByteSum(Analysis):
+    def analyze(self, datafile):
+        return {"sum": sum(datafile.bytestring)}
