@@ -897,6 +897,7 @@ def test_another_group_member_stops_the_run_loudly(
     while not other.assignment():
         other.poll(0.2)
     poller.start()
+    create_topic(kafka_bootstrap, topic + "-results", partitions=1)
     try:
         config_file = tmp_path / "test.config"
         config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
