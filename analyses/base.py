@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reproducer.errors import ReproducerError
@@ -40,6 +41,7 @@ class Analysis:
 
     name: str = ""
     version: str = "1"
+    output_dir: Path | None = None  # the run's output folder, set before setup(), if any
 
     def setup(self) -> None:
         """Once per actor, before the first file."""

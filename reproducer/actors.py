@@ -82,6 +82,7 @@ class Target:
     actor_options: dict[str, Any] = field(default_factory=dict)
     n_actors: int = 1
     topic: str | None = None
+    output_dir: Path | None = None  # handed to analyses (plots and other large outputs)
 
 
 @ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
@@ -308,6 +309,7 @@ class AnalysisActor:
         }
         if target.kind == "analysis":
             self._instance = target.payload()
+            self._instance.output_dir = target.output_dir
             self._instance.setup()
         else:
             self._instance = target.payload

@@ -228,6 +228,10 @@ def run_targets(
     _ensure_ray(settings.ray_address, dashboard=settings.ray_dashboard)
     for target in targets:
         _check_resources(target.name, target.actor_options)
+    targets = [
+        t if t.output_dir else dataclasses.replace(t, output_dir=settings.output_dir)
+        for t in targets
+    ]
     # Pickled first: an analysis that cannot be shipped to actors fails before any actor
     # joins the consumer group.
     shared = {target.name: ray.put(target) for target in targets}
