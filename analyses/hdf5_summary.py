@@ -35,7 +35,7 @@ SLAB_ELEMENTS = 1 << 22  # 4 Mi elements: 32 MiB of float64 at most per read
 MAX_ATTR_ITEMS = 16  # longer array attributes are summarised
 
 
-@register("hdf5-summary", version="1", files=r"(?i).*\.(h5|hdf5|he5|nxs)$", num_cpus=1.0)
+@register("hdf5-summary", version="1", files=r"(?i).*\.(h5|hdf5|he5|nxs)$", num_cpus=0.5)
 class HDF5Summary(Analysis):
     """Groups, datasets, layouts, attributes and per-dataset statistics of an HDF5 file."""
 

@@ -46,7 +46,7 @@ RADIAL_BINS = 64
 MAX_SPECTRUM = 1 << 24  # longer 1-D datasets are not spectra
 
 
-@register("spectrum-peaks", version="1", files=r"(?i).*\.(h5|hdf5|he5|nxs)$", num_cpus=1.0)
+@register("spectrum-peaks", version="1", files=r"(?i).*\.(h5|hdf5|he5|nxs)$", num_cpus=0.5)
 class SpectrumPeaks(Analysis):
     """Peaks of spectra and radial power spectra of images in an HDF5 file."""
 

@@ -1,29 +1,44 @@
 """``reproducer demo``: the main job on its local default, end to end.
 
-Starts a broker (or uses ``$KAFKA_BOOTSTRAP_SERVERS``), makes a small tree of data files
-(a root-level file, subfolders, unicode and ``;`` in names, an empty file, an HDF5 file
-and one large file), uploads it to a fresh 3-partition topic, runs the Ray pipeline on it
-with local Ray (an analysis that summarises each file), and checks that every file got
-exactly the right result.
+Starts a broker (or uses ``$KAFKA_BOOTSTRAP_SERVERS``), makes a small realistic data set
+(HDF5 scans with an image and a spectrum, an XRD CSV file, a tree of other files with a
+root-level file, unicode and ``;`` in names, an empty file and one large file), uploads it
+to a fresh 3-partition topic, adds one corrupt upload, runs the built-in analyses with
+local Ray (``file-check`` on every file, ``hdf5-summary`` and ``spectrum-peaks`` on the
+HDF5 files, ``metadata-json`` on the CSV), prints a table of the results and where the
+plots are, and checks every result; the corrupt file must be reported, not analysed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import json
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
+from analyses import Analysis, register
 from reproducer._storage import Mode
+from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
-from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.errors import ReproducerError
-from reproducer.stream_reproducer import DataFileStreamReproducer
 from reproducer.upload import upload
 
-__all__ = ["FileSummaryReproducer", "make_sample_tree", "run_demo"]
+__all__ = ["FileCheck", "make_lab_data", "make_sample_tree", "run_demo"]
+
+ANALYSES = "file-check,hdf5-summary,metadata-json,spectrum-peaks"
+XRD_CSV = """[Measurement conditions]
+Sample name,quartz SiO2
+Measurement date,11/27/2026
+Start angle,10.000
+End angle,80.000
+Step,0.020
+Slits,0.5,,1
+[Scan points]
+Angle,Intensity
+"""
 
 
 def make_sample_tree(root: Path, large_bytes: int, *, seed: int = 7) -> dict[str, str]:
@@ -52,31 +67,116 @@ def make_sample_tree(root: Path, large_bytes: int, *, seed: int = 7) -> dict[str
     return {rel: hashlib.sha512(data).hexdigest() for rel, data in files.items()}
 
 
-class FileSummaryReproducer(DataFileStreamReproducer):
-    """The demo's analysis: size and SHA-512 of every file, and the datasets of HDF5 files."""
+def make_lab_data(root: Path, *, seed: int = 11) -> dict[str, str]:
+    """HDF5 scans (an image with stripes, a spectrum with three peaks) and an XRD CSV file
+    under ``root``; returns relative path -> SHA-512 hex."""
+    import h5py  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
-    def _get_processing_result_message_for_file(
-        self, datafile: DownloadDataFile, lock: object
-    ) -> ReproducerMessage | None:
-        summary: dict[str, object] = {
-            "file": str(datafile.relative_filepath),
-            "size": datafile.size,
-            "sha512": hashlib.sha512(datafile.buffer).hexdigest(),
-        }
-        if datafile.filename.endswith(".h5"):
-            import h5py  # noqa: PLC0415
+    rng = np.random.default_rng(seed)
+    files = {}
+    for i, period in enumerate((8, 16)):
+        path = root / "hdf5" / f"scan_{i + 1:03d}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        x = np.arange(4096)
+        spectrum = sum(
+            h * np.exp(-0.5 * ((x - c) / 10) ** 2) for c, h in ((800, 90), (2000, 60), (3300, 40))
+        ) + rng.normal(10, 1, x.size)
+        image = np.sin(2 * np.pi * np.arange(256) / period)[None, :] + rng.normal(
+            0, 0.2, (256, 256)
+        )
+        with h5py.File(path, "w") as h5:
+            h5.attrs["instrument"] = "demo diffractometer"
+            scan = h5.create_group("scan")
+            scan.create_dataset("spectrum", data=spectrum)
+            scan.create_dataset(
+                "image", data=image.astype("f4"), chunks=(64, 256), compression="gzip"
+            )
+            scan["image"].attrs["units"] = "counts"
+        files[path.relative_to(root).as_posix()] = path.read_bytes()
+    csv = root / "xrd" / "quartz.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{10 + 0.02 * i:.3f},{int(100 + 50 * rng.random())}\n" for i in range(3500))
+    csv.write_text(XRD_CSV + rows)
+    files["xrd/quartz.csv"] = csv.read_bytes()
+    return {rel: hashlib.sha512(data).hexdigest() for rel, data in files.items()}
 
-            with h5py.File(io.BytesIO(datafile.bytestring), "r") as h5:
-                summary["datasets"] = {
-                    name: list(h5[name].shape) for name in h5 if isinstance(h5[name], h5py.Dataset)
-                }
-        return JSONMessage(datafile, summary)
+
+@register("file-check", version="1", num_cpus=0.25)
+class FileCheck(Analysis):
+    """The demo's check on every file: its size and SHA-512, computed where it ran."""
+
+    def analyze(self, datafile: Any) -> dict[str, Any]:
+        return {"size": datafile.size, "sha512": hashlib.sha512(datafile.buffer).hexdigest()}
+
+
+def _corrupt_upload(bootstrap: str, topic: str) -> str:
+    """A two-chunk file whose second chunk was damaged on the way: a poison file."""
+    from confluent_kafka import Producer  # noqa: PLC0415
+
+    data = bytes(range(256)) * 4096
+    digest = hashlib.sha512(data).digest()
+    half = len(data) // 2
+    chunks = [
+        make_chunk(
+            data[:half], filename="broken.h5", subdir_str="hdf5", file_hash=digest, n_total_chunks=2
+        ),
+        dataclasses.replace(  # zeros in place of the data its hashes were made from
+            make_chunk(
+                data[half:],
+                filename="broken.h5",
+                subdir_str="hdf5",
+                file_hash=digest,
+                chunk_offset_write=half,
+                chunk_i=2,
+                n_total_chunks=2,
+            ),
+            data=bytes(half),
+        ),
+    ]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for chunk in chunks:
+        producer.produce(topic, key=chunk.key, value=encode_value(chunk))
+    if producer.flush(30):
+        raise ReproducerError("the corrupt demo upload was not acknowledged")
+    return "hdf5/broken.h5"
+
+
+def _read_all(bootstrap: str, topic: str) -> list[tuple[dict[str, Any], bytes | None]]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{uuid.uuid4()}"})
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        out: list[tuple[dict[str, Any], bytes | None]] = []
+        while len(out) < high and (batch := consumer.consume(100, 10)):
+            out += [(json.loads(m.value() or b"{}"), m.key()) for m in batch if not m.error()]
+        return out
+    finally:
+        consumer.close()
+
+
+def _figures(analysis: str, result: dict[str, Any]) -> str:
+    if analysis == "file-check":
+        return f"{result['size']:,} bytes"
+    if analysis == "hdf5-summary":
+        return f"{result['n_groups']} groups, {result['n_datasets']} datasets"
+    if analysis == "metadata-json":
+        return f"sample {result.get('Sample name')!r}, {len(result) - 1} keys"
+    found = []
+    for entry in result["datasets"]:
+        if entry["kind"] == "spectrum":
+            found.append(f"{len(entry['peaks'])} peaks at {[p['index'] for p in entry['peaks']]}")
+        else:
+            found.append(f"image frequency {entry['strongest_frequency']}")
+    return "; ".join(found)
 
 
 def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
-    """Upload a tree to a local broker, run the pipeline on it with local Ray, check results."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
-
+    """Upload a data set to a local broker, run the built-in analyses on it with local
+    Ray, print and check the results."""
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
     from cluster.broker import broker_from_env, create_topic  # noqa: PLC0415
 
     with (
@@ -85,55 +185,79 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
     ):
         source = Path(tmp) / "upload"
         expected = make_sample_tree(source, size_mb << 20)
-        topic, results_topic = (
-            f"demo_{uuid.uuid4().hex[:8]}",
-            f"demo_results_{uuid.uuid4().hex[:8]}",
+        expected |= make_lab_data(source)
+        topic, results_topic, dead_topic = (
+            f"demo_{uuid.uuid4().hex[:8]}{suffix}" for suffix in ("", "_results", "_failed")
         )
         create_topic(bootstrap, topic, partitions=3)
         create_topic(bootstrap, results_topic, partitions=1)
+        create_topic(bootstrap, dead_topic, partitions=1)
         print(f"broker {bootstrap}: {len(expected)} files to {topic} (3 partitions)")
         sent = upload([source], KafkaConfig.for_bootstrap(bootstrap), topic)
+        corrupt = _corrupt_upload(bootstrap, topic)
         print(
-            f"upload:   {sent.n_chunks} chunks, {sent.n_bytes / 1e6:.1f} MB, {sent.mb_per_s:.1f} MB/s"
+            f"upload:   {sent.n_chunks} chunks, {sent.n_bytes / 1e6:.1f} MB, "
+            f"{sent.mb_per_s:.1f} MB/s; and {corrupt}, corrupted on the way"
         )
         config_file = Path(tmp) / "demo.config"
         config_file.write_text(f"[broker]\nbootstrap.servers = {bootstrap}\n", encoding="utf-8")
-        reproducer = FileSummaryReproducer(
+        output = (output_dir or Path("reproducer_demo_output")).resolve()
+        run = AnalysesRun(
             config_file,
             topic,
             results_topic,
+            analysis=ANALYSES,
             mode=mode,
-            output_dir=output_dir or Path(tmp) / "output",
+            output_dir=output,
+            dead_letter_topic=dead_topic,
             stop_when_idle=3.0,
             update_seconds=5.0,
         )
-        print("pipeline: local Ray, 2 analysis actors (start-up takes a few seconds)")
-        ran = reproducer.produce_processing_results_for_files_as_read()
+        print(f"pipeline: local Ray, analyses {ANALYSES} (start-up takes a few seconds)")
+        ran = run.produce_processing_results_for_files_as_read()
+        print(f"pipeline: {ran.n_msgs_read} messages read, {ran.n_results_produced} results")
+        results = {
+            (value["file"]["relative_path"], value["analysis"]): value["result"]
+            for value, _ in _read_all(bootstrap, results_topic)
+        }
+        failed = {value["file"]: value for value, key in _read_all(bootstrap, dead_topic) if key}
+        problems = _check(expected, results, failed, corrupt)
+        print(f"\n{'file':28} {'analysis':15} {'status':7} key figures")
+        for (relative, analysis), result in sorted(results.items()):
+            bad = any(f" {relative}" in p for p in problems)
+            status = "BAD" if bad else "ok"
+            print(f"{relative:28} {analysis:15} {status:7} {_figures(analysis, result)}")
+        for relative, report in sorted(failed.items()):
+            print(f"{relative:28} {'-':15} {'failed':7} {report['reason']}: {report['detail']}")
+        plots = sorted((output / "plots").rglob("*.png"))
+        print(f"\n{len(plots)} plots under {output / 'plots'}" if plots else "\nno plots")
+        if problems:
+            raise ReproducerError("demo failed: " + "; ".join(problems))
         print(
-            f"pipeline: {ran.n_msgs_read} messages read, {ran.n_results_produced} results produced"
+            f"demo ok: {len(results)} correct results for the {len(expected)} files, "
+            f"and {corrupt} reported as corrupt"
         )
-        consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "demo", "enable.auto.commit": False}
-        )
-        consumer.assign([TopicPartition(results_topic, 0, OFFSET_BEGINNING)])
-        results: dict[str, dict[str, object]] = {}
-        while len(results) < len(expected) and (
-            batch := consumer.consume(len(expected) - len(results), 10)
-        ):
-            for message in batch:
-                if not message.error():
-                    payload = json.loads(message.value() or b"{}")
-                    results[payload["file"]] = payload
-        consumer.close()
-        wrong = sorted(
-            rel for rel, digest in expected.items() if results.get(rel, {}).get("sha512") != digest
-        )
-        for rel, payload in sorted(results.items()):
-            extra = f"  datasets {payload['datasets']}" if "datasets" in payload else ""
-            print(
-                f"  {'ok' if rel not in wrong else 'BAD'}  {rel:28} {payload['size']:>12,} bytes{extra}"
-            )
-        if wrong:
-            raise ReproducerError(f"demo failed: no correct result for {wrong}")
-        print(f"demo ok: one correct result for each of the {len(expected)} files")
     return 0
+
+
+def _check(
+    expected: dict[str, str],
+    results: dict[tuple[str, str], dict[str, Any]],
+    failed: dict[str, dict[str, Any]],
+    corrupt: str,
+) -> list[str]:
+    problems = []
+    for relative, digest in expected.items():
+        if results.get((relative, "file-check"), {}).get("sha512") != digest:
+            problems.append(f"no correct file-check result for {relative}")
+        wanted = {"hdf5-summary", "spectrum-peaks"} if relative.endswith(".h5") else set()
+        wanted |= {"metadata-json"} if relative.startswith("xrd/") else set()
+        problems += [
+            f"no {name} result for {relative}"
+            for name in wanted - {name for (rel, name) in results if rel == relative}
+        ]
+    if corrupt not in failed or failed[corrupt].get("reason") != "hash_mismatch":
+        problems.append(f"{corrupt} was not reported as corrupt")
+    if any(rel == corrupt for rel, _ in results):
+        problems.append(f"{corrupt} was analysed")
+    return problems

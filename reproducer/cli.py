@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--mode", choices=["memory", "disk", "both"], default="memory")
     demo.add_argument("--size_mb", type=_positive_int, default=64, help="size of the largest file")
-    demo.add_argument("--output_dir", type=Path, default=None, help="where disk modes write")
+    demo.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="rebuilt files (disk modes), plots and LOGS (default: ./reproducer_demo_output)",
+    )
     return parser
 
 

@@ -159,12 +159,21 @@ class AnalysisPool:
                     )
                     self._queue.append(job)
                     continue
-                log.error(
-                    "file=%s analysis failed %d times:\n%s",
-                    result.relative_path,
-                    job.attempts,
-                    result.error,
-                )
+                if result.permanent:  # the input, not the code: one line says it
+                    log.warning(
+                        "file=%s %s: %s",
+                        result.relative_path,
+                        result.analysis or "analysis",
+                        result.error.strip().splitlines()[-1],
+                    )
+                else:
+                    log.error(
+                        "file=%s %s failed %d times:\n%s",
+                        result.relative_path,
+                        result.analysis or "analysis",
+                        job.attempts,
+                        result.error,
+                    )
             results.append(result)
         self._dispatch()
         return results

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -858,9 +859,12 @@ def _in_progress_text(logs: Path) -> str:
     return "".join(p.read_text() for p in logs.glob("*in_progress*.csv"))
 
 
-def test_the_readme_demo_command(kafka_bootstrap: str) -> None:
+def test_the_readme_demo_command(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The demo runs the built-in analyses, prints its table, and checks every result."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "reproducer", "demo", "--size_mb", "3", "--mode", "both"]
     proc = subprocess.run(
-        [sys.executable, "-m", "reproducer", "demo", "--size_mb", "3", "--mode", "both"],
+        [*command, "--output_dir", str(out)],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
         capture_output=True,
         text=True,
@@ -868,8 +872,13 @@ def test_the_readme_demo_command(kafka_bootstrap: str) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "demo ok: one correct result for each of the 7 files" in proc.stdout
-    assert "datasets {'intensity': [64, 256]}" in proc.stdout
+    table = proc.stdout
+    assert "demo ok: 17 correct results for the 10 files" in table
+    assert "and hdf5/broken.h5 reported as corrupt" in table
+    assert "corrupt chunk(s), not matching their chunk hash: 2 (offset 524288)" in table
+    assert re.search(r"scan_001\.h5 +spectrum-peaks +ok +image frequency 0\.12\d+; 3 peaks", table)
+    assert re.search(r"xrd/quartz\.csv +metadata-json +ok +sample 'quartz SiO2'", table)
+    assert len(list((out / "plots").rglob("*.png"))) == 5
 
 
 def test_another_group_member_stops_the_run_loudly(
