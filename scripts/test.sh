@@ -15,6 +15,8 @@ fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# a lab's own package of analyses, installed apart: found by its entry point in the tests
+.venv/bin/python -m pip install --quiet ./tests/data/lab_analyses
 .venv/bin/python -m cluster.broker --fetch-only
 
 echo "== ruff"

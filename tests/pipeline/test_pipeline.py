@@ -544,6 +544,38 @@ def _envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], 
         consumer.close()
 
 
+def test_reproducer_run_finds_an_installed_package_analysis_by_entry_point(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """`reproducer run --analysis NAME` with NAME from another installed package's
+    ``ray_reproducer.analyses`` entry point (scripts/test.sh installs tests/data/lab_analyses)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "notes.txt").write_text("one\ntwo\nthree\n")
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "reproducer", "run", "--analysis", "lab-line-count"),
+            *("--config", str(config_file), "--topic_name", topic),
+            *("--producer_topic_name", results_topic, "--stop_when_idle", "4"),
+            *("--output_dir", str(tmp_path / "out"), "--n_analysis_actors", "1"),
+        ],
+        cwd=tmp_path,  # not the repository: the package must come from its installation
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ((name, headers, value),) = _envelopes(kafka_bootstrap, results_topic)
+    assert (name, value["version"], value["result"]) == ("lab-line-count", "2.0", {"lines": 3})
+    assert headers["reproducer.version"] == b"2.0"
+
+
 def test_start_up_mistakes_fail_at_once_with_what_to_fix(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
