@@ -65,6 +65,7 @@ class PipelineSettings:
     n_analysis_actors: int = 2
     actor_num_cpus: float = 1.0
     actor_resources: dict[str, float] = field(default_factory=dict)
+    ingest_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"ingest": 1}
     max_in_flight: int = 32
     max_held_bytes: int = 2 << 30
     max_retries: int = 2
@@ -227,7 +228,9 @@ def run_targets(
         raise ReproducerError(f"two analyses share a name: {[t.name for t in targets]}")
     _ensure_ray(settings.ray_address, dashboard=settings.ray_dashboard)
     for target in targets:
-        _check_resources(target.name, target.actor_options)
+        _check_resources(f"an actor of {target.name}", target.actor_options)
+    if settings.ingest_resources:
+        _check_resources("the ingest actor", {"resources": settings.ingest_resources})
     targets = [
         t if t.output_dir else dataclasses.replace(t, output_dir=settings.output_dir)
         for t in targets
@@ -286,7 +289,10 @@ def run_targets(
         # the producer first: the ingest actor joins the group, which a failed start
         # would leave with a member that is gone
         _check_started("producer", producer)
-        ingest = IngestActor.remote(ingest_settings)  # type: ignore[attr-defined]
+        placement = (
+            {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else {}
+        )
+        ingest = IngestActor.options(**placement).remote(ingest_settings)  # type: ignore[attr-defined]
         _check_started("ingest", ingest)
         started = True
         lock = ClusterLock(lock_actor)
@@ -352,7 +358,7 @@ def _check_resources(name: str, options: dict[str, Any]) -> None:
         for node in nodes
     )
     raise ReproducerError(
-        f"no node of the Ray cluster can host an actor of {name} needing {need} "
+        f"no node of the Ray cluster can host {name} needing {need} "
         f"(--analysis_num_cpus, --analysis_resources); the nodes offer: {offered}"
     )
 

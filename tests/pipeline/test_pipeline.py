@@ -594,6 +594,10 @@ def test_start_up_mistakes_fail_at_once_with_what_to_fix(
         SizeReproducer(
             config_file, topic, topic, analysis_resources={"gpu_xl": 1}, output_dir=out
         ).produce_processing_results_for_files_as_read()
+    with pytest.raises(ReproducerError, match=r"host the ingest actor needing .*'ingest': 1"):
+        SizeReproducer(
+            config_file, topic, topic, ingest_resources={"ingest": 1}, output_dir=out
+        ).produce_processing_results_for_files_as_read()
 
 
 def test_a_dead_ingest_actor_stops_the_run_loudly(
