@@ -212,6 +212,17 @@ class IngestActor:
         return self._ingest.snapshot()
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (common in analysis results) as plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
 def _memory() -> dict[str, int]:
     fields = {"VmRSS": "rss", "VmHWM": "peak_rss", "RssAnon": "anon"}
     out = {}
@@ -338,8 +349,20 @@ class AnalysisActor:
             return dataclasses.replace(base, error=text, permanent=permanent)
         if output is None:
             return dataclasses.replace(base, declined=True)
+        try:
+            return self._message(base, meta, output, started, time.perf_counter() - clock)
+        except Exception as exc:  # noqa: BLE001 - what user code returned cannot be sent
+            text = f"its result cannot be made a message: {type(exc).__name__}: {exc}"
+            return dataclasses.replace(base, error=text, permanent=True)
+
+    def _message(
+        self, base: AnalysisResult, meta: FileMeta, output: Any, started: float, seconds: float
+    ) -> AnalysisResult:
+        target = self._target
         if isinstance(output, ReproducerMessage) or target.kind != "analysis":
             key = output.msg_key
+            if not isinstance(key, str | bytes):
+                raise TypeError(f"msg_key must be str or bytes, not {type(key).__name__}")
             return dataclasses.replace(
                 base,
                 key=key.encode("utf-8") if isinstance(key, str) else key,
@@ -354,12 +377,13 @@ class AnalysisActor:
                 "size": meta.size,
                 "n_chunks": meta.n_total_chunks,
             },
-            "timing": {"started": started, "seconds": round(time.perf_counter() - clock, 6)},
+            "timing": {"started": started, "seconds": round(seconds, 6)},
             **self._where,
             "result": output,
         }
         key = f"{result_key(meta.subdir_str, meta.filename)}_{target.name}"
-        return dataclasses.replace(base, key=key.encode(), value=json.dumps(envelope).encode())
+        value = json.dumps(envelope, default=_plain)
+        return dataclasses.replace(base, key=key.encode(), value=value.encode())
 
     def ping(self) -> bool:
         return True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from reproducer.actors import AnalysisResult, FileTask
 from reproducer.errors import ReproducerError
@@ -125,6 +125,9 @@ class AnalysisPool:
             self._busy[index] -= 1
             try:
                 result: AnalysisResult = ray.get(ref)
+            except RayTaskError as exc:  # not user code's exception: the call itself failed
+                meta = job.task.meta
+                result = AnalysisResult(meta.file_id, meta.relative_path, error=str(exc)[-4000:])
             except RayActorError as exc:
                 meta = job.task.meta
                 log.warning(
