@@ -1,4 +1,4 @@
-"""Two analyses for the fan-out test: a slow one for .bin files, a fast one for all."""
+"""Two analyses for the fan-out test: a held-back one for .bin files, a fast one for all."""
 
 import time
 
@@ -13,8 +13,11 @@ class SlowSize(Analysis):
         self.calls = 0
 
     def analyze(self, datafile):
+        """Waits until the test creates <output_dir>/release (at most 2 minutes)."""
         self.calls += 1
-        time.sleep(1.5)
+        deadline = time.monotonic() + 120
+        while not (self.output_dir / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return {"size": len(datafile.bytestring), "calls_on_this_actor": self.calls}
 
 
