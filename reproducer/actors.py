@@ -27,7 +27,13 @@ import numpy as np
 import ray
 
 from reproducer.chunk import result_key
-from reproducer.datafile import DownloadDataFile, FileMeta, ReproducerMessage, encode_message_value
+from reproducer.datafile import (
+    DownloadDataFile,
+    FileMeta,
+    ReproducerMessage,
+    encode_message_value,
+    json_default,
+)
 from reproducer.ingest import Ingest, IngestSettings, IngestStats
 from reproducer.reassembly import CompletedFile, FileFailure
 
@@ -212,17 +218,6 @@ class IngestActor:
         return self._ingest.snapshot()
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays (common in analysis results) as plain JSON values."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
 def _memory() -> dict[str, int]:
     fields = {"VmRSS": "rss", "VmHWM": "peak_rss", "RssAnon": "anon"}
     out = {}
@@ -345,7 +340,8 @@ class AnalysisActor:
                 )
         except Exception as exc:  # noqa: BLE001 - user code: reported, maybe retried
             text = "".join(traceback.format_exception(exc))[-4000:]
-            permanent = type(exc).__name__ == "BadInput"  # analyses.BadInput, by name
+            # analyses.BadInput or a subclass, by name: reproducer does not import analyses
+            permanent = any(cls.__name__ == "BadInput" for cls in type(exc).__mro__)
             return dataclasses.replace(base, error=text, permanent=permanent)
         if output is None:
             return dataclasses.replace(base, declined=True)
@@ -382,7 +378,7 @@ class AnalysisActor:
             "result": output,
         }
         key = f"{result_key(meta.subdir_str, meta.filename)}_{target.name}"
-        value = json.dumps(envelope, default=_plain)
+        value = json.dumps(envelope, default=json_default)
         return dataclasses.replace(base, key=key.encode(), value=value.encode())
 
     def ping(self) -> bool:
@@ -428,10 +424,12 @@ class ProducerActor:
         )
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []
+        self._rejected: list[tuple[int, str]] = []  # refused before queueing: never sendable
         self._reported = threading.Condition()
         self._stop = threading.Event()
         self._transactional = transactional_id is not None
         self._txn = threading.Lock()  # no produce between a commit and the next begin
+        self._aborted = False
         if self._transactional and not self._init_error:
             # Fences any earlier producer with this id (a crashed run's zombie) and aborts
             # its open transaction: a read_committed reader never sees those results.
@@ -512,13 +510,18 @@ class ProducerActor:
 
     def abort(self) -> None:
         """Exactly-once, when the run fails: abort the open transaction now, so that
-        read_committed readers need not wait for it to time out."""
-        with self._txn:
-            self._abort()
+        read_committed readers need not wait for it to time out (once is enough)."""
+        if self._txn.acquire(timeout=5):
+            try:
+                if not self._aborted:
+                    self._abort()
+            finally:
+                self._txn.release()
 
     def _abort(self) -> None:
         from confluent_kafka import KafkaException  # noqa: PLC0415
 
+        self._aborted = True
         try:
             self._producer.abort_transaction(30)
         except KafkaException as exc:
@@ -546,17 +549,28 @@ class ProducerActor:
                 return
             except BufferError:
                 self._stop.wait(0.05)  # queue full: the poll thread makes room
+            except Exception as exc:  # noqa: BLE001 - too large, bad key type: never sendable
+                with self._reported:
+                    self._rejected.append((result.result_id, f"{type(exc).__name__}: {exc}"))
+                    self._reported.notify_all()
+                log.error("result for %s cannot be produced: %s", result.relative_path, exc)
+                return
 
     def take_acked(
         self, timeout: float = 0.0, linger: float = 0.02
-    ) -> tuple[list[int], list[tuple[int, str]]]:
-        """Result ids the broker acknowledged, and those it refused, since the last call; waits up to ``timeout`` for at least one, then ``linger`` for more."""
+    ) -> tuple[list[int], list[tuple[int, str]], list[tuple[int, str]]]:
+        """Result ids the broker acknowledged, those it refused (worth producing again),
+        and those the client rejected outright (never sendable), since the last call;
+        waits up to ``timeout`` for at least one, then ``linger`` for more."""
         with self._reported:
-            if self._reported.wait_for(lambda: self._acked or self._failed, timeout):
+            if self._reported.wait_for(
+                lambda: self._acked or self._failed or self._rejected, timeout
+            ):
                 self._reported.wait_for(lambda: False, linger)
             acked, self._acked = self._acked, []
             failed, self._failed = self._failed, []
-        return acked, failed
+            rejected, self._rejected = self._rejected, []
+        return acked, failed, rejected
 
     def flush(self, timeout: float = 30.0) -> int:
         left: int = self._producer.flush(timeout)

@@ -22,6 +22,7 @@ __all__ = [
     "JSONMessage",
     "ReproducerMessage",
     "encode_message_value",
+    "json_default",
 ]
 
 
@@ -177,4 +178,16 @@ def encode_message_value(value: Any) -> bytes:
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    return json.dumps(value).encode("utf-8")
+    return json.dumps(value, default=json_default).encode("utf-8")
+
+
+def json_default(value: Any) -> Any:
+    """For ``json.dumps(default=...)``: numpy scalars and arrays (common in analysis
+    results) and bytes as plain JSON values."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")

@@ -146,6 +146,7 @@ class _Books:
     acking: Any = None  # the driver's pending take_acked call
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     results_log: ResultsLog | None = None
+    dedupe: bool = True  # skip files the results CSV lists (one reference reproducer only)
     last_flush: float = 0.0
     # exactly-once: what the open transaction holds
     txn_results: list[int] = field(default_factory=list)  # result ids in it
@@ -265,7 +266,7 @@ def run_targets(
     )
     local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
-    books = _Books()
+    books = _Books(dedupe=len(targets) == 1 and targets[0].kind == "reproducer")
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / "LOGS", settings.producer_topic)
     restore = _install_signal_handlers(stop)
@@ -447,10 +448,10 @@ def _passes(  # noqa: PLR0917 - the loop state, passed once
             consuming = stats.assigned
             busy = bool(files or failures or stats.in_flight)
         if books.acking in ready_set:
-            acked, refused = ray.get(books.acking)
+            acked, refused, rejected = ray.get(books.acking)
             books.acking = None
-            _delivered(acked, refused, settings, producer, summary, books)
-            busy = busy or bool(acked or refused)
+            _delivered(acked, refused, rejected, settings, producer, summary, books)
+            busy = busy or bool(acked or refused or rejected)
         for pool in pools.values():
             results = pool.collect(ready)
             if results:
@@ -487,7 +488,13 @@ def _fan_out(
     results the results CSV already lists) ends at once."""
     meta = task.meta
     books.metas[meta.file_id] = meta
-    if books.results_log and books.results_log.already_produced(meta.relative_path, meta.file_hash):
+    # The results CSV (the reference's format) says which files have a result, not which
+    # analyses made it: it is trusted to skip a file only for one reference reproducer.
+    if (
+        books.dedupe
+        and books.results_log
+        and books.results_log.already_produced(meta.relative_path, meta.file_hash)
+    ):
         log.info("file=%s result already produced (results CSV): skipped", meta.relative_path)
         names = []
     else:
@@ -582,9 +589,15 @@ def _commit_transaction(
             f"the transaction of {len(results)} results could not commit; nothing of it "
             f"counts, and a restart redoes it: {_first_line(exc)}"
         ) from exc
+    _acknowledged(results, [], summary, books)  # committed: they count, whatever follows
     if offsets:
-        ray.get(ingest.confirm.remote(offsets), timeout=60)
-    _acknowledged(results, [], summary, books)
+        try:
+            ray.get(ingest.confirm.remote(offsets), timeout=60)
+        except ray.exceptions.RayError as exc:
+            raise ReproducerError(
+                f"the transaction committed, but the ingest actor did not take note: "
+                f"{_first_line(exc)}; a restart resumes after it"
+            ) from exc
     now = time.time()
     for file_id in done:
         books.file_ended(file_id, now)
@@ -593,19 +606,32 @@ def _commit_transaction(
 def _delivered(  # noqa: PLR0917 - the loop state, passed once
     acked: list[int],
     refused: list[tuple[int, str]],
+    rejected: list[tuple[int, str]],
     settings: PipelineSettings,
     producer: Any,
     summary: RunSummary,
     books: _Books,
 ) -> None:
     """At least once: acknowledged results end (their files may be committed past);
-    refused ones are produced again."""
+    rejected ones (never sendable: too large, say) end as failed; refused ones are
+    produced again, and too many refusals stop the run, after the rest has ended."""
     files = [books.producing[result_id].file_id for result_id in acked]
-    again = _acknowledged(acked, refused, summary, books)
-    if again:
-        books.produce_calls.append(producer.produce.remote(again))
+    _acknowledged(acked, [], summary, books)
     for file_id in files:
         _result_ended(settings, books, file_id)
+    for result_id, why in rejected:
+        result = books.producing.pop(result_id)
+        log.error(
+            "file=%s the %s result cannot be produced (%s): recorded as failed",
+            result.relative_path,
+            result.analysis,
+            why,
+        )
+        summary.n_files_failed += 1
+        _result_ended(settings, books, result.file_id)
+    again = _acknowledged([], refused, summary, books)
+    if again:
+        books.produce_calls.append(producer.produce.remote(again))
 
 
 def _acknowledged(
@@ -689,7 +715,7 @@ def _deliver_the_rest(
     calls = [books.acking] if books.acking is not None else []
     books.acking = None
     for call in [*calls, producer.take_acked.remote(0.0)]:
-        acked, refused = ray.get(call, timeout=30)
+        acked, refused, rejected = ray.get(call, timeout=30)
         for result_id, why in refused:
             result = books.producing[result_id]
             log.error("file=%s result not delivered at shutdown: %s", result.relative_path, why)
@@ -697,6 +723,8 @@ def _deliver_the_rest(
         _acknowledged(acked, [], summary, books)
         for file_id in files:
             _result_ended(settings, books, file_id)
+        for result_id, _ in rejected:  # logged by the producer; recorded as failed
+            _result_ended(settings, books, books.producing.pop(result_id).file_id)
     if books.finish_now:
         ray.get(ingest.finish.remote(books.finish_now), timeout=30)
         books.finish_now = []
