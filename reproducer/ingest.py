@@ -134,7 +134,8 @@ class Ingest:
         self._last_timestamp: dict[int, int] = {}  # partition -> last message's timestamp
         self._last_message_at: dict[int, float] = {}  # partition -> when (monotonic)
         self._behind: tuple[int, float] | None = None  # catching up on: (partition, since)
-        self._stalled: dict[int, int] = {}  # partition -> position where it gave nothing
+        # partition -> position (None: not read yet) where, chosen, it gave nothing
+        self._stalled: dict[int, int | None] = {}
         self._lost_partitions: str = ""
         self._closing = False
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
@@ -427,10 +428,8 @@ class Ingest:
             wanted = set(self._assigned)
         elif held > (budget // 4 if self.stats.catching_up else budget // 2):
             behind = self._furthest_behind()
-            # Partitions not read yet in this run are never held back: they may well hold
-            # the missing chunks. With none known to be behind, everything is read.
-            read = {p for p in self._assigned if self._tracker.position(p) is not None}
-            wanted = read - {behind} if behind is not None else set()
+            # With no partition known to have something to read, everything is read.
+            wanted = set(self._assigned) - {behind} if behind is not None else set()
         else:
             wanted = set()
         if full and not self.stats.paused:
@@ -455,9 +454,10 @@ class Ingest:
         )
 
     def _furthest_behind(self) -> int | None:
-        """The partition known to have unread messages whose last message read is the
-        oldest, or ``None``. One chosen that gives nothing for 2 s (only transaction
-        markers left, a stale watermark) is passed over until it moves."""
+        """The partition whose last message read is the oldest among those that may have
+        more (one not read yet in this run comes first), or ``None``. One chosen that gives
+        nothing for 2 s (empty, only transaction markers left, a stale watermark) is
+        passed over until it moves."""
         from confluent_kafka import TopicPartition  # noqa: PLC0415
 
         now = time.monotonic()
@@ -465,12 +465,15 @@ class Ingest:
             partition, chosen_at = self._behind
             position = self._tracker.position(partition)
             quiet = self._last_message_at.get(partition, 0.0) < chosen_at
-            if quiet and now - chosen_at >= 2.0 and position is not None:
+            if quiet and now - chosen_at >= 2.0:
                 self._stalled[partition] = position
         candidates = []
         for partition in self._assigned:
             position = self._tracker.position(partition)
-            if position is None or self._stalled.get(partition) == position:
+            if partition in self._stalled and self._stalled[partition] == position:
+                continue
+            if position is None:  # not read yet: its chunks are the oldest we may lack
+                candidates.append((-1, partition))
                 continue
             _, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.settings.topic, partition), cached=True
