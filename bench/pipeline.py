@@ -56,27 +56,19 @@ def fft_work(data: Any) -> float:
 
 class TrivialReproducer(DataFileStreamReproducer):
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
-        return JSONMessage(
-            datafile,
-            {
-                "file": str(datafile.relative_filepath),
-                "size": datafile.size,
-                "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
-            },
-        )
+        return JSONMessage(datafile, self.summary(datafile))
+
+    def summary(self, datafile: Any) -> dict[str, Any]:
+        return {
+            "file": str(datafile.relative_filepath),
+            "size": datafile.size,
+            "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
+        }
 
 
-class FFTReproducer(DataFileStreamReproducer):
-    def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
-        return JSONMessage(
-            datafile,
-            {
-                "file": str(datafile.relative_filepath),
-                "size": datafile.size,
-                "sha256": hashlib.sha256(datafile.buffer).hexdigest(),
-                "fft_sum": fft_work(datafile.buffer),
-            },
-        )
+class FFTReproducer(TrivialReproducer):
+    def summary(self, datafile: Any) -> dict[str, Any]:
+        return {**super().summary(datafile), "fft_sum": fft_work(datafile.buffer)}
 
 
 def make_data(root: Path, n: int, size: int) -> int:

@@ -27,11 +27,11 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
@@ -270,18 +270,10 @@ class Ingest:
         log.debug("committed %s", moved)
 
     def _transactional_commits(self) -> None:
-        while True:
-            try:
-                moved = self._confirmed.get_nowait()
-            except queue.Empty:
-                break
+        for moved in _take_all(self._confirmed):
             self._tracker.confirm(moved)
             self.stats.committed.update(moved)
-        while True:
-            try:
-                request = self._commit_requests.get_nowait()
-            except queue.Empty:
-                return
+        for request in _take_all(self._commit_requests):
             try:
                 self._outcomes(self._reassembler.flush())
                 self._apply_finished()
@@ -381,11 +373,7 @@ class Ingest:
         self._on_failure(failure)
 
     def _apply_finished(self) -> None:
-        while True:
-            try:
-                file_id = self._finished.get_nowait()
-            except queue.Empty:
-                return
+        for file_id in _take_all(self._finished):
             self._in_flight.pop(file_id, None)
             self._tracker.finish(file_id)
 
@@ -570,9 +558,16 @@ class _DeadLetters:
             self._producer.flush(30)
         else:
             self._producer.poll(0)
-        done = []
-        while True:
-            try:
-                done.append(self._done.get_nowait())
-            except queue.Empty:
-                return done
+        return list(_take_all(self._done))
+
+
+T = TypeVar("T")
+
+
+def _take_all(waiting: queue.SimpleQueue[T]) -> Iterator[T]:
+    """What is in the queue now (put by other threads), without waiting."""
+    while True:
+        try:
+            yield waiting.get_nowait()
+        except queue.Empty:
+            return

@@ -716,15 +716,10 @@ def _deliver_the_rest(
     books.acking = None
     for call in [*calls, producer.take_acked.remote(0.0)]:
         acked, refused, rejected = ray.get(call, timeout=30)
-        for result_id, why in refused:
+        for result_id, why in refused:  # not produced again: left uncommitted
             result = books.producing[result_id]
             log.error("file=%s result not delivered at shutdown: %s", result.relative_path, why)
-        files = [books.producing[result_id].file_id for result_id in acked]
-        _acknowledged(acked, [], summary, books)
-        for file_id in files:
-            _result_ended(settings, books, file_id)
-        for result_id, _ in rejected:  # logged by the producer; recorded as failed
-            _result_ended(settings, books, books.producing.pop(result_id).file_id)
+        _delivered(acked, [], rejected, settings, producer, summary, books)
     if books.finish_now:
         ray.get(ingest.finish.remote(books.finish_now), timeout=30)
         books.finish_now = []
