@@ -29,6 +29,7 @@ class AnalysesRun(DataFileStreamReproducer):
     def get_command_line_arguments(cls) -> tuple[list[str], dict[str, Any]]:
         args, kwargs = super().get_command_line_arguments()
         kwargs["analysis"] = ""
+        kwargs["n_actors"] = None
         return args, kwargs
 
     @classmethod
@@ -52,9 +53,19 @@ class AnalysesRun(DataFileStreamReproducer):
 
 def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Target]:
     """What the pipeline runs for these analyses; a registered reproducer class is made
-    with the run's own config and topics, and keeps the reference's results."""
+    with the run's own config and topics, and keeps the reference's results.
+
+    The run's deployment flags apply on top of what each analysis registered:
+    ``--analysis_resources`` adds custom resources (``{"analysis": 1}`` puts every
+    analysis actor on the nodes that offer it) and ``--n_actors`` sets how many actors.
+    """
+    extra = dict(run._settings.actor_resources)
+    counts = _n_actors(run.options.get("n_actors"), [spec.name for spec in specs])
     out = []
     for spec in specs:
+        options = spec.resources.actor_options()
+        if extra:
+            options["resources"] = {**options.get("resources", {}), **extra}
         payload: Any = spec.factory
         kind = "analysis"
         if inspect.isclass(payload) and issubclass(payload, DataFileStreamReproducer):
@@ -67,9 +78,31 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
                 kind=kind,
                 version=spec.version,
                 files=spec.files,
-                actor_options=spec.resources.actor_options(),
-                n_actors=spec.resources.n_actors,
+                actor_options=options,
+                n_actors=counts.get(spec.name, spec.resources.n_actors),
                 topic=spec.topic,
             )
         )
     return out
+
+
+def _n_actors(text: str | None, names: list[str]) -> dict[str, int]:
+    """``--n_actors``: ``N`` for every analysis, or ``NAME=N[,NAME=N]``."""
+    if not text:
+        return {}
+    counts: dict[str, int] = {}
+    for part in str(text).split(","):
+        name, _, number = part.strip().rpartition("=")
+        try:
+            count = int(number)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ReproducerError(f"--n_actors {text!r}: {part!r} is not a count >= 1")
+        if not name:
+            counts.update(dict.fromkeys(names, count))
+        elif name not in names:
+            raise ReproducerError(f"--n_actors: {name!r} is not one of the analyses run: {names}")
+        else:
+            counts[name] = count
+    return counts

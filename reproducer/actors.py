@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -41,6 +42,7 @@ __all__ = [
     "AnalysisActor",
     "AnalysisResult",
     "ClusterLock",
+    "FileSource",
     "FileTask",
     "IngestActor",
     "LockActor",
@@ -91,13 +93,15 @@ class Target:
     output_dir: Path | None = None  # handed to analyses (plots and other large outputs)
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
+@ray.remote(num_cpus=0, max_concurrency=4, concurrency_groups={"files": 2})  # type: ignore[call-overload]  # actor options
 class IngestActor:
     """Threaded: the ingest loop runs on its own thread; ``take`` waits for files while
-    ``finish`` calls go straight through."""
+    ``finish`` calls go straight through; ``read_file`` (analysis actors on other nodes,
+    disk mode) has threads of its own."""
 
     def __init__(self, settings: IngestSettings) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        self._output_dir = settings.output_dir.resolve() if settings.output_dir else None
         self._outbox: deque[FileTask] = deque()
         self._failures: deque[FileFailure] = deque()
         self._ready = threading.Condition()
@@ -198,6 +202,19 @@ class IngestActor:
     def confirm(self, offsets: dict[int, int]) -> None:
         self._ingest.confirm(offsets)
 
+    def node(self) -> str:
+        """The id of the node it runs on."""
+        return str(self._node)
+
+    @ray.method(concurrency_group="files")
+    def read_file(self, path: str) -> np.ndarray:
+        """The bytes of a file this actor rebuilt on disk, for an analysis actor on a node
+        that cannot read it there; only files under the output folder are served."""
+        resolved = Path(path).resolve()
+        if self._output_dir is None or not resolved.is_relative_to(self._output_dir):
+            raise PermissionError(f"{path} is not a rebuilt file under the output folder")
+        return np.fromfile(resolved, dtype=np.uint8)
+
     def memory(self) -> dict[str, int]:
         """This process's resident memory (``rss``; ``anon``: its private part, without the
         object store's shared pages it wrote) now, at its peak, and before reading."""
@@ -293,17 +310,29 @@ class ClusterLock:
         self.release()
 
 
+@dataclass(frozen=True)
+class FileSource:
+    """Where an analysis actor gets a file rebuilt on disk on another node: ``transfer``
+    ``auto`` reads it in place when this node sees it (same machine, shared output_dir)
+    and else asks ``ingest``; ``always`` asks ``ingest`` for every such file."""
+
+    ingest: Any = None
+    transfer: str = "auto"
+
+
 @ray.remote
 class AnalysisActor:
     """Runs one target on the files it is given: a reproducer's
     ``_get_processing_result_message_for_file(datafile, lock)``, or an analysis's
     ``analyze(datafile)`` (set up once here, its result wrapped in an envelope)."""
 
-    def __init__(self, target: Target, lock: ClusterLock, local_dir: str) -> None:
+    def __init__(self, target: Target, lock: ClusterLock, source: FileSource) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self._target = target
         self._lock = lock
-        self._local_dir = Path(local_dir)
+        self._source = source
+        actor_id = ray.get_runtime_context().get_actor_id()
+        self._local_dir = Path(tempfile.gettempdir()) / "ray-reproducer-files" / str(actor_id)
         self._headers = (
             ("reproducer.analysis", target.name.encode()),
             ("reproducer.version", target.version.encode()),
@@ -321,7 +350,25 @@ class AnalysisActor:
             self._instance = target.payload
 
     def analyze(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
-        datafile = DownloadDataFile(meta, data, local_dir=self._local_dir)
+        source = self._source
+        here = meta.node_id == self._where["node"]
+        datafile = DownloadDataFile(
+            meta,
+            data,
+            local_dir=self._local_dir,
+            fetch=(
+                (lambda: ray.get(source.ingest.read_file.remote(meta.path)))
+                if meta.path is not None and source.ingest is not None
+                else None
+            ),
+            trust_path=here or source.transfer == "auto",
+        )
+        try:
+            return self._analyze(meta, datafile)
+        finally:
+            datafile.discard()
+
+    def _analyze(self, meta: FileMeta, datafile: DownloadDataFile) -> AnalysisResult:
         target = self._target
         base = AnalysisResult(
             meta.file_id,
@@ -381,8 +428,9 @@ class AnalysisActor:
         value = json.dumps(envelope, default=json_default)
         return dataclasses.replace(base, key=key.encode(), value=value.encode())
 
-    def ping(self) -> bool:
-        return True
+    def ping(self) -> str:
+        """Its node's id, once placed and set up."""
+        return str(self._where["node"])
 
     def close(self) -> None:
         if self._target.kind == "analysis":

@@ -8,6 +8,7 @@ changing imports only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,18 +50,31 @@ class FileMeta:
 class DownloadDataFile:
     """A fully reconstructed data file.
 
-    ``bytestring`` works in every mode; ``full_filepath`` in ``disk`` and ``both`` mode (a
-    copy is written where the analysis runs if the file was rebuilt on another node).
+    ``bytestring`` works in every mode; ``full_filepath`` in ``disk`` and ``both`` mode.
     ``buffer`` is a zero-copy, read-only view of the bytes, for code that can use one.
+
+    Across nodes: the rebuilt file is read where it is when this node sees it there (the
+    same machine, or a shared ``output_dir``); otherwise its bytes come from the object
+    store (sent along in ``both`` mode, asked of the ingest actor by ``fetch`` in ``disk``
+    mode) and ``full_filepath`` is a copy under ``local_dir``, removed by ``discard()``.
     """
 
     def __init__(
-        self, meta: FileMeta, data: np.ndarray | None, *, local_dir: Path | None = None
+        self,
+        meta: FileMeta,
+        data: np.ndarray | None,
+        *,
+        local_dir: Path | None = None,
+        fetch: Callable[[], np.ndarray] | None = None,
+        trust_path: bool = True,
     ) -> None:
         self._meta = meta
         self._data = data
         self._bytes: bytes | None = None
         self._local_dir = local_dir
+        self._fetch = fetch
+        self._trust_path = trust_path  # False: a path on another node is never read here
+        self._copy: Path | None = None
 
     @property
     def filename(self) -> str:
@@ -98,10 +112,16 @@ class DownloadDataFile:
         if self._bytes is None:
             if self._data is not None:
                 self._bytes = self._data.tobytes()
-            elif self._meta.path is not None:
-                self._bytes = Path(self._meta.path).read_bytes()
+            elif (path := self._visible_path()) is not None or (path := self._copy) is not None:
+                self._bytes = path.read_bytes()
+            elif self._fetch is not None:
+                self._data = self._fetch()
+                self._bytes = self._data.tobytes()
             else:
-                raise RuntimeError(f"no bytes available for {self._meta.relative_path}")
+                raise RuntimeError(
+                    f"{self._meta.relative_path}: the rebuilt file is not readable on this "
+                    "node and its bytes were not sent"
+                )
         return self._bytes
 
     @property
@@ -109,15 +129,38 @@ class DownloadDataFile:
         """Where the file is on disk (``disk``/``both`` mode), on the node of the caller."""
         if self._meta.path is None:
             return None
-        path = Path(self._meta.path)
-        if path.is_file() or self._data is None or self._local_dir is None:
+        path = self._visible_path()
+        if path is not None:
             return path
-        # Rebuilt on another node: write a local copy once, from the bytes sent along.
-        local = self._local_dir / self._meta.relative_path
-        if not local.is_file():
+        if self._copy is None:
+            if self._local_dir is None:
+                return Path(self._meta.path)
+            if self._data is None and self._fetch is not None:
+                self._data = self._fetch()
+            if self._data is None:
+                return Path(self._meta.path)
+            # Rebuilt on another node: write a local copy once, from the bytes sent along.
+            local = self._local_dir / self._meta.relative_path
             local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_bytes(self._data.tobytes())
-        return local
+            with local.open("wb") as handle:
+                handle.write(memoryview(self._data.data))
+            self._copy = local
+        return self._copy
+
+    def discard(self) -> None:
+        """Remove the local copy, if one was made (after the analysis returned)."""
+        if self._copy is not None:
+            self._copy.unlink(missing_ok=True)
+            self._copy = None
+
+    def _visible_path(self) -> Path | None:
+        if self._meta.path is None or not self._trust_path:
+            return None
+        path = Path(self._meta.path)
+        try:
+            return path if path.stat().st_size == self._meta.size else None
+        except OSError:
+            return None
 
     # the reference's names for the same things
     @property

@@ -14,6 +14,7 @@ __all__ = [
     "ReproducerError",
     "UnsafePathError",
     "UploadError",
+    "first_line",
 ]
 
 
@@ -82,3 +83,8 @@ class UploadError(ReproducerError):
         self.failed = dict(failed)
         listed = "; ".join(f"{path}: {why}" for path, why in sorted(self.failed.items()))
         super().__init__(f"{len(self.failed)} file(s) not fully delivered: {listed}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (Ray's span many)."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import os
 import re
 import signal
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,12 +20,15 @@ from types import FrameType
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cluster.ray_launch import connect
 from reproducer._storage import Mode
 from reproducer.actors import (
     AnalysisActor,
     AnalysisResult,
     ClusterLock,
+    FileSource,
     FileTask,
     IngestActor,
     LockActor,
@@ -38,7 +38,7 @@ from reproducer.actors import (
 )
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
-from reproducer.errors import ReproducerError
+from reproducer.errors import ReproducerError, first_line
 from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
@@ -62,6 +62,7 @@ class PipelineSettings:
     download_regex: str | None = None
     ray_address: str | None = None
     ray_dashboard: bool = False  # when starting local Ray
+    file_transfer: str = "auto"  # disk mode across nodes: "auto" or "always" (FileSource)
     n_analysis_actors: int = 2
     actor_num_cpus: float = 1.0
     actor_resources: dict[str, float] = field(default_factory=dict)
@@ -177,29 +178,6 @@ class _Books:
         self.delivered.discard(file_id)
 
 
-def _ensure_ray(address: str | None, *, dashboard: bool = False) -> None:
-    if ray.is_initialized():
-        return
-    # Workers import the user's modules from the driver's path (python -m from a folder).
-    paths = [p for p in sys.path if p and Path(p).is_dir()]
-    python_path = os.pathsep.join(dict.fromkeys([str(Path.cwd()), *paths]))
-    if address is not None:
-        env = {"PYTHONPATH": python_path}
-        ray.init(address=address, runtime_env={"env_vars": env}, logging_level=logging.WARNING)
-        return
-    # Local Ray: its workers inherit this environment, which is seconds faster to start
-    # than a runtime environment; the dashboard costs seconds more and is opt-in.
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = python_path
-    try:
-        ray.init(include_dashboard=dashboard, logging_level=logging.WARNING)
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
-
-
 def run_pipeline(
     reproducer: Any, settings: PipelineSettings, stop: threading.Event | None = None
 ) -> RunSummary:
@@ -225,9 +203,16 @@ def run_targets(
     target with its own pool of actors.
     """
     stop = stop or threading.Event()
+    if settings.file_transfer not in ("auto", "always"):
+        raise ReproducerError(
+            f"file_transfer must be 'auto' or 'always', not {settings.file_transfer!r}"
+        )
     if len({t.name for t in targets}) != len(targets):
         raise ReproducerError(f"two analyses share a name: {[t.name for t in targets]}")
-    _ensure_ray(settings.ray_address, dashboard=settings.ray_dashboard)
+    try:
+        connect(settings.ray_address, dashboard=settings.ray_dashboard)
+    except ConnectionError as exc:
+        raise ReproducerError(str(exc)) from exc
     for target in targets:
         _check_resources(f"an actor of {target.name}", target.actor_options)
     if settings.ingest_resources:
@@ -264,20 +249,27 @@ def run_targets(
         hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
     )
-    local_dir = str(Path(tempfile.gettempdir()) / "ray-reproducer-files")
     summary = RunSummary()
     books = _Books(dedupe=len(targets) == 1 and targets[0].kind == "reproducer")
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / "LOGS", settings.producer_topic)
     restore = _install_signal_handlers(stop)
-    lock_actor = LockActor.remote()  # type: ignore[attr-defined]
+    # The producer and the lock live on the driver's node: a lost analysis node never
+    # takes them along (a lost driver node ends the run anyway). So does the ingest actor
+    # unless --ingest_resources places it (near the brokers, say).
+    here = {
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False
+        )
+    }
+    lock_actor = LockActor.options(**here).remote()  # type: ignore[attr-defined]
     # Stable across restarts of the same group: a restarted run fences its crashed one.
     transactional_id = (
         f"ray-reproducer.{consumer['group.id']}.{settings.consumer_topic}"
         if settings.exactly_once
         else None
     )
-    producer = ProducerActor.remote(  # type: ignore[attr-defined]
+    producer = ProducerActor.options(**here).remote(  # type: ignore[attr-defined]
         settings.config.producer_settings(),
         settings.producer_topic,
         transactional_id,
@@ -291,27 +283,29 @@ def run_targets(
         # would leave with a member that is gone
         _check_started("producer", producer)
         placement = (
-            {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else {}
+            {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else here
         )
         ingest = IngestActor.options(**placement).remote(ingest_settings)  # type: ignore[attr-defined]
         _check_started("ingest", ingest)
         started = True
         lock = ClusterLock(lock_actor)
+        source = FileSource(ingest, settings.file_transfer)
         for target in targets:
             options = {**target.actor_options, "max_restarts": 0}
             pools[target.name] = AnalysisPool(
-                _actor_maker(options, shared[target.name], lock, local_dir),
+                _actor_maker(options, shared[target.name], lock, source),
                 target.n_actors,
                 max_retries=settings.max_retries,
                 on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
             )
         for pool in pools.values():
             pool.wait_started(settings.startup_timeout)
+        _log_placement(ray.get(ingest.node.remote()), pools)
         _loop(settings, stop, ingest, producer, pools, targets, summary, books)
         ended_cleanly = True
     except ray.exceptions.RayActorError as exc:
         raise ReproducerError(
-            f"a pipeline actor died: {_first_line(exc)}; a restart resumes from the "
+            f"a pipeline actor died: {first_line(exc)}; a restart resumes from the "
             "committed offsets"
         ) from exc
     finally:
@@ -328,15 +322,35 @@ def run_targets(
     return summary
 
 
-def _actor_maker(options: dict[str, Any], target: Any, lock: ClusterLock, local_dir: str) -> Any:
+def _log_placement(ingest_node: str, pools: dict[str, AnalysisPool]) -> None:
+    """Which node runs what (a node by its address and id; ``ray status`` lists them)."""
+    names = {
+        node["NodeID"]: node.get("NodeManagerAddress", "?")
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
+    }
+
+    def where(node: str) -> str:
+        return f"{names.get(node, '?')} ({node})"
+
+    log.info("placement: ingest actor on node %s", where(ingest_node))
+    for name, pool in pools.items():
+        counts: dict[str, int] = {}
+        for node in pool.nodes:
+            counts[node] = counts.get(node, 0) + 1
+        log.info(
+            "placement: %s: %s",
+            name,
+            ", ".join(f"{n} actor(s) on node {where(node)}" for node, n in counts.items()),
+        )
+
+
+def _actor_maker(
+    options: dict[str, Any], target: Any, lock: ClusterLock, source: FileSource
+) -> Any:
     def make() -> Any:
-        return AnalysisActor.options(**options).remote(target, lock, local_dir)  # type: ignore[attr-defined]
+        return AnalysisActor.options(**options).remote(target, lock, source)  # type: ignore[attr-defined]
 
     return make
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _check_resources(name: str, options: dict[str, Any]) -> None:
@@ -587,7 +601,7 @@ def _commit_transaction(
     except ray.exceptions.RayError as exc:
         raise ReproducerError(
             f"the transaction of {len(results)} results could not commit; nothing of it "
-            f"counts, and a restart redoes it: {_first_line(exc)}"
+            f"counts, and a restart redoes it: {first_line(exc)}"
         ) from exc
     _acknowledged(results, [], summary, books)  # committed: they count, whatever follows
     if offsets:
@@ -596,7 +610,7 @@ def _commit_transaction(
         except ray.exceptions.RayError as exc:
             raise ReproducerError(
                 f"the transaction committed, but the ingest actor did not take note: "
-                f"{_first_line(exc)}; a restart resumes after it"
+                f"{first_line(exc)}; a restart resumes after it"
             ) from exc
     now = time.time()
     for file_id in done:
@@ -696,7 +710,7 @@ def _drain(
         if commit:
             raise
         # the run is failing already: say what else went wrong, keep its error
-        log.error("could not drain the pipeline: %s", _first_line(exc))
+        log.error("could not drain the pipeline: %s", first_line(exc))
         return
     summary.stats = stats
     summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages

@@ -4,6 +4,10 @@ Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` fi
 flight (``ray.wait``, never an unbounded queue). An exception in user code is retried on
 another actor up to ``max_retries`` times, then recorded as failed; ``None`` from user
 code is failed at once; an actor that dies is replaced and its files are run again.
+
+Node failure: an actor whose node died (removed, preempted) is replaced too, and its files
+run again without counting against them. A replacement gets files only once Ray placed it,
+so files wait for a live actor, never behind one that has nowhere to run.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from reproducer.actors import AnalysisResult, FileTask
-from reproducer.errors import ReproducerError
+from reproducer.errors import ReproducerError, first_line
 
 __all__ = ["AnalysisPool"]
 
@@ -52,6 +56,10 @@ class AnalysisPool:
         self._on_death = on_death
         self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
         self._busy: list[int] = [0] * n_actors
+        self._placed: list[bool] = [False] * n_actors
+        self._nodes: list[str] = [""] * n_actors  # each placed actor's node id
+        self._pings: dict[Any, int] = {}  # a replacement's ping -> its index
+        self._unplaced_since = 0.0
         self._per_actor = per_actor
         self._max_retries = max_retries
         self._queue: deque[_Job] = deque()
@@ -87,18 +95,19 @@ class AnalysisPool:
                 list(pending), num_returns=len(pending), timeout=min(left, report_every)
             )
             for ref in ready:
-                pending.pop(ref)
+                index = pending.pop(ref)
                 try:
-                    ray.get(ref)
+                    self._nodes[index] = ray.get(ref)
                 except RayActorError as exc:
                     raise ReproducerError(f"an analysis actor could not start: {exc}") from exc
+                self._placed[index] = True
             if pending:
                 log.info("waiting for %d analysis actors to be placed", len(pending))
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every actor: files still running are abandoned (their offsets stay
         uncommitted); idle actors run their ``close`` hook first, within ``timeout``."""
-        idle = [a for i, a in enumerate(self._actors) if not self._busy[i]]
+        idle = [a for i, a in enumerate(self._actors) if self._placed[i] and not self._busy[i]]
         if idle:
             ray.wait([a.close.remote() for a in idle], num_returns=len(idle), timeout=timeout)
         for actor in self._actors:
@@ -111,14 +120,23 @@ class AnalysisPool:
 
     @property
     def running(self) -> list[Any]:
-        """References to wait on (``ray.wait``) alongside other work."""
+        """References to wait on (``ray.wait``) alongside other work: analyses, and
+        replacement actors not placed yet."""
         self._dispatch()
-        return list(self._running)
+        return [*self._running, *self._pings]
+
+    @property
+    def nodes(self) -> list[str]:
+        """The node id of each placed actor."""
+        return [node for node, placed in zip(self._nodes, self._placed, strict=True) if placed]
 
     def collect(self, ready: list[Any]) -> list[AnalysisResult]:
         """Results of the finished references among ``ready``; retries and replacements."""
         results = []
         for ref in ready:
+            if ref in self._pings:
+                self._placed_now(ref)
+                continue
             if ref not in self._running:
                 continue
             job, index, actor = self._running.pop(ref)
@@ -130,13 +148,24 @@ class AnalysisPool:
                 result = AnalysisResult(meta.file_id, meta.relative_path, error=str(exc)[-4000:])
             except RayActorError as exc:
                 meta = job.task.meta
+                # A lost node shows as an unreachable actor (its raylet's socket closed) or as a
+                # node the cluster no longer lists; an actor whose own process died is not.
+                node_died = (
+                    exc.preempted
+                    or isinstance(exc, ActorUnavailableError)
+                    or not _alive(self._nodes[index])
+                )
                 log.warning(
-                    "analysis actor %d died on %s; replacing it: %s", index, meta.relative_path, exc
+                    "analysis actor %d died on %s%s; replacing it: %s",
+                    index,
+                    meta.relative_path,
+                    " (its node is gone or unreachable)" if node_died else "",
+                    first_line(exc),
                 )
                 if self._actors[index] is actor:  # not yet replaced for another file it held
-                    self._on_death(actor)
-                    self._actors[index] = self._make_actor()
-                job.deaths += 1
+                    self._replace(index)
+                if not node_died:  # a lost node is not the file's fault
+                    job.deaths += 1
                 if job.deaths < MAX_DEATHS:
                     self._queue.appendleft(
                         job
@@ -181,6 +210,27 @@ class AnalysisPool:
         self._dispatch()
         return results
 
+    def _replace(self, index: int) -> None:
+        self._on_death(self._actors[index])
+        actor = self._make_actor()
+        self._actors[index], self._placed[index] = actor, False
+        self._pings[actor.ping.remote()] = index
+        if not self._unplaced_since:
+            self._unplaced_since = time.monotonic()
+
+    def _placed_now(self, ref: Any) -> None:
+        index = self._pings.pop(ref)
+        try:
+            self._nodes[index] = ray.get(ref)
+        except RayActorError as exc:  # could not start where Ray put it: another try
+            log.warning("a replacement analysis actor failed to start: %s", first_line(exc))
+            self._replace(index)
+            return
+        self._placed[index] = True
+        log.info("replacement analysis actor %d placed on node %s", index, self._nodes[index])
+        if all(self._placed):
+            self._unplaced_since = 0.0
+
     def _dispatch(self) -> None:
         """Start queued jobs in order; a retry waits for an actor other than the one its
         last attempt failed on (when there is another), and jobs behind it go first."""
@@ -190,7 +240,10 @@ class AnalysisPool:
             index = self._free_actor(job.last_actor)
             if index is None:
                 waiting.append(job)
-                if not any(n < self._per_actor for n in self._busy):
+                if not any(
+                    n < self._per_actor and placed
+                    for n, placed in zip(self._busy, self._placed, strict=True)
+                ):
                     break  # every actor is full: nothing else can start either
                 continue
             actor = self._actors[index]
@@ -201,7 +254,29 @@ class AnalysisPool:
         self._queue = waiting
 
     def _free_actor(self, avoid: int) -> int | None:
-        candidates = [i for i, n in enumerate(self._busy) if n < self._per_actor]
-        if len(self._actors) > 1:
+        candidates = [
+            i for i, n in enumerate(self._busy) if n < self._per_actor and self._placed[i]
+        ]
+        if sum(self._placed) > 1:
             candidates = [i for i in candidates if i != avoid]
+        if not any(self._placed) and self._queue:
+            self._warn_unplaced()
         return min(candidates, key=lambda i: self._busy[i]) if candidates else None
+
+    def _warn_unplaced(self) -> None:
+        waited = time.monotonic() - self._unplaced_since
+        if waited >= 30:
+            log.warning(
+                "%d files wait: no analysis actor is placed for %.0f s; does a live node "
+                "offer the resources they ask for?",
+                len(self._queue),
+                waited,
+            )
+            self._unplaced_since = time.monotonic()
+
+
+def _alive(node_id: str) -> bool:
+    return any(
+        node["NodeID"] == node_id and node.get("Alive")
+        for node in ray.nodes()  # type: ignore[no-untyped-call]
+    )

@@ -89,7 +89,16 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "help": "log file level",
     },
     "logger_file_path": {"type": Path, "help": "log file (default: <output_dir>/LOGS/<Class>.log)"},
-    "ray_address": {"help": "Ray cluster address (default: start Ray locally)"},
+    "ray_address": {
+        "help": "Ray cluster to join: host:port, 'auto' (the one started on this machine) or "
+        "'local' (default: the job's cluster inside `ray job submit`, else a new local Ray)"
+    },
+    "file_transfer": {
+        "choices": ["auto", "always"],
+        "help": "disk modes across nodes: 'auto' reads a rebuilt file in place where the "
+        "analysis node sees it (same machine, shared output_dir) and otherwise sends it "
+        "through the object store; 'always' sends every file rebuilt on another node",
+    },
     "ray_dashboard": {
         "action": "store_true",
         "help": "with local Ray, also start its dashboard (a few seconds more start-up)",
@@ -120,6 +129,10 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "help": "registered analyses to run: NAME[,NAME] or package.module:Class (each file "
         "goes to every analysis whose file pattern matches it)"
     },
+    "n_actors": {
+        "help": "actors per registered analysis: N for each, or NAME=N[,NAME=N] (default: "
+        "what each analysis registered)"
+    },
     "check_chunk_hashes": {
         "action": "store_true",
         "help": "check each chunk's SHA-512 on arrival, as the reference does (by default the "
@@ -148,6 +161,7 @@ class DataFileStreamReproducer:
         update_seconds: float = 300.0,
         ray_address: str | None = None,
         ray_dashboard: bool = False,
+        file_transfer: str = "auto",
         n_analysis_actors: int = 2,
         analysis_num_cpus: float = 1.0,
         analysis_resources: dict[str, float] | None = None,
@@ -188,6 +202,7 @@ class DataFileStreamReproducer:
             download_regex=download_regex,
             ray_address=ray_address,
             ray_dashboard=ray_dashboard,
+            file_transfer=file_transfer,
             n_analysis_actors=n_analysis_actors,
             actor_num_cpus=analysis_num_cpus,
             actor_resources=dict(analysis_resources or {}),
@@ -251,6 +266,7 @@ class DataFileStreamReproducer:
             "logger_file_path": None,
             "ray_address": None,
             "ray_dashboard": False,
+            "file_transfer": "auto",
             "n_analysis_actors": 2,
             "analysis_num_cpus": 1.0,
             "analysis_resources": None,

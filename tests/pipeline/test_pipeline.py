@@ -15,8 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
+from tests.results import count_results, envelopes, read_results, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -68,23 +68,6 @@ def make_tree(
         handle.write(os.urandom(big_size & ((1 << 20) - 1)))
     files["large/big.bin"] = big.read_bytes()
     return files
-
-
-def read_results(bootstrap: str, topic: str, expected: int) -> list[tuple[str, dict]]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
-    )
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    out: list[tuple[str, dict]] = []
-    try:
-        while len(out) < expected:
-            batch = consumer.consume(100, 10)
-            if not batch:
-                break
-            out += [(m.key().decode(), json.loads(m.value())) for m in batch if not m.error()]
-    finally:
-        consumer.close()
-    return out
 
 
 @pytest.mark.parametrize(("mode", "big_mib"), [("memory", 6), ("disk", 300)])
@@ -484,7 +467,7 @@ def test_fan_out_to_two_analyses_commits_after_both(
         return sum(_committed(kafka_bootstrap, group, topic)) >= 2
 
     wait_for(text_files_committed, 120, "the text files' offsets to be committed")
-    slow_done = [v for v in _envelopes(kafka_bootstrap, results_topic) if v[0] == "slow-size"]
+    slow_done = [v for v in envelopes(kafka_bootstrap, results_topic) if v[0] == "slow-size"]
     assert not slow_done  # the slow analysis is held back ...
     assert sum(_committed(kafka_bootstrap, group, topic)) < sum(ends)  # ... and so are they
     (tmp_path / "out" / "release").touch()
@@ -492,7 +475,7 @@ def test_fan_out_to_two_analyses_commits_after_both(
     assert outcome and outcome[0].n_results_produced == len(files) + 4
     assert _committed(kafka_bootstrap, group, topic) == ends
 
-    got = _envelopes(kafka_bootstrap, results_topic)
+    got = envelopes(kafka_bootstrap, results_topic)
     assert sorted((name, v["file"]["relative_path"]) for name, _, v in got) == sorted(
         [("byte-sum", f) for f in files] + [("slow-size", f) for f in files if f.endswith(".bin")]
     )
@@ -529,22 +512,6 @@ def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
         consumer.close()
 
 
-def _envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], dict]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "envelopes"})
-    try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        out = []
-        while len(out) < high and (batch := consumer.consume(100, 5)):
-            for m in batch:
-                if not m.error():
-                    value = json.loads(m.value())
-                    out.append((value["analysis"], dict(m.headers() or []), value))
-        return out
-    finally:
-        consumer.close()
-
-
 def test_reproducer_run_finds_an_installed_package_analysis_by_entry_point(
     kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
@@ -572,7 +539,7 @@ def test_reproducer_run_finds_an_installed_package_analysis_by_entry_point(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ((name, headers, value),) = _envelopes(kafka_bootstrap, results_topic)
+    ((name, headers, value),) = envelopes(kafka_bootstrap, results_topic)
     assert (name, value["version"], value["result"]) == ("lab-line-count", "2.0", {"lines": 3})
     assert headers["reproducer.version"] == b"2.0"
 
@@ -869,27 +836,6 @@ def test_sigterm_drains_commits_and_exits_0(
     assert again.returncode == 0, again.stderr[-3000:]
     results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
     assert sorted(results) == sorted(names)  # each exactly once: the drain committed
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def count_results(bootstrap: str, topic: str) -> int:
-    """Result messages visible to a read_committed reader (the default isolation)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watch"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        if high == low:
-            return 0
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        return sum(1 for m in consumer.consume(100, 2) if not m.error())
-    finally:
-        consumer.close()
 
 
 def _in_progress_text(logs: Path) -> str:

@@ -1,0 +1,107 @@
+"""Connecting to Ray: an existing cluster, or a local instance for testing.
+
+Where a run goes (``connect``):
+
+- ``--ray_address host:port`` (or ``ray://...``): that cluster.
+- ``--ray_address auto``: the cluster running on this machine (``ray start`` on the head,
+  which ``ray up`` did); an error naming the fix if there is none.
+- no address inside a Ray job (``ray job submit``, which sets ``RAY_ADDRESS``): its cluster.
+- no address otherwise: a new local Ray instance, stopped at exit. Its workers inherit
+  ``PYTHONPATH`` (faster to start than a runtime environment); the dashboard is opt-in.
+- ``--ray_address local``: a new local instance even where a cluster runs.
+
+This module configures no logging: the command line does (``reproducer``, the reproducer
+classes' ``run_from_command_line``, ``cluster.submit``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+
+__all__ = ["cluster_resources", "connect", "running_cluster"]
+
+log = logging.getLogger(__name__)
+
+
+def running_cluster() -> str | None:
+    """The address of the Ray cluster this process should join without being told, if
+    any: ``RAY_ADDRESS``, else one started on this machine with ``ray start``."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    from ray._private import services  # noqa: PLC0415 - Ray's own lookup, no public API
+
+    address: str | None = services.find_bootstrap_address(None)
+    return address
+
+
+def connect(address: str | None = None, *, dashboard: bool = False) -> None:
+    """Join the cluster at ``address`` (see the module's rules), or start local Ray.
+
+    Does nothing if this process is connected already (a test, a notebook, a Ray job).
+    Raises ``ConnectionError`` naming the address when there is no cluster there.
+    """
+    if ray.is_initialized():
+        return
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
+    if address == "auto" and running_cluster() is None:
+        raise ConnectionError(
+            "--ray_address auto: no Ray cluster runs on this machine (start one with "
+            "`ray start --head` or `ray up ray_cluster.yaml`, or leave the address out "
+            "to start local Ray)"
+        )
+    if address not in (None, "local"):
+        _join(address)
+        return
+    # Local Ray: its workers inherit this environment, which is seconds faster to start
+    # than a runtime environment; the dashboard costs seconds more and is opt-in.
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _python_path()
+    try:
+        ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def _join(address: str) -> None:
+    options: dict[str, Any] = {"address": address, "logging_level": logging.WARNING}
+    # A Ray job brings its runtime environment (--working-dir, pip) to every actor: it is
+    # not replaced. Otherwise the driver's import path goes along, so that modules next to
+    # it (python -m my_reproducer) import on the workers where the same folders exist.
+    if not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        options["runtime_env"] = {"env_vars": {"PYTHONPATH": _python_path()}}
+    try:
+        ray.init(**options)
+    except ConnectionError as exc:
+        raise ConnectionError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    log.info("joined the Ray cluster at %s: %d nodes", address, len(nodes))
+
+
+def _python_path() -> str:
+    """The current folder and the driver's import path (folders that exist only)."""
+    paths = [p for p in sys.path if p and Path(p).is_dir()]
+    return os.pathsep.join(dict.fromkeys([str(Path.cwd()), *paths]))
+
+
+def cluster_resources() -> set[str]:
+    """The custom resources any live node offers (``ingest``, ``analysis``, ...)."""
+    names: set[str] = set()
+    for node in ray.nodes():  # type: ignore[no-untyped-call]
+        if node.get("Alive"):
+            names.update(
+                name
+                for name in node["Resources"]
+                if name not in {"CPU", "GPU", "memory", "object_store_memory"}
+                and not name.startswith(("node:", "accelerator_type:"))
+            )
+    return names

@@ -1,0 +1,222 @@
+"""The pipeline on a multi-node Ray cluster on one machine (``ray.cluster_utils.Cluster``:
+one raylet per node, each with its own resources), driven by the cluster entry script
+``python -m cluster.submit`` as ``ray submit`` and ``ray job submit`` run it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ray.cluster_utils import Cluster
+
+from cluster import create_topic
+from reproducer.config import KafkaConfig
+from reproducer.upload import upload
+from tests.results import count_results, envelopes, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).parents[2]
+ANALYSIS = "tests.multinode.node_analyses:PathCheck"
+
+
+def start_cluster(head: dict[str, float], *workers: dict[str, float]) -> tuple[Cluster, list]:
+    """A head offering ``head`` resources, then one worker node (1 CPU) per ``workers``."""
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": head, "include_dashboard": False},
+    )
+    nodes = [cluster.add_node(num_cpus=1, resources=r) for r in workers]
+    cluster.wait_for_nodes()
+    return cluster, nodes
+
+
+@pytest.fixture
+def clusters() -> Iterator[list[Cluster]]:
+    made: list[Cluster] = []
+    yield made
+    for cluster in made:
+        cluster.shutdown()
+
+
+def make_files(folder: Path, names: list[str], size: int = 5000) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in names:
+        files[name] = os.urandom(size)
+        (folder / name).write_bytes(files[name])
+    return files
+
+
+def submit_command(
+    address: str, config: Path, topic: str, out: Path, *extra: str, n_actors: int = 2
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cluster.submit",
+        "--ray_address",
+        address,
+        "--analysis",
+        ANALYSIS,
+        "--config",
+        str(config),
+        "--topic_name",
+        topic,
+        "--producer_topic_name",
+        topic + "-results",
+        "--consumer_group_id",
+        f"group-{topic}",
+        "--output_dir",
+        str(out),
+        "--n_actors",
+        str(n_actors),
+        *extra,
+    ]
+
+
+def write_config(tmp_path: Path, bootstrap: str) -> Path:
+    config = tmp_path / "kafka.config"
+    config.write_text(
+        f"[broker]\nbootstrap.servers = {bootstrap}\n"
+        "[consumer]\nsession.timeout.ms = 6000\nheartbeat.interval.ms = 1000\n"
+    )
+    return config
+
+
+def ingest_node(stderr: str) -> str:
+    found = re.findall(r"placement: ingest actor on node \S+ \(([0-9a-f]+)\)", stderr)
+    assert found, stderr[-3000:]
+    return found[-1]
+
+
+def test_actors_are_placed_by_resource_and_disk_files_reach_other_nodes(
+    clusters: list[Cluster], kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Head with ``ingest``, two workers with ``analysis``: the ingest actor runs on the
+    head, the analysis actors on both workers. In disk mode with ``--file_transfer
+    always`` each file reaches the worker through the object store: ``full_filepath`` is a
+    local copy there with the right bytes, removed after the analysis."""
+    cluster, workers = start_cluster({"ingest": 1}, {"analysis": 1}, {"analysis": 1})
+    clusters.append(cluster)
+    files = make_files(tmp_path / "tree", [f"f{i}.bin" for i in range(8)], size=300_000)
+    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    create_topic(kafka_bootstrap, topic + "-results", partitions=1)
+    out = tmp_path / "out"
+    command = submit_command(
+        cluster.address,
+        write_config(tmp_path, kafka_bootstrap),
+        topic,
+        out,
+        "--mode",
+        "disk",
+        "--file_transfer",
+        "always",
+        "--stop_when_idle",
+        "4",
+    )
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert ingest_node(run.stderr) == cluster.head_node.node_id
+
+    got = envelopes(kafka_bootstrap, topic + "-results")
+    assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
+    assert {v["node"] for _, _, v in got} == {w.node_id for w in workers}
+    copies = Path(tempfile.gettempdir()) / "ray-reproducer-files"
+    for _, _, value in got:
+        expected = hashlib.sha256(files[value["file"]["relative_path"]]).hexdigest()
+        result = value["result"]
+        assert result["sha256"] == result["path_sha256"] == expected
+        path = Path(result["path"])
+        assert path.is_relative_to(copies), path  # a copy on the analysis node ...
+        assert not path.exists()  # ... removed once the analysis returned
+        assert (out / value["file"]["relative_path"]).read_bytes() == files[path.name]
+
+
+def test_a_lost_analysis_node_reruns_its_files_elsewhere_exactly_once(
+    clusters: list[Cluster], kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A worker running an analysis actor is removed mid-run (exactly-once mode): its
+    files run again on the other worker, the run finishes, and a read_committed reader
+    sees exactly one result per file."""
+    cluster, (doomed, _) = start_cluster({"ingest": 1}, {"analysis": 1}, {"analysis": 1})
+    clusters.append(cluster)
+    files = make_files(tmp_path / "tree", [f"slow{i:02d}.txt" for i in range(12)])
+    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results = topic + "-results"
+    create_topic(kafka_bootstrap, results, partitions=1)
+    command = submit_command(
+        cluster.address,
+        write_config(tmp_path, kafka_bootstrap),
+        topic,
+        tmp_path / "out",
+        "--exactly_once",
+        "--stop_when_idle",
+        "5",
+    )
+    run = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results) >= 2, 180, "results")
+        cluster.remove_node(doomed, allow_graceful=False)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        run.kill()
+    assert run.returncode == 0, stderr[-3000:]
+    assert "its node is gone" in stderr, stderr[-4000:]
+    got = envelopes(kafka_bootstrap, results)
+    assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
+    assert doomed.node_id in {v["node"] for _, _, v in got}  # it did run files before
+
+
+def test_a_lost_ingest_node_fails_loudly_and_a_restart_resumes(
+    clusters: list[Cluster], kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """The node running the ingest actor is removed: the run exits non-zero saying so.
+    Restarted once a node offers ``ingest`` again, it produces the rest: every file has
+    exactly one result (exactly-once mode)."""
+    cluster, (ingest_host, _) = start_cluster({}, {"ingest": 1}, {"analysis": 1})
+    clusters.append(cluster)
+    files = make_files(tmp_path / "tree", [f"slow{i:02d}.txt" for i in range(10)])
+    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results = topic + "-results"
+    create_topic(kafka_bootstrap, results, partitions=1)
+    command = submit_command(
+        cluster.address,
+        write_config(tmp_path, kafka_bootstrap),
+        topic,
+        tmp_path / "out",
+        "--exactly_once",
+        "--stop_when_idle",
+        "5",
+        n_actors=1,
+    )
+    run = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results) >= 1, 180, "results")
+        cluster.remove_node(ingest_host, allow_graceful=False)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        run.kill()
+    assert run.returncode != 0
+    # the first call that meets the lost actor says so (a commit, or the ingest's take)
+    last = stderr.strip().splitlines()[-1]
+    assert "ERROR" in last and "restart" in last and "actor" in last, stderr[-3000:]
+    assert count_results(kafka_bootstrap, results) < len(files)
+
+    cluster.add_node(num_cpus=1, resources={"ingest": 1})
+    cluster.wait_for_nodes()
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    got = envelopes(kafka_bootstrap, results)
+    assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
