@@ -8,7 +8,8 @@ user" of the config), so that the launcher's ``ray stop`` touches only that user
 and serves SSH without a listening port: the config's ``ssh_proxy_command`` runs
 ``sshd -i`` (one session on stdin/stdout) with a host key and an authorized key the test
 makes. The project is not installed again on the "node": its setup puts this checkout's
-virtualenv on the login PATH.
+virtualenv on the login PATH (folders above the interpreter get traverse permission for
+others, if they lack it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,14 @@ def launch_user() -> Path:
     except KeyError:
         assert run("useradd", "--create-home", "--shell", "/bin/bash", USER).returncode == 0
         home = Path(pwd.getpwnam(USER).pw_dir)
+    # no password, but not locked: sshd without PAM refuses a locked account
+    assert run("usermod", "-p", "*", USER).returncode == 0
+    # it runs this checkout's interpreter: every folder above it must let others pass
+    # (traverse only, as /root often forbids; nothing becomes listable or readable)
+    for folder in Path(os.path.realpath(sys.executable)).parents:
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
     return home
 
 
