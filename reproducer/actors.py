@@ -331,8 +331,6 @@ class AnalysisActor:
         self._target = target
         self._lock = lock
         self._source = source
-        actor_id = ray.get_runtime_context().get_actor_id()
-        self._local_dir = Path(tempfile.gettempdir()) / "ray-reproducer-files" / str(actor_id)
         self._headers = (
             ("reproducer.analysis", target.name.encode()),
             ("reproducer.version", target.version.encode()),
@@ -342,6 +340,10 @@ class AnalysisActor:
             "host": socket.gethostname(),
             "actor": ray.get_runtime_context().get_actor_id(),
         }
+        # copies of files rebuilt on nodes this one cannot read (FileSource)
+        self._local_dir = (
+            Path(tempfile.gettempdir()) / "ray-reproducer-files" / str(self._where["actor"])
+        )
         if target.kind == "analysis":
             self._instance = target.payload()
             self._instance.output_dir = target.output_dir

@@ -112,7 +112,7 @@ class DownloadDataFile:
         if self._bytes is None:
             if self._data is not None:
                 self._bytes = self._data.tobytes()
-            elif (path := self._visible_path()) is not None or (path := self._copy) is not None:
+            elif path := self._visible_path() or self._copy:
                 self._bytes = path.read_bytes()
             elif self._fetch is not None:
                 self._data = self._fetch()

@@ -13,6 +13,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,9 +335,7 @@ def _log_placement(ingest_node: str, pools: dict[str, AnalysisPool]) -> None:
 
     log.info("placement: ingest actor on node %s", where(ingest_node))
     for name, pool in pools.items():
-        counts: dict[str, int] = {}
-        for node in pool.nodes:
-            counts[node] = counts.get(node, 0) + 1
+        counts = Counter(pool.nodes)
         log.info(
             "placement: %s: %s",
             name,
