@@ -19,10 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import create_topic
-from reproducer.config import KafkaConfig
-from reproducer.upload import upload
-from tests.multinode.test_multinode import ANALYSIS, REPO, make_files, write_config
+from tests.multinode.test_multinode import ANALYSIS, REPO, stage, write_config
 from tests.results import envelopes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
@@ -95,10 +92,8 @@ def test_a_job_through_the_jobs_api_and_the_same_arguments_locally(
     pipeline on the head's cluster (placed by its resources); ``python -m cluster.submit
     ARGS`` with the same ARGS runs it on local Ray. Each reads every file (a new consumer
     group each: ``create_new``) and produces one correct result per file."""
-    files = make_files(tmp_path / "tree", [f"f{i}.bin" for i in range(6)])
-    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    files = stage(tmp_path / "tree", kafka_bootstrap, topic, [f"f{i}.bin" for i in range(6)])
     results = topic + "-results"
-    create_topic(kafka_bootstrap, results, partitions=1)
     args = [
         "--analysis",
         ANALYSIS,

@@ -27,10 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster import create_topic
-from reproducer.config import KafkaConfig
-from reproducer.upload import upload
-from tests.multinode.test_multinode import ANALYSIS, REPO, make_files
+from tests.multinode.test_multinode import ANALYSIS, REPO, stage
 from tests.results import envelopes
 
 pytestmark = [pytest.mark.integration, pytest.mark.launcher, pytest.mark.slow]
@@ -94,10 +91,8 @@ def test_ray_up_submit_down_over_ssh(kafka_bootstrap: str, topic: str) -> None:
     )
 
     # the data, and a config file the launch user can read
-    files = make_files(work / "tree", [f"f{i}.bin" for i in range(5)])
-    upload([work / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    files = stage(work / "tree", kafka_bootstrap, topic, [f"f{i}.bin" for i in range(5)])
     results = topic + "-results"
-    create_topic(kafka_bootstrap, results, partitions=1)
     kafka_config = work / "kafka.config"
     kafka_config.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
     kafka_config.chmod(0o644)

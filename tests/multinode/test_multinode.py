@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ray.cluster_utils import Cluster
@@ -53,6 +54,34 @@ def make_files(folder: Path, names: list[str], size: int = 5000) -> dict[str, by
         files[name] = os.urandom(size)
         (folder / name).write_bytes(files[name])
     return files
+
+
+def stage(
+    folder: Path, bootstrap: str, topic: str, names: list[str], size: int = 5000
+) -> dict[str, bytes]:
+    """Random files under ``folder``, uploaded to ``topic``; ``<topic>-results`` made."""
+    files = make_files(folder, names, size)
+    upload([folder], KafkaConfig.for_bootstrap(bootstrap), topic)
+    create_topic(bootstrap, topic + "-results", partitions=1)
+    return files
+
+
+def run_and_remove(
+    cluster: Cluster, node: Any, command: list[str], bootstrap: str, after_results: int
+) -> tuple[int, str]:
+    """Run ``command``; once ``after_results`` results are visible, remove ``node`` (not
+    gracefully); the run's exit status and stderr."""
+    results = command[command.index("--producer_topic_name") + 1]
+    run = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: count_results(bootstrap, results) >= after_results, 180, "results")
+        cluster.remove_node(node, allow_graceful=False)
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        run.kill()
+    return run.returncode, stderr
 
 
 def submit_command(
@@ -106,9 +135,8 @@ def test_actors_are_placed_by_resource_and_disk_files_reach_other_nodes(
     local copy there with the right bytes, removed after the analysis."""
     cluster, workers = start_cluster({"ingest": 1}, {"analysis": 1}, {"analysis": 1})
     clusters.append(cluster)
-    files = make_files(tmp_path / "tree", [f"f{i}.bin" for i in range(8)], size=300_000)
-    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
-    create_topic(kafka_bootstrap, topic + "-results", partitions=1)
+    names = [f"f{i}.bin" for i in range(8)]
+    files = stage(tmp_path / "tree", kafka_bootstrap, topic, names, size=300_000)
     out = tmp_path / "out"
     command = submit_command(
         cluster.address,
@@ -150,10 +178,9 @@ def test_a_lost_analysis_node_reruns_its_files_elsewhere_exactly_once(
     sees exactly one result per file."""
     cluster, (doomed, _) = start_cluster({"ingest": 1}, {"analysis": 1}, {"analysis": 1})
     clusters.append(cluster)
-    files = make_files(tmp_path / "tree", [f"slow{i:02d}.txt" for i in range(12)])
-    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
-    results = topic + "-results"
-    create_topic(kafka_bootstrap, results, partitions=1)
+    files = stage(
+        tmp_path / "tree", kafka_bootstrap, topic, [f"slow{i:02d}.txt" for i in range(12)]
+    )
     command = submit_command(
         cluster.address,
         write_config(tmp_path, kafka_bootstrap),
@@ -163,18 +190,10 @@ def test_a_lost_analysis_node_reruns_its_files_elsewhere_exactly_once(
         "--stop_when_idle",
         "5",
     )
-    run = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        wait_for(lambda: count_results(kafka_bootstrap, results) >= 2, 180, "results")
-        cluster.remove_node(doomed, allow_graceful=False)
-        _, stderr = run.communicate(timeout=300)
-    finally:
-        run.kill()
-    assert run.returncode == 0, stderr[-3000:]
+    status, stderr = run_and_remove(cluster, doomed, command, kafka_bootstrap, after_results=2)
+    assert status == 0, stderr[-3000:]
     assert "its node is gone" in stderr, stderr[-4000:]
-    got = envelopes(kafka_bootstrap, results)
+    got = envelopes(kafka_bootstrap, topic + "-results")
     assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
     assert doomed.node_id in {v["node"] for _, _, v in got}  # it did run files before
 
@@ -187,10 +206,10 @@ def test_a_lost_ingest_node_fails_loudly_and_a_restart_resumes(
     exactly one result (exactly-once mode)."""
     cluster, (ingest_host, _) = start_cluster({}, {"ingest": 1}, {"analysis": 1})
     clusters.append(cluster)
-    files = make_files(tmp_path / "tree", [f"slow{i:02d}.txt" for i in range(10)])
-    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    files = stage(
+        tmp_path / "tree", kafka_bootstrap, topic, [f"slow{i:02d}.txt" for i in range(10)]
+    )
     results = topic + "-results"
-    create_topic(kafka_bootstrap, results, partitions=1)
     command = submit_command(
         cluster.address,
         write_config(tmp_path, kafka_bootstrap),
@@ -201,16 +220,8 @@ def test_a_lost_ingest_node_fails_loudly_and_a_restart_resumes(
         "5",
         n_actors=1,
     )
-    run = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        wait_for(lambda: count_results(kafka_bootstrap, results) >= 1, 180, "results")
-        cluster.remove_node(ingest_host, allow_graceful=False)
-        _, stderr = run.communicate(timeout=300)
-    finally:
-        run.kill()
-    assert run.returncode != 0
+    status, stderr = run_and_remove(cluster, ingest_host, command, kafka_bootstrap, 1)
+    assert status != 0
     # the first call that meets the lost actor says so (a commit, or the ingest's take)
     last = stderr.strip().splitlines()[-1]
     assert "ERROR" in last and "restart" in last and "actor" in last, stderr[-3000:]
