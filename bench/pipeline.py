@@ -78,7 +78,14 @@ def make_data(root: Path, n: int, size: int) -> int:
     return n * size
 
 
-def raw(bootstrap: str, topic: str, n_messages: int) -> dict[str, float]:
+def raw(
+    bootstrap: str, topic: str, n_messages: int, passes: int = 1, **settings: Any
+) -> dict[str, float]:
+    """confluent-kafka reading every message of the topic: MB/s and messages/s from
+    assignment to the last message. With ``passes`` > 1 it reads the topic again (from a
+    fresh assignment each time) and also gives ``steady_mb_s``/``steady_msgs_s`` over the
+    passes after the first, whose connection set-up they leave out. ``settings`` are extra
+    consumer settings."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -86,53 +93,72 @@ def raw(bootstrap: str, topic: str, n_messages: int) -> dict[str, float]:
             "enable.auto.commit": False,
             "fetch.max.bytes": 52428800,
             "max.partition.fetch.bytes": 4 << 20,
+            **settings,
         }
     )
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
-    seen = nbytes = 0
-    start = time.perf_counter()
-    first = None
-    while seen < n_messages:
-        for message in consumer.consume(100, 0.5):
-            if not message.error():
-                first = first or time.perf_counter()
-                seen += 1
-                nbytes += len(message.value())
-    end = time.perf_counter()
+    timings = []
+    for _ in range(passes):
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
+        seen = nbytes = 0
+        start = time.perf_counter()
+        first = None
+        while seen < n_messages:
+            # never ask for more than is left: consume() waits out its timeout for a full batch
+            for message in consumer.consume(min(100, n_messages - seen), 0.5):
+                if not message.error():
+                    first = first or time.perf_counter()
+                    seen += 1
+                    nbytes += len(message.value())
+        end = time.perf_counter()
+        timings.append((nbytes, seen, end - start, (first or start) - start))
     consumer.close()
     # from assignment to the last message: librdkafka prefetches before the first one returns
-    return {"mb_s": nbytes / 1e6 / (end - start), "startup_s": (first or start) - start}
+    nbytes, seen, seconds, startup = timings[0]
+    out = {"mb_s": nbytes / 1e6 / seconds, "msgs_s": seen / seconds, "startup_s": startup}
+    if passes > 1:
+        later = timings[1:]
+        seconds = sum(t[2] for t in later)
+        out["steady_mb_s"] = sum(t[0] for t in later) / 1e6 / seconds
+        out["steady_msgs_s"] = sum(t[1] for t in later) / seconds
+    return out
 
 
 class RssSampler(threading.Thread):
-    """Peak memory of this process and all its descendants (the local Ray instance), and
-    CPU seconds per process name, sampled every 0.5 s from /proc.
+    """Peak memory of this process (or of ``root``) and all its descendants (the local Ray
+    instance), and CPU seconds per process name, sampled every 0.5 s from /proc; ``totals``
+    keeps the total PSS of every sample (memory over time).
 
     Memory is the sum of PSS, not RSS: the object store's shared pages are mapped by many
     workers and would be counted once per process by RSS.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, root: int | None = None, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
+        self.root = os.getpid() if root is None else root
+        self.interval = interval
         self.peak = 0
         self.cpu: dict[int, tuple[str, float]] = {}
         self.stop = threading.Event()
-        self.start_cpu = {pid: cpu_s for pid, (_, cpu_s, _) in _tree(os.getpid()).items()}
+        self.start_cpu = {pid: cpu_s for pid, (_, cpu_s, _) in _tree(self.root).items()}
         self.history: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self.totals: list[tuple[float, int]] = []  # (time, total PSS bytes) of every sample
 
     def run(self) -> None:
-        while not self.stop.wait(0.5):
+        while not self.stop.wait(self.interval):
             self.peak = max(self.peak, self.sample())
         self.sample()
 
     def sample(self) -> int:
         total = 0
         snapshot = {}
-        for pid, (name, cpu_s, pss) in _tree(os.getpid()).items():
+        now = time.time()
+        for pid, (name, cpu_s, pss) in _tree(self.root).items():
             self.cpu[pid] = (name, cpu_s)
             snapshot[pid] = (name, cpu_s)
             total += pss
-        self.history.append((time.time(), snapshot))
+        self.history.append((now, snapshot))
+        if snapshot:  # nothing left of the tree: the process is gone, not using 0 bytes
+            self.totals.append((now, total))
         return total
 
     def cpu_by_name(self, since: float = 0.0, until: float = float("inf")) -> dict[str, float]:

@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cluster.ray_launch import cluster_resources, connect, running_cluster
+from reproducer.ray_launch import cluster_resources, connect, running_cluster
 
 __all__ = ["main", "with_cluster_defaults"]
 
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if any(word in ("-h", "--help") for word in argv):
-        from reproducer.cli import main as cli_main  # noqa: PLC0415
+        from cluster.cli import main as cli_main  # noqa: PLC0415
 
         return cli_main(["run", *argv])
     address = _address(argv)
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     argv = with_cluster_defaults(argv, cluster_resources())
     log.info("running on %s: reproducer run %s", address or "local Ray", " ".join(argv))
-    from reproducer.cli import main as cli_main  # noqa: PLC0415 - after Ray is up
+    from cluster.cli import main as cli_main  # noqa: PLC0415 - after Ray is up
 
     return cli_main(["run", *argv])
 

@@ -48,10 +48,14 @@ __all__ = [
     "LockActor",
     "ProducerActor",
     "Target",
+    "batch_arguments",
     "owner_id",
 ]
 
 log = logging.getLogger(__name__)
+
+INLINE_BYTES = 64 << 10
+"""Files up to this size travel inside the calls that carry them, not as objects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,13 @@ class FileTask:
     """A completed file on its way to analysis: metadata plus its bytes in the object store."""
 
     meta: FileMeta
-    data: ray.ObjectRef | None  # type: ignore[type-arg]
+    # in the object store; a small file's bytes travel inline (no object per file)
+    data: ray.ObjectRef | np.ndarray | None  # type: ignore[type-arg]
+
+    def __reduce__(self) -> tuple[type[FileTask], tuple[Any, ...]]:
+        # by position: many cross the object store per second, and a slots dataclass's
+        # default pickling looks its fields up every time
+        return FileTask, tuple(getattr(self, name) for name in self.__slots__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,11 @@ class AnalysisResult:
     topic: str | None = None  # its own result topic, else the pipeline's
     headers: tuple[tuple[str, bytes], ...] = ()
     result_id: int = 0  # set by the driver: the unit that is produced and acknowledged
+
+    def __reduce__(self) -> tuple[type[AnalysisResult], tuple[Any, ...]]:
+        # by position: many cross the object store per second, and a slots dataclass's
+        # default pickling looks its fields up every time
+        return AnalysisResult, tuple(getattr(self, name) for name in self.__slots__)
 
 
 @dataclass(frozen=True)
@@ -118,11 +133,16 @@ class IngestActor:
         self._stop = threading.Event()
         self._error = ""
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
-        self._thread.start()
 
     def ready(self) -> str:
-        """Empty once consuming; else why it could not start (e.g. no such topic)."""
+        """Empty if it can consume; else why it could not start (e.g. no such topic)."""
         return self._init_error
+
+    def start(self) -> None:
+        """Join the consumer group and consume (once the analysis actors are placed: the
+        group must not wait on them, nor files pile up before they can be analysed)."""
+        if not self._thread.is_alive():
+            self._thread.start()
 
     def _run(self) -> None:
         sampled = 0.0
@@ -144,9 +164,12 @@ class IngestActor:
             self._ready.notify_all()
 
     def _hand_off(self, done: CompletedFile) -> None:
-        data = None
+        data: ray.ObjectRef | np.ndarray | None = None  # type: ignore[type-arg]
         if done.buffer is not None:
-            data = ray.put(np.frombuffer(done.buffer, dtype=np.uint8))
+            view = np.frombuffer(done.buffer, dtype=np.uint8)
+            # A small file is copied into the call that carries it: an object of its own
+            # would cost more than its bytes (Ray inlines arguments up to 100 KiB).
+            data = view.copy() if view.nbytes <= INLINE_BYTES else ray.put(view)
         meta = FileMeta(
             done.file_id,
             done.subdir_str,
@@ -228,7 +251,8 @@ class IngestActor:
     def stop(self, timeout: float = 30.0) -> IngestStats:
         """Stop fetching, commit what is finished, leave the group."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         if self._thread.is_alive():  # never touch the consumer from two threads
             raise RuntimeError(f"the ingest loop did not stop within {timeout:g} s")
         self._ingest.close()
@@ -320,6 +344,25 @@ class FileSource:
     transfer: str = "auto"
 
 
+def batch_arguments(tasks: list[FileTask]) -> tuple[Any, ...]:
+    """The arguments of one ``AnalysisActor.analyze`` call for ``tasks``: their metadata,
+    then their data in one list (inline bytes, ``None`` for files read from disk, or the
+    position of an object among the rest of the arguments), then the object references,
+    where Ray resolves them before the call (zero-copy). One argument per file would cost
+    a serialisation pass each."""
+    metas: list[FileMeta] = []
+    datas: list[np.ndarray | int | None] = []
+    objects: list[Any] = []
+    for task in tasks:
+        metas.append(task.meta)
+        if isinstance(task.data, ray.ObjectRef):
+            datas.append(len(objects))
+            objects.append(task.data)
+        else:
+            datas.append(task.data)
+    return (metas, datas, *objects)
+
+
 @ray.remote
 class AnalysisActor:
     """Runs one target on the files it is given: a reproducer's
@@ -351,7 +394,16 @@ class AnalysisActor:
         else:
             self._instance = target.payload
 
-    def analyze(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
+    def analyze(
+        self, metas: list[FileMeta], datas: list[np.ndarray | int | None], *objects: np.ndarray
+    ) -> list[AnalysisResult]:
+        """Analyse a batch of files (see :func:`batch_arguments`), one result each, in order."""
+        return [
+            self._one(meta, objects[data] if isinstance(data, int) else data)
+            for meta, data in zip(metas, datas, strict=True)
+        ]
+
+    def _one(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
         source = self._source
         here = meta.node_id == self._where["node"]
         datafile = DownloadDataFile(

@@ -46,6 +46,11 @@ class FileMeta:
     def relative_path(self) -> str:
         return f"{self.subdir_str}/{self.filename}" if self.subdir_str else self.filename
 
+    def __reduce__(self) -> tuple[type[FileMeta], tuple[Any, ...]]:
+        # by position: many cross the object store per second, and a slots dataclass's
+        # default pickling looks its fields up every time
+        return FileMeta, tuple(getattr(self, name) for name in self.__slots__)
+
 
 class DownloadDataFile:
     """A fully reconstructed data file.

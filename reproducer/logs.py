@@ -1,7 +1,9 @@
 """The reference's LOGS folder: files in progress and results produced, as CSV.
 
-Same names and ``;``-separated columns as OpenMSIStream, rewritten atomically (a temporary
-file renamed over the old one), so people and scripts that browse them keep working. They
+Same names and ``;``-separated columns as OpenMSIStream, so people and scripts that browse
+them keep working: the in-progress CSV is rewritten atomically (a temporary file renamed
+over the old one), the results CSV is appended to, a batch of rows every few seconds (a
+rewrite would cost more with every result already listed). They
 are an audit trail, not the recovery mechanism (Kafka's committed offsets are), with one
 use on restart: a result already recorded for the same path and file hash is not produced
 again (``results_produced_to_<topic>.hashes``, one ``<sha512 hex> <path>`` a line).
@@ -51,16 +53,13 @@ class ResultsLog:
     def __init__(self, logs_dir: Path, topic: str) -> None:
         self.path = logs_dir / f"results_produced_to_{topic}.csv"
         self._hashes_path = logs_dir / f"results_produced_to_{topic}.hashes"
-        self._rows: list[list[object]] = []
+        self._new_rows: list[list[object]] = []
+        self._new_hashes: list[str] = []
         self._produced: set[tuple[str, str]] = set()
-        if self.path.is_file():
-            with self.path.open(encoding="utf-8", newline="") as handle:
-                self._rows = [list[object](row) for row in csv.reader(handle, delimiter=";")][1:]
         if self._hashes_path.is_file():
             for line in self._hashes_path.read_text(encoding="utf-8").splitlines():
                 digest, _, relative = line.partition(" ")
                 self._produced.add((relative, digest))
-        self._dirty = False
 
     def already_produced(self, relative_path: str, file_hash: bytes) -> bool:
         return (relative_path, file_hash.hex()) in self._produced
@@ -75,19 +74,28 @@ class ResultsLog:
         first_message: float,
         now: float,
     ) -> None:
-        self._rows.append(
+        self._new_rows.append(
             [filename, relative_path, n_chunks, timestamp(first_message), timestamp(now)]
         )
         self._produced.add((relative_path, file_hash.hex()))
-        self._hashes_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._hashes_path.open("a", encoding="utf-8") as handle:  # one line: crash-safe enough
-            handle.write(f"{file_hash.hex()} {relative_path}\n")
-        self._dirty = True
+        self._new_hashes.append(f"{file_hash.hex()} {relative_path}\n")
 
     def flush(self) -> None:
-        if self._dirty:
-            _write_atomically(self.path, _RESULT_COLUMNS, self._rows)
-            self._dirty = False
+        """Append what was recorded since the last flush (the cost of a flush does not grow
+        with the rows already written). Losing the last lines to a crash costs at most a
+        result produced again: the committed offsets, not this file, decide what is read."""
+        if not self._new_rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._hashes_path.open("a", encoding="utf-8") as handle:
+            handle.writelines(self._new_hashes)
+        fresh = not self.path.is_file()
+        with self.path.open("a", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, delimiter=";", lineterminator="\n")
+            if fresh:
+                writer.writerow(_RESULT_COLUMNS)
+            writer.writerows(self._new_rows)
+        self._new_rows, self._new_hashes = [], []
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from cluster.ray_launch import connect
 from reproducer._storage import Mode
 from reproducer.actors import (
     AnalysisActor,
@@ -43,6 +42,7 @@ from reproducer.errors import ReproducerError, first_line
 from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
+from reproducer.ray_launch import connect
 from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
 
 __all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
@@ -68,7 +68,7 @@ class PipelineSettings:
     actor_num_cpus: float = 1.0
     actor_resources: dict[str, float] = field(default_factory=dict)
     ingest_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"ingest": 1}
-    max_in_flight: int = 32
+    max_in_flight: int = 10000
     max_held_bytes: int = 2 << 30
     max_retries: int = 2
     file_idle_timeout: float | None = 3600.0
@@ -280,15 +280,14 @@ def run_targets(
     pools: dict[str, AnalysisPool] = {}
     started = ended_cleanly = False
     try:
-        # the producer first: the ingest actor joins the group, which a failed start
-        # would leave with a member that is gone
-        _check_started("producer", producer)
+        # Every actor starts at once (each takes a worker process and its imports); the
+        # ingest actor joins the consumer group only when all are ready, so a failed start
+        # never leaves a member that is gone, and no file waits for an analysis actor.
         placement = (
             {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else here
         )
         ingest = IngestActor.options(**placement).remote(ingest_settings)  # type: ignore[attr-defined]
-        _check_started("ingest", ingest)
-        started = True
+        driver = _Driver(settings, ingest, producer, pools, summary, books)
         lock = ClusterLock(lock_actor)
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:
@@ -299,10 +298,14 @@ def run_targets(
                 max_retries=settings.max_retries,
                 on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
             )
+        _check_started("producer", producer)
+        _check_started("ingest", ingest)
+        started = True
         for pool in pools.values():
             pool.wait_started(settings.startup_timeout)
+        ray.get(ingest.start.remote())
         _log_placement(ray.get(ingest.node.remote()), pools)
-        _loop(settings, stop, ingest, producer, pools, targets, summary, books)
+        driver.loop(stop, targets)
         ended_cleanly = True
     except ray.exceptions.RayActorError as exc:
         raise ReproducerError(
@@ -315,7 +318,7 @@ def run_targets(
             pool.close()
         try:
             if started:
-                _drain(settings, ingest, producer, summary, books, commit=ended_cleanly)
+                driver.drain(commit=ended_cleanly)
         finally:
             for actor in (ingest, producer, lock_actor):
                 if actor is not None:
@@ -388,354 +391,331 @@ def _check_started(name: str, actor: Any) -> None:
         raise ReproducerError(error)
 
 
-def _loop(  # noqa: PLR0917 - the loop state, passed once
-    settings: PipelineSettings,
-    stop: threading.Event,
-    ingest: Any,
-    producer: Any,
-    pools: dict[str, AnalysisPool],
-    targets: list[Target],
-    summary: RunSummary,
-    books: _Books,
-) -> None:
-    """Run the passes with the run's telemetry and console around them."""
-    telemetry = Telemetry(
-        TelemetrySettings(
-            program_id=settings.program_id,
-            heartbeat_topic=settings.heartbeat_topic,
-            heartbeat_interval=settings.heartbeat_interval,
-            log_topic=settings.log_topic,
-            log_interval=settings.log_interval,
-            update_seconds=settings.update_seconds,
-            progress_line=settings.progress_line,
-        ),
-        settings.config,
-    )
-    Console(stop, telemetry)
-    try:
-        _passes(settings, stop, ingest, producer, pools, targets, summary, books, telemetry)
-    finally:
-        telemetry.tick(summary.progress())
-        telemetry.close()
-
-
-def _passes(  # noqa: PLR0917 - the loop state, passed once
-    settings: PipelineSettings,
-    stop: threading.Event,
-    ingest: Any,
-    producer: Any,
-    pools: dict[str, AnalysisPool],
-    targets: list[Target],
-    summary: RunSummary,
-    books: _Books,
-    telemetry: Telemetry,
-) -> None:
-    """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
-    last_work = time.monotonic()
-    taking = None
-    consuming = False  # the ingest actor has its partitions: idleness counts from then on
-    patterns = {t.name: re.compile(t.files) if t.files else None for t in targets}
-    while not stop.is_set():
-        if taking is None:
-            taking = ingest.take.remote(settings.max_in_flight, 0.2)  # bounded by the ingest
-        if books.acking is None and not settings.exactly_once:
-            books.acking = producer.take_acked.remote(0.2)
-        running = [ref for pool in pools.values() for ref in pool.running]
-        waiting = [taking, *([books.acking] if books.acking is not None else []), *running]
-        ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
-        if ready:  # take everything that is ready now, not one thing per pass
-            ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
-        ready_set = set(ready)
-        busy = False
-        if taking in ready_set:
-            files, failures, stats, error = ray.get(taking)
-            taking = None
-            if error:
-                raise ReproducerError(f"the ingest actor stopped: {error}")
-            for task in files:
-                _fan_out(task, settings, pools, patterns, books)
-            summary.n_files_failed += len(failures)
-            summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
-            summary.n_files_read = stats.n_files_completed
-            summary.stats = stats
-            consuming = stats.assigned
-            busy = bool(files or failures or stats.in_flight)
-        if books.acking in ready_set:
-            acked, refused, rejected = ray.get(books.acking)
-            books.acking = None
-            _delivered(acked, refused, rejected, settings, producer, summary, books)
-            busy = busy or bool(acked or refused or rejected)
-        for pool in pools.values():
-            results = pool.collect(ready)
-            if results:
-                _collected(results, settings, producer, summary, books)
-                busy = True
-        if books.finish_now:
-            ingest.finish.remote(books.finish_now)
-            books.finish_now = []
-        now = time.monotonic()
-        if settings.exactly_once and now - books.last_txn >= settings.transaction_interval:
-            _commit_transaction(settings, ingest, producer, summary, books)
-        books.flush_log()
-        summary.n_in_analysis = sum(pool.n_pending for pool in pools.values())
-        if busy or not consuming or summary.n_in_analysis or books.producing:
-            last_work = now
-        telemetry.tick(summary.progress())
-        if settings.max_results is not None and summary.n_results_produced >= settings.max_results:
-            return
-        if settings.stop_when_idle is not None and now - last_work >= settings.stop_when_idle:
-            return
-
-
 MAX_DELIVERY_ATTEMPTS = 3
 
 
-def _fan_out(
-    task: FileTask,
-    settings: PipelineSettings,
-    pools: dict[str, AnalysisPool],
-    patterns: dict[str, re.Pattern[str] | None],
-    books: _Books,
-) -> None:
-    """Send a completed file to every target that wants it; a file none wants (or whose
-    results the results CSV already lists) ends at once."""
-    meta = task.meta
-    books.metas[meta.file_id] = meta
-    # The results CSV (the reference's format) says which files have a result, not which
-    # analyses made it: it is trusted to skip a file only for one reference reproducer.
-    if (
-        books.dedupe
-        and books.results_log
-        and books.results_log.already_produced(meta.relative_path, meta.file_hash)
-    ):
-        log.info("file=%s result already produced (results CSV): skipped", meta.relative_path)
-        names = []
-    else:
-        names = [
-            name
-            for name, pattern in patterns.items()
-            if pattern is None or pattern.match(meta.relative_path)
-        ]
-    if not names:
-        books.open_results[meta.file_id] = 1
-        _result_ended(settings, books, meta.file_id)
-        return
-    books.open_results[meta.file_id] = len(names)
-    for name in names:
-        pools[name].submit(task)
+@dataclass
+class _Driver:
+    """The driver loop and its state: what it started (the actors, one pool per target),
+    what it counts (``summary``) and what it keeps between analysis and acknowledgement
+    (``books``)."""
 
+    settings: PipelineSettings
+    ingest: Any
+    producer: Any
+    pools: dict[str, AnalysisPool]
+    summary: RunSummary
+    books: _Books
 
-def _collected(
-    results: list[AnalysisResult],
-    settings: PipelineSettings,
-    producer: Any,
-    summary: RunSummary,
-    books: _Books,
-) -> None:
-    """Produce the good results; a failed one ends at once (it has been logged)."""
-    good = []
-    for result in results:
-        if result.key is None or result.value is None:
-            summary.n_files_failed += 1
-            _result_ended(settings, books, result.file_id)
-            continue
-        numbered = dataclasses.replace(result, result_id=next(books.ids))
-        books.producing[numbered.result_id] = numbered
-        good.append(numbered)
-    if not good:
-        return
-    call = producer.produce.remote(good)
-    books.produce_calls.append(call)
-    if len(books.produce_calls) > 64:  # keep only the calls that have not run yet
-        books.produce_calls = ray.wait(books.produce_calls, num_returns=65, timeout=0)[1]
-    if settings.exactly_once:  # the transaction that carries them also commits the offsets
-        books.txn_produce_calls.append(call)
-        books.txn_results += [r.result_id for r in good]
-        for result in good:
-            _result_ended(settings, books, result.file_id)
-
-
-def _result_ended(settings: PipelineSettings, books: _Books, file_id: int) -> None:
-    """One result of the file ended; when all have, its offsets may be committed
-    (exactly-once: with the open transaction)."""
-    left = books.open_results.get(file_id, 1) - 1
-    if left > 0:
-        books.open_results[file_id] = left
-        return
-    books.open_results.pop(file_id, None)
-    if settings.exactly_once:
-        books.txn_done.append(file_id)
-    else:
-        books.finish_now.append(file_id)
-        books.file_ended(file_id, time.time())
-
-
-def _commit_transaction(
-    settings: PipelineSettings, ingest: Any, producer: Any, summary: RunSummary, books: _Books
-) -> None:
-    """Exactly-once: commit the open transaction's results with the offsets they release.
-
-    The order matters: every produce call is done, then the files are marked finished and
-    the ingest says which offsets that makes safe, then the producer commits both at once.
-    A failure raises: nothing of the transaction counts, and a restart redoes it.
-    """
-    books.last_txn = time.monotonic()
-    calls, results, done = books.txn_produce_calls, books.txn_results, books.txn_done
-    books.txn_produce_calls, books.txn_results, books.txn_done = [], [], []
-    try:
-        ray.get(calls, timeout=120)
-        offsets, group_metadata = ray.get(ingest.commit_point.remote(done), timeout=60)
-        if offsets or results:
-            # the actor's own waits add up to less than this (see ProducerActor.commit)
-            ray.get(
-                producer.commit.remote(offsets, group_metadata, settings.consumer_topic),
-                timeout=600,
-            )
-    except ray.exceptions.GetTimeoutError as exc:
-        raise ReproducerError(
-            f"the transaction of {len(results)} results did not finish in time; whether it "
-            f"committed is unknown (a read_committed reader sees it whole or not at all), "
-            f"and a restart resumes from the committed offsets: {exc}"
-        ) from exc
-    except ray.exceptions.RayError as exc:
-        raise ReproducerError(
-            f"the transaction of {len(results)} results could not commit; nothing of it "
-            f"counts, and a restart redoes it: {first_line(exc)}"
-        ) from exc
-    _acknowledged(results, [], summary, books)  # committed: they count, whatever follows
-    if offsets:
+    def loop(self, stop: threading.Event, targets: list[Target]) -> None:
+        """Run the passes with the run's telemetry and console around them."""
+        telemetry = Telemetry(
+            TelemetrySettings(
+                program_id=self.settings.program_id,
+                heartbeat_topic=self.settings.heartbeat_topic,
+                heartbeat_interval=self.settings.heartbeat_interval,
+                log_topic=self.settings.log_topic,
+                log_interval=self.settings.log_interval,
+                update_seconds=self.settings.update_seconds,
+                progress_line=self.settings.progress_line,
+            ),
+            self.settings.config,
+        )
+        Console(stop, telemetry)
         try:
-            ray.get(ingest.confirm.remote(offsets), timeout=60)
+            self._passes(stop, targets, telemetry)
+        finally:
+            telemetry.tick(self.summary.progress())
+            telemetry.close()
+
+    def _passes(self, stop: threading.Event, targets: list[Target], telemetry: Telemetry) -> None:
+        """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
+        last_work = time.monotonic()
+        taking = None
+        consuming = False  # the ingest actor has its partitions: idleness counts from then on
+        patterns = {t.name: re.compile(t.files) if t.files else None for t in targets}
+        while not stop.is_set():
+            if taking is None:
+                # bounded by the ingest actor
+                taking = self.ingest.take.remote(self.settings.max_in_flight, 0.2)
+            if self.books.acking is None and not self.settings.exactly_once:
+                self.books.acking = self.producer.take_acked.remote(0.2)
+            running = [ref for pool in self.pools.values() for ref in pool.running]
+            waiting = [
+                taking,
+                *([self.books.acking] if self.books.acking is not None else []),
+                *running,
+            ]
+            ready, _ = ray.wait(waiting, num_returns=1, timeout=0.5)
+            if ready:  # take everything that is ready now, not one thing per pass
+                ready, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+            ready_set = set(ready)
+            busy = False
+            if taking in ready_set:
+                files, failures, stats, error = ray.get(taking)
+                taking = None
+                if error:
+                    raise ReproducerError(f"the ingest actor stopped: {error}")
+                for task in files:
+                    self._fan_out(task, patterns)
+                self.summary.n_files_failed += len(failures)
+                self.summary.n_msgs_read = self.summary.n_msgs_processed = stats.n_messages
+                self.summary.n_files_read = stats.n_files_completed
+                self.summary.stats = stats
+                consuming = stats.assigned
+                busy = bool(files or failures or stats.in_flight)
+            if self.books.acking in ready_set:
+                acked, refused, rejected = ray.get(self.books.acking)
+                self.books.acking = None
+                self._delivered(acked, refused, rejected)
+                busy = busy or bool(acked or refused or rejected)
+            for pool in self.pools.values():
+                results = pool.collect(ready)
+                if results:
+                    self._collected(results)
+                    busy = True
+            if self.books.finish_now:
+                self.ingest.finish.remote(self.books.finish_now)
+                self.books.finish_now = []
+            now = time.monotonic()
+            if (
+                self.settings.exactly_once
+                and now - self.books.last_txn >= self.settings.transaction_interval
+            ):
+                self._commit_transaction()
+            self.books.flush_log()
+            self.summary.n_in_analysis = sum(pool.n_pending for pool in self.pools.values())
+            if busy or not consuming or self.summary.n_in_analysis or self.books.producing:
+                last_work = now
+            telemetry.tick(self.summary.progress())
+            if (
+                self.settings.max_results is not None
+                and self.summary.n_results_produced >= self.settings.max_results
+            ):
+                return
+            if (
+                self.settings.stop_when_idle is not None
+                and now - last_work >= self.settings.stop_when_idle
+            ):
+                return
+
+    def _fan_out(self, task: FileTask, patterns: dict[str, re.Pattern[str] | None]) -> None:
+        """Send a completed file to every target that wants it; a file none wants (or whose
+        results the results CSV already lists) ends at once."""
+        meta = task.meta
+        self.books.metas[meta.file_id] = meta
+        # The results CSV (the reference's format) says which files have a result, not which
+        # analyses made it: it is trusted to skip a file only for one reference reproducer.
+        if (
+            self.books.dedupe
+            and self.books.results_log
+            and self.books.results_log.already_produced(meta.relative_path, meta.file_hash)
+        ):
+            log.info("file=%s result already produced (results CSV): skipped", meta.relative_path)
+            names = []
+        else:
+            names = [
+                name
+                for name, pattern in patterns.items()
+                if pattern is None or pattern.match(meta.relative_path)
+            ]
+        if not names:
+            self.books.open_results[meta.file_id] = 1
+            self._result_ended(meta.file_id)
+            return
+        self.books.open_results[meta.file_id] = len(names)
+        for name in names:
+            self.pools[name].submit(task)
+
+    def _collected(self, results: list[AnalysisResult]) -> None:
+        """Produce the good results; a failed one ends at once (it has been logged)."""
+        good = []
+        for result in results:
+            if result.key is None or result.value is None:
+                self.summary.n_files_failed += 1
+                self._result_ended(result.file_id)
+                continue
+            numbered = dataclasses.replace(result, result_id=next(self.books.ids))
+            self.books.producing[numbered.result_id] = numbered
+            good.append(numbered)
+        if not good:
+            return
+        call = self.producer.produce.remote(good)
+        self.books.produce_calls.append(call)
+        if len(self.books.produce_calls) > 64:  # keep only the calls that have not run yet
+            self.books.produce_calls = ray.wait(
+                self.books.produce_calls, num_returns=65, timeout=0
+            )[1]
+        if self.settings.exactly_once:  # the transaction that carries them also commits the offsets
+            self.books.txn_produce_calls.append(call)
+            self.books.txn_results += [r.result_id for r in good]
+            for result in good:
+                self._result_ended(result.file_id)
+
+    def _result_ended(self, file_id: int) -> None:
+        """One result of the file ended; when all have, its offsets may be committed
+        (exactly-once: with the open transaction)."""
+        left = self.books.open_results.get(file_id, 1) - 1
+        if left > 0:
+            self.books.open_results[file_id] = left
+            return
+        self.books.open_results.pop(file_id, None)
+        if self.settings.exactly_once:
+            self.books.txn_done.append(file_id)
+        else:
+            self.books.finish_now.append(file_id)
+            self.books.file_ended(file_id, time.time())
+
+    def _commit_transaction(self) -> None:
+        """Exactly-once: commit the open transaction's results with the offsets they release.
+
+        The order matters: every produce call is done, then the files are marked finished and
+        the ingest says which offsets that makes safe, then the producer commits both at once.
+        A failure raises: nothing of the transaction counts, and a restart redoes it.
+        """
+        self.books.last_txn = time.monotonic()
+        calls, results, done = (
+            self.books.txn_produce_calls,
+            self.books.txn_results,
+            self.books.txn_done,
+        )
+        self.books.txn_produce_calls, self.books.txn_results, self.books.txn_done = [], [], []
+        try:
+            ray.get(calls, timeout=120)
+            offsets, group_metadata = ray.get(self.ingest.commit_point.remote(done), timeout=60)
+            if offsets or results:
+                # the actor's own waits add up to less than this (see ProducerActor.commit)
+                ray.get(
+                    self.producer.commit.remote(
+                        offsets, group_metadata, self.settings.consumer_topic
+                    ),
+                    timeout=600,
+                )
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ReproducerError(
+                f"the transaction of {len(results)} results did not finish in time; whether it "
+                f"committed is unknown (a read_committed reader sees it whole or not at all), "
+                f"and a restart resumes from the committed offsets: {exc}"
+            ) from exc
         except ray.exceptions.RayError as exc:
             raise ReproducerError(
-                f"the transaction committed, but the ingest actor did not take note: "
-                f"{first_line(exc)}; a restart resumes after it"
+                f"the transaction of {len(results)} results could not commit; nothing of it "
+                f"counts, and a restart redoes it: {first_line(exc)}"
             ) from exc
-    now = time.time()
-    for file_id in done:
-        books.file_ended(file_id, now)
+        self._acknowledged(results, [])  # committed: they count, whatever follows
+        if offsets:
+            try:
+                ray.get(self.ingest.confirm.remote(offsets), timeout=60)
+            except ray.exceptions.RayError as exc:
+                raise ReproducerError(
+                    f"the transaction committed, but the ingest actor did not take note: "
+                    f"{first_line(exc)}; a restart resumes after it"
+                ) from exc
+        now = time.time()
+        for file_id in done:
+            self.books.file_ended(file_id, now)
 
-
-def _delivered(  # noqa: PLR0917 - the loop state, passed once
-    acked: list[int],
-    refused: list[tuple[int, str]],
-    rejected: list[tuple[int, str]],
-    settings: PipelineSettings,
-    producer: Any,
-    summary: RunSummary,
-    books: _Books,
-) -> None:
-    """At least once: acknowledged results end (their files may be committed past);
-    rejected ones (never sendable: too large, say) end as failed; refused ones are
-    produced again, and too many refusals stop the run, after the rest has ended."""
-    files = [books.producing[result_id].file_id for result_id in acked]
-    _acknowledged(acked, [], summary, books)
-    for file_id in files:
-        _result_ended(settings, books, file_id)
-    for result_id, why in rejected:
-        result = books.producing.pop(result_id)
-        log.error(
-            "file=%s the %s result cannot be produced (%s): recorded as failed",
-            result.relative_path,
-            result.analysis,
-            why,
-        )
-        summary.n_files_failed += 1
-        _result_ended(settings, books, result.file_id)
-    again = _acknowledged([], refused, summary, books)
-    if again:
-        books.produce_calls.append(producer.produce.remote(again))
-
-
-def _acknowledged(
-    acked: list[int],
-    refused: list[tuple[int, str]],
-    summary: RunSummary,
-    books: _Books,
-) -> list[AnalysisResult]:
-    """Count delivered results (by result id); return refused ones to produce again.
-
-    A result is never given up silently: its offsets must not be committed without it,
-    so after ``MAX_DELIVERY_ATTEMPTS`` refusals the run stops (uncommitted) instead.
-    """
-    for result_id in acked:
-        result = books.producing.pop(result_id)
-        books.attempts.pop(result_id, None)
-        books.delivered.add(result.file_id)
-        summary.n_results_produced += 1
-        summary.n_result_bytes += len(result.value or b"")
-        summary.recent_results = [*summary.recent_results[-99:], result.relative_path]
-    again = []
-    for result_id, why in refused:
-        result = books.producing[result_id]
-        books.attempts[result_id] = books.attempts.get(result_id, 0) + 1
-        if books.attempts[result_id] >= MAX_DELIVERY_ATTEMPTS:
-            raise ReproducerError(
-                f"the {result.analysis} result for {result.relative_path} was refused "
-                f"{books.attempts[result_id]} times ({why}); stopping without committing past it"
+    def _delivered(
+        self,
+        acked: list[int],
+        refused: list[tuple[int, str]],
+        rejected: list[tuple[int, str]],
+    ) -> None:
+        """At least once: acknowledged results end (their files may be committed past);
+        rejected ones (never sendable: too large, say) end as failed; refused ones are
+        produced again, and too many refusals stop the run, after the rest has ended."""
+        files = [self.books.producing[result_id].file_id for result_id in acked]
+        self._acknowledged(acked, [])
+        for file_id in files:
+            self._result_ended(file_id)
+        for result_id, why in rejected:
+            result = self.books.producing.pop(result_id)
+            log.error(
+                "file=%s the %s result cannot be produced (%s): recorded as failed",
+                result.relative_path,
+                result.analysis,
+                why,
             )
-        log.warning(
-            "file=%s result not delivered (%s); producing it again", result.relative_path, why
-        )
-        again.append(result)
-    return again
+            self.summary.n_files_failed += 1
+            self._result_ended(result.file_id)
+        again = self._acknowledged([], refused)
+        if again:
+            self.books.produce_calls.append(self.producer.produce.remote(again))
 
+    def _acknowledged(
+        self, acked: list[int], refused: list[tuple[int, str]]
+    ) -> list[AnalysisResult]:
+        """Count delivered results (by result id); return refused ones to produce again.
 
-def _drain(
-    settings: PipelineSettings,
-    ingest: Any,
-    producer: Any,
-    summary: RunSummary,
-    books: _Books,
-    *,
-    commit: bool,
-) -> None:
-    """Deliver what was produced, mark it finished, commit, leave the group.
+        A result is never given up silently: its offsets must not be committed without it,
+        so after ``MAX_DELIVERY_ATTEMPTS`` refusals the run stops (uncommitted) instead.
+        """
+        for result_id in acked:
+            result = self.books.producing.pop(result_id)
+            self.books.attempts.pop(result_id, None)
+            self.books.delivered.add(result.file_id)
+            self.summary.n_results_produced += 1
+            self.summary.n_result_bytes += len(result.value or b"")
+            self.summary.recent_results = [*self.summary.recent_results[-99:], result.relative_path]
+        again = []
+        for result_id, why in refused:
+            result = self.books.producing[result_id]
+            self.books.attempts[result_id] = self.books.attempts.get(result_id, 0) + 1
+            if self.books.attempts[result_id] >= MAX_DELIVERY_ATTEMPTS:
+                raise ReproducerError(
+                    f"the {result.analysis} result for {result.relative_path} was refused "
+                    f"{self.books.attempts[result_id]} times ({why}); stopping without committing past it"
+                )
+            log.warning(
+                "file=%s result not delivered (%s); producing it again", result.relative_path, why
+            )
+            again.append(result)
+        return again
 
-    Every wait is bounded: a broker that is gone must not hang a SIGTERM. After an error,
-    an exactly-once run commits nothing more: its open transaction is aborted.
-    """
-    try:
-        if settings.exactly_once and commit:
-            _commit_transaction(settings, ingest, producer, summary, books)
-        elif settings.exactly_once:
-            ray.get(producer.abort.remote(), timeout=60)  # readers need not wait it out
-        else:
-            _deliver_the_rest(settings, ingest, producer, summary, books)
-        books.flush_log(every=0)
-        summary.ingest_memory = ray.get(ingest.memory.remote(), timeout=30)
-        stats: IngestStats = ray.get(ingest.stop.remote(), timeout=90)
-    except (ray.exceptions.RayError, ReproducerError) as exc:
-        if commit:
-            raise
-        # the run is failing already: say what else went wrong, keep its error
-        log.error("could not drain the pipeline: %s", first_line(exc))
-        return
-    summary.stats = stats
-    summary.n_msgs_read = summary.n_msgs_processed = stats.n_messages
-    summary.n_files_read = stats.n_files_completed
-    log.info("stopped; committed offsets %s", stats.committed)
+    def drain(self, *, commit: bool) -> None:
+        """Deliver what was produced, mark it finished, commit, leave the group.
 
+        Every wait is bounded: a broker that is gone must not hang a SIGTERM. After an error,
+        an exactly-once run commits nothing more: its open transaction is aborted.
+        """
+        try:
+            if self.settings.exactly_once and commit:
+                self._commit_transaction()
+            elif self.settings.exactly_once:
+                ray.get(self.producer.abort.remote(), timeout=60)  # readers need not wait it out
+            else:
+                self._deliver_the_rest()
+            self.books.flush_log(every=0)
+            self.summary.ingest_memory = ray.get(self.ingest.memory.remote(), timeout=30)
+            stats: IngestStats = ray.get(self.ingest.stop.remote(), timeout=90)
+        except (ray.exceptions.RayError, ReproducerError) as exc:
+            if commit:
+                raise
+            # the run is failing already: say what else went wrong, keep its error
+            log.error("could not drain the pipeline: %s", first_line(exc))
+            return
+        self.summary.stats = stats
+        self.summary.n_msgs_read = self.summary.n_msgs_processed = stats.n_messages
+        self.summary.n_files_read = stats.n_files_completed
+        log.info("stopped; committed offsets %s", stats.committed)
 
-def _deliver_the_rest(
-    settings: PipelineSettings, ingest: Any, producer: Any, summary: RunSummary, books: _Books
-) -> None:
-    """At least once, at shutdown: every produce call has run, the producer flushes, and
-    every acknowledgement (including one the loop's pending call took) ends its result."""
-    ray.get(books.produce_calls, timeout=60)
-    books.produce_calls = []
-    ray.get(producer.flush.remote(30.0), timeout=60)
-    calls = [books.acking] if books.acking is not None else []
-    books.acking = None
-    for call in [*calls, producer.take_acked.remote(0.0)]:
-        acked, refused, rejected = ray.get(call, timeout=30)
-        for result_id, why in refused:  # not produced again: left uncommitted
-            result = books.producing[result_id]
-            log.error("file=%s result not delivered at shutdown: %s", result.relative_path, why)
-        _delivered(acked, [], rejected, settings, producer, summary, books)
-    if books.finish_now:
-        ray.get(ingest.finish.remote(books.finish_now), timeout=30)
-        books.finish_now = []
+    def _deliver_the_rest(self) -> None:
+        """At least once, at shutdown: every produce call has run, the producer flushes, and
+        every acknowledgement (including one the loop's pending call took) ends its result."""
+        ray.get(self.books.produce_calls, timeout=60)
+        self.books.produce_calls = []
+        ray.get(self.producer.flush.remote(30.0), timeout=60)
+        calls = [self.books.acking] if self.books.acking is not None else []
+        self.books.acking = None
+        for call in [*calls, self.producer.take_acked.remote(0.0)]:
+            acked, refused, rejected = ray.get(call, timeout=30)
+            for result_id, why in refused:  # not produced again: left uncommitted
+                result = self.books.producing[result_id]
+                log.error("file=%s result not delivered at shutdown: %s", result.relative_path, why)
+            self._delivered(acked, [], rejected)
+        if self.books.finish_now:
+            ray.get(self.ingest.finish.remote(self.books.finish_now), timeout=30)
+            self.books.finish_now = []
 
 
 def _install_signal_handlers(stop: threading.Event) -> Any:

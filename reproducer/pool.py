@@ -1,9 +1,14 @@
 """Dispatching completed files to a pool of analysis actors, with bounded work in flight.
 
-Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` files in
-flight (``ray.wait``, never an unbounded queue). An exception in user code is retried on
-another actor up to ``max_retries`` times, then recorded as failed; ``None`` from user
-code is failed at once; an actor that dies is replaced and its files are run again.
+Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` calls in
+flight (``ray.wait``, never an unbounded queue), and a call carries a batch of files: up
+to ``batch_files`` of them and ``batch_bytes`` in all, never more than the queue's fair
+share per free call, so a stream of small files costs one actor call per batch, not one
+per file, while a short queue still spreads over every actor. An exception in user code
+is retried on another actor up to ``max_retries`` times, then recorded as failed; ``None``
+from user code is failed at once; an actor that dies is replaced and its files are run
+again (those of a batch each alone, so one file that kills its actor never fails the
+others).
 
 Node failure: an actor whose node died (removed, preempted) is replaced too, and its files
 run again without counting against them. A replacement gets files only once Ray placed it,
@@ -22,7 +27,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from reproducer.actors import AnalysisResult, FileTask
+from reproducer.actors import AnalysisResult, FileTask, batch_arguments
 from reproducer.errors import ReproducerError, first_line
 
 __all__ = ["AnalysisPool"]
@@ -36,6 +41,14 @@ class _Job:
     attempts: int = 0
     deaths: int = 0
     last_actor: int = -1
+    alone: bool = False  # its batch killed an actor: run it by itself, to know whose fault
+
+
+@dataclass
+class _Call:
+    jobs: list[_Job]
+    index: int
+    actor: Any
 
 
 MAX_DEATHS = 2
@@ -49,6 +62,8 @@ class AnalysisPool:
         n_actors: int,
         *,
         per_actor: int = 2,
+        batch_files: int = 64,
+        batch_bytes: int = 4 << 20,
         max_retries: int = 2,
         on_death: Callable[[Any], object] = lambda actor: None,
     ) -> None:
@@ -61,18 +76,17 @@ class AnalysisPool:
         self._pings: dict[Any, int] = {}  # a replacement's ping -> its index
         self._unplaced_since = 0.0
         self._per_actor = per_actor
+        self._batch_files = batch_files
+        self._batch_bytes = batch_bytes
         self._max_retries = max_retries
         self._queue: deque[_Job] = deque()
-        self._running: dict[Any, tuple[_Job, int, Any]] = {}  # result ref -> (job, index, actor)
-
-    @property
-    def capacity(self) -> int:
-        """Files that could start now without queueing."""
-        return len(self._actors) * self._per_actor - len(self._running) - len(self._queue)
+        self._running: dict[Any, _Call] = {}  # result ref -> the call's files and actor
+        self._n_running = 0  # files in the running calls
 
     @property
     def n_pending(self) -> int:
-        return len(self._queue) + len(self._running)
+        """Files queued or being analysed."""
+        return len(self._queue) + self._n_running
 
     def wait_started(self, timeout: float, report_every: float = 15.0) -> None:
         """Wait until every actor answers; say what is awaited while Ray places them.
@@ -132,83 +146,108 @@ class AnalysisPool:
 
     def collect(self, ready: list[Any]) -> list[AnalysisResult]:
         """Results of the finished references among ``ready``; retries and replacements."""
-        results = []
+        results: list[AnalysisResult] = []
         for ref in ready:
             if ref in self._pings:
                 self._placed_now(ref)
                 continue
-            if ref not in self._running:
+            call = self._running.pop(ref, None)
+            if call is None:
                 continue
-            job, index, actor = self._running.pop(ref)
-            self._busy[index] -= 1
+            self._busy[call.index] -= 1
+            self._n_running -= len(call.jobs)
             try:
-                result: AnalysisResult = ray.get(ref)
+                answers: list[AnalysisResult] = ray.get(ref)
             except RayTaskError as exc:  # not user code's exception: the call itself failed
-                meta = job.task.meta
-                result = AnalysisResult(meta.file_id, meta.relative_path, error=str(exc)[-4000:])
+                answers = [
+                    AnalysisResult(
+                        j.task.meta.file_id, j.task.meta.relative_path, error=str(exc)[-4000:]
+                    )
+                    for j in call.jobs
+                ]
             except RayActorError as exc:
-                meta = job.task.meta
-                # A lost node shows as an unreachable actor (its raylet's socket closed) or as a
-                # node the cluster no longer lists; an actor whose own process died is not.
-                node_died = (
-                    exc.preempted
-                    or isinstance(exc, ActorUnavailableError)
-                    or not _alive(self._nodes[index])
-                )
-                log.warning(
-                    "analysis actor %d died on %s%s; replacing it: %s",
-                    index,
-                    meta.relative_path,
-                    " (its node is gone or unreachable)" if node_died else "",
-                    first_line(exc),
-                )
-                if self._actors[index] is actor:  # not yet replaced for another file it held
-                    self._replace(index)
-                if not node_died:  # a lost node is not the file's fault
-                    job.deaths += 1
-                if job.deaths < MAX_DEATHS:
-                    self._queue.appendleft(
-                        job
-                    )  # run again: the actor, not the file, may be at fault
-                    continue
-                result = AnalysisResult(
-                    meta.file_id,
-                    meta.relative_path,
-                    error=f"its analysis killed {job.deaths} actors: {exc}",
-                )
-                log.error("file=%s failed: %s", meta.relative_path, result.error)
-                results.append(result)
+                results += self._died(call, exc)
                 continue
-            if result.error:
-                job.attempts += 1
-                job.last_actor = index
-                if job.attempts <= self._max_retries and not result.permanent:
-                    log.warning(
-                        "file=%s analysis failed (attempt %d), retrying: %s",
-                        result.relative_path,
-                        job.attempts,
-                        result.error.strip().splitlines()[-1],
-                    )
-                    self._queue.append(job)
-                    continue
-                if result.permanent:  # the input, not the code: one line says it
-                    log.warning(
-                        "file=%s %s: %s",
-                        result.relative_path,
-                        result.analysis or "analysis",
-                        result.error.strip().splitlines()[-1],
-                    )
-                else:
-                    log.error(
-                        "file=%s %s failed %d times:\n%s",
-                        result.relative_path,
-                        result.analysis or "analysis",
-                        job.attempts,
-                        result.error,
-                    )
-            results.append(result)
+            for job, result in zip(call.jobs, answers, strict=True):
+                if self._ended(job, result, call.index):
+                    results.append(result)
         self._dispatch()
         return results
+
+    def _died(self, call: _Call, exc: RayActorError) -> list[AnalysisResult]:
+        """The actor died during ``call``: replace it and run its files again. A lost node
+        is not the files' fault; an actor's own death counts against a file only when the
+        file ran alone (a batch's files each run alone next, to find the culprit)."""
+        index, first = call.index, call.jobs[0].task.meta
+        # A lost node shows as an unreachable actor (its raylet's socket closed) or as a
+        # node the cluster no longer lists; an actor whose own process died is not.
+        node_died = (
+            exc.preempted
+            or isinstance(exc, ActorUnavailableError)
+            or not _alive(self._nodes[index])
+        )
+        log.warning(
+            "analysis actor %d died on %s%s%s; replacing it: %s",
+            index,
+            first.relative_path,
+            f" and {len(call.jobs) - 1} other file(s)" if len(call.jobs) > 1 else "",
+            " (its node is gone or unreachable)" if node_died else "",
+            first_line(exc),
+        )
+        if self._actors[index] is call.actor:  # not yet replaced for another call it held
+            self._replace(index)
+        failed = []
+        for job in reversed(call.jobs):  # back to the front of the queue, in their order
+            if node_died:
+                pass
+            elif len(call.jobs) > 1:
+                job.alone = True
+            else:
+                job.deaths += 1
+            if job.deaths < MAX_DEATHS:
+                self._queue.appendleft(job)  # run again: the actor, not the file, may be at fault
+                continue
+            meta = job.task.meta
+            result = AnalysisResult(
+                meta.file_id,
+                meta.relative_path,
+                error=f"its analysis killed {job.deaths} actors: {exc}",
+            )
+            log.error("file=%s failed: %s", meta.relative_path, result.error)
+            failed.append(result)
+        return failed
+
+    def _ended(self, job: _Job, result: AnalysisResult, index: int) -> bool:
+        """Whether ``result`` ends the job (else it was queued again, on another actor)."""
+        if not result.error:
+            return True
+        job.attempts += 1
+        job.last_actor = index
+        if job.attempts <= self._max_retries and not result.permanent:
+            log.warning(
+                "file=%s analysis failed (attempt %d), retrying: %s",
+                result.relative_path,
+                job.attempts,
+                result.error.strip().splitlines()[-1],
+            )
+            self._queue.append(job)
+            return False
+        if result.permanent:  # the input, not the code: one line says it
+            log.warning(
+                "file=%s %s: %s",
+                result.relative_path,
+                result.analysis or "analysis",
+                result.error.strip().splitlines()[-1],
+            )
+        else:
+            log.error(
+                "file=%s %s failed %d times:\n%s",
+                result.relative_path,
+                result.analysis or "analysis",
+                job.attempts,
+                result.error,
+            )
+        return True
 
     def _replace(self, index: int) -> None:
         self._on_death(self._actors[index])
@@ -232,8 +271,9 @@ class AnalysisPool:
             self._unplaced_since = 0.0
 
     def _dispatch(self) -> None:
-        """Start queued jobs in order; a retry waits for an actor other than the one its
-        last attempt failed on (when there is another), and jobs behind it go first."""
+        """Start queued jobs in order, in batches; a retry waits for an actor other than
+        the one its last attempt failed on (when there is another), and jobs behind it go
+        first."""
         waiting: deque[_Job] = deque()
         while self._queue:
             job = self._queue.popleft()
@@ -246,12 +286,43 @@ class AnalysisPool:
                 ):
                     break  # every actor is full: nothing else can start either
                 continue
+            jobs = [job, *self._batch_for(index, job)]
             actor = self._actors[index]
-            ref = actor.analyze.remote(job.task.meta, job.task.data)
-            self._running[ref] = (job, index, actor)
+            ref = actor.analyze.remote(*batch_arguments([j.task for j in jobs]))
+            self._running[ref] = _Call(jobs, index, actor)
             self._busy[index] += 1
+            self._n_running += len(jobs)
         waiting.extend(self._queue)
         self._queue = waiting
+
+    def _batch_for(self, index: int, first: _Job) -> list[_Job]:
+        """More queued jobs to send along with ``first`` to actor ``index``: the queue's
+        share per free call, within the batch limits, none that must avoid this actor."""
+        if first.alone:
+            return []
+        free = sum(
+            self._per_actor - n
+            for n, placed in zip(self._busy, self._placed, strict=True)
+            if placed
+        )
+        share = -(-(len(self._queue) + 1) // max(free, 1))
+        limit = min(self._batch_files, share) - 1
+        size = first.task.meta.size
+        batch: list[_Job] = []
+        skipped: list[_Job] = []
+        several = sum(self._placed) > 1
+        while self._queue and len(batch) < limit:
+            job = self._queue.popleft()
+            if job.alone or (several and job.last_actor == index):
+                skipped.append(job)
+                continue
+            if size + job.task.meta.size > self._batch_bytes:
+                self._queue.appendleft(job)
+                break
+            size += job.task.meta.size
+            batch.append(job)
+        self._queue.extendleft(reversed(skipped))
+        return batch
 
     def _free_actor(self, avoid: int) -> int | None:
         candidates = [

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cluster import create_topic
-from reproducer._demo import make_sample_tree
+from cluster.demo import make_sample_tree
 from reproducer.chunk import decode_value, encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.download import download
@@ -40,7 +40,7 @@ def uploaded_tree(
     # cli.main in a child that reports its own peak RSS: VmHWM, since ru_maxrss survives
     # exec and would report this (large) test process's RSS at fork time
     wrapper = (
-        "import re, sys; from reproducer.cli import main; rc = main(sys.argv[1:]); "
+        "import re, sys; from cluster.cli import main; rc = main(sys.argv[1:]); "
         "status = open('/proc/self/status').read(); "
         "print('PEAK_RSS_KIB', re.search(r'VmHWM:\\s+(\\d+)', status).group(1)); sys.exit(rc)"
     )

@@ -7,6 +7,8 @@
     reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
 
 This module is the only place that parses command lines and configures logging handlers.
+It is the command layer: the one place that knows both ``reproducer`` (the pipeline) and
+``analyses`` (what runs in it), which only ever import in that direction.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = ["--prefer", args.prefer] + (["--port", str(args.port)] if args.port else [])
             return broker_main(extra)
         if args.command == "demo":
-            from reproducer._demo import run_demo  # noqa: PLC0415
+            from cluster.demo import run_demo  # noqa: PLC0415
 
             return run_demo(args.mode, args.size_mb, args.output_dir)
     except ReproducerError as exc:

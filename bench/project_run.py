@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""This project's side of ``bench/compare.py``: one case, in a process of its own.
+
+    python bench/project_run.py '{"config": FILE, "runs": [{"topic": T, "results_topic": R,
+                                  "analysis": "sha256", "actors": 2, "options": {...}}]}'
+
+Each run is one ``DataFileStreamReproducer`` pipeline whose analysis is ``bench/work.py``'s
+``analyze(bytes, kind)`` plus the file's relative path, exactly as the reference's side does.
+The runs of one invocation go one after the other in the same (fresh, local) Ray instance;
+``options`` are the reproducer's keyword options (``mode``, ``max_held_mb``, ``exactly_once``...).
+A run ends after ``stop_when_idle`` seconds without work, or on SIGTERM (``compare.py`` sends
+it once it has seen every result). ``{"idle": true}`` instead runs ``bench/pipeline.py``'s
+``idle()`` (the pipeline on an empty topic: the memory baseline). One JSON line per run is
+printed on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import work  # bench/work.py: this folder is the script's, so on the path of Ray's workers too
+
+from reproducer import DataFileStreamReproducer
+from reproducer.datafile import JSONMessage
+
+
+class WorkReproducer(DataFileStreamReproducer):
+    """Every file's result is ``work.analyze(bytes, self.analysis_kind)``."""
+
+    analysis_kind = "sha256"
+
+    def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
+        payload = work.analyze(datafile.buffer, self.analysis_kind)
+        payload["file"] = Path(datafile.relative_filepath).as_posix()
+        return JSONMessage(datafile, payload)
+
+
+def run(spec: dict[str, Any]) -> None:
+    if spec.get("idle"):
+        from pipeline import idle  # noqa: PLC0415 - bench/pipeline.py
+
+        print(json.dumps(idle(spec["bootstrap"], Path(spec["config"]))), flush=True)
+        return
+    for one in spec["runs"]:
+        actors = int(one.get("actors", spec.get("actors", 2)))
+        options = {**spec.get("options", {}), **one.get("options", {})}
+        # a 2-core machine offers 2 CPUs to Ray: more actors than cores share them
+        options.setdefault("analysis_num_cpus", min(1.0, (os.cpu_count() or 1) / actors))
+        started = time.time()
+        # rebuilt files (disk mode) and logs, removed after the run
+        with tempfile.TemporaryDirectory(prefix="bench-project-", dir=spec.get("scratch")) as out:
+            reproducer = WorkReproducer(
+                spec["config"],
+                one["topic"],
+                one["results_topic"],
+                n_analysis_actors=actors,
+                stop_when_idle=float(spec.get("stop_when_idle", 30.0)),
+                update_seconds=3600.0,
+                output_dir=Path(out),
+                **options,
+            )
+            reproducer.analysis_kind = one.get("analysis", spec.get("analysis", "sha256"))
+            results = reproducer.produce_processing_results_for_files_as_read()
+        print(
+            json.dumps(
+                {
+                    "topic": one["topic"],
+                    "n_results": results.n_results_produced,
+                    "n_files_read": results.n_files_read,
+                    "seconds": round(time.time() - started, 3),
+                }
+            ),
+            flush=True,
+        )
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(json.loads(sys.argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    raise SystemExit(main())
