@@ -85,6 +85,7 @@ class AnalysisResult:
     topic: str | None = None  # its own result topic, else the pipeline's
     headers: tuple[tuple[str, bytes], ...] = ()
     result_id: int = 0  # set by the driver: the unit that is produced and acknowledged
+    seconds: float = 0.0  # how long the analysis of the file took on its actor
 
     def __reduce__(self) -> tuple[type[AnalysisResult], tuple[Any, ...]]:
         # by position: many cross the object store per second, and a slots dataclass's
@@ -417,10 +418,12 @@ class AnalysisActor:
             ),
             trust_path=here or source.transfer == "auto",
         )
+        clock = time.perf_counter()
         try:
-            return self._analyze(meta, datafile)
+            result = self._analyze(meta, datafile)
         finally:
             datafile.discard()
+        return dataclasses.replace(result, seconds=time.perf_counter() - clock)
 
     def _analyze(self, meta: FileMeta, datafile: DownloadDataFile) -> AnalysisResult:
         target = self._target

@@ -3,8 +3,9 @@
 Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` calls in
 flight (``ray.wait``, never an unbounded queue), and a call carries a batch of files: up
 to ``batch_files`` of them and ``batch_bytes`` in all, never more than the queue's fair
-share per free call, so a stream of small files costs one actor call per batch, not one
-per file, while a short queue still spreads over every actor. An exception in user code
+share per free call, and no more than about ``batch_seconds`` of work by the time files
+took so far; so a stream of small files costs one actor call per batch, not one per file,
+while a short queue, or slow analyses, still spread over every actor. An exception in user code
 is retried on another actor up to ``max_retries`` times, then recorded as failed; ``None``
 from user code is failed at once; an actor that dies is replaced and its files are run
 again (those of a batch each alone, so one file that kills its actor never fails the
@@ -64,6 +65,7 @@ class AnalysisPool:
         per_actor: int = 2,
         batch_files: int = 64,
         batch_bytes: int = 4 << 20,
+        batch_seconds: float = 0.05,
         max_retries: int = 2,
         on_death: Callable[[Any], object] = lambda actor: None,
     ) -> None:
@@ -78,6 +80,8 @@ class AnalysisPool:
         self._per_actor = per_actor
         self._batch_files = batch_files
         self._batch_bytes = batch_bytes
+        self._batch_seconds = batch_seconds
+        self._file_seconds = 0.0  # a moving average of the time one file takes
         self._max_retries = max_retries
         self._queue: deque[_Job] = deque()
         self._running: dict[Any, _Call] = {}  # result ref -> the call's files and actor
@@ -168,6 +172,8 @@ class AnalysisPool:
             except RayActorError as exc:
                 results += self._died(call, exc)
                 continue
+            for result in answers:
+                self._file_seconds += 0.05 * (result.seconds - self._file_seconds)
             for job, result in zip(call.jobs, answers, strict=True):
                 if self._ended(job, result, call.index):
                     results.append(result)
@@ -307,6 +313,8 @@ class AnalysisPool:
         )
         share = -(-(len(self._queue) + 1) // max(free, 1))
         limit = min(self._batch_files, share) - 1
+        if self._file_seconds > 0:
+            limit = min(limit, int(self._batch_seconds / self._file_seconds) - 1)
         size = first.task.meta.size
         batch: list[_Job] = []
         skipped: list[_Job] = []
