@@ -18,6 +18,7 @@ so files wait for a live actor, never behind one that has nowhere to run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -28,7 +29,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from reproducer.actors import AnalysisResult, FileTask, batch_arguments
+from reproducer.actors import AnalysisResult, FileTask, batch_arguments, owner_id
 from reproducer.errors import ReproducerError, first_line
 
 __all__ = ["AnalysisPool"]
@@ -50,6 +51,7 @@ class _Call:
     jobs: list[_Job]
     index: int
     actor: Any
+    seq: int  # calls run in the order they were made, one at a time per actor
 
 
 MAX_DEATHS = 2
@@ -81,11 +83,13 @@ class AnalysisPool:
         self._batch_files = batch_files
         self._batch_bytes = batch_bytes
         self._batch_seconds = batch_seconds
-        self._file_seconds = 0.0  # a moving average of the time one file takes
+        self._file_seconds: float | None = None  # a moving average of the time a file takes
         self._max_retries = max_retries
         self._queue: deque[_Job] = deque()
         self._running: dict[Any, _Call] = {}  # result ref -> the call's files and actor
         self._n_running = 0  # files in the running calls
+        self._calls = itertools.count()
+        self._culprits: dict[str, int] = {}  # a dead actor's id -> the call it died in
 
     @property
     def n_pending(self) -> int:
@@ -173,7 +177,12 @@ class AnalysisPool:
                 results += self._died(call, exc)
                 continue
             for result in answers:
-                self._file_seconds += 0.05 * (result.seconds - self._file_seconds)
+                average = self._file_seconds
+                self._file_seconds = (
+                    result.seconds
+                    if average is None
+                    else average + 0.05 * (result.seconds - average)
+                )
             for job, result in zip(call.jobs, answers, strict=True):
                 if self._ended(job, result, call.index):
                     results.append(result)
@@ -181,10 +190,18 @@ class AnalysisPool:
         return results
 
     def _died(self, call: _Call, exc: RayActorError) -> list[AnalysisResult]:
-        """The actor died during ``call``: replace it and run its files again. A lost node
-        is not the files' fault; an actor's own death counts against a file only when the
-        file ran alone (a batch's files each run alone next, to find the culprit)."""
+        """The actor died with ``call`` in flight: replace it and run its files again. A
+        lost node is not the files' fault; an actor's own death counts only against the
+        call it was running (its oldest: an actor runs its calls in order, one at a time),
+        and against a file only when the file ran alone (a batch's files each run alone
+        next, to find the culprit); calls queued behind it never ran."""
         index, first = call.index, call.jobs[0].task.meta
+        actor_id = owner_id(call.actor)
+        if actor_id not in self._culprits:
+            self._culprits[actor_id] = min(
+                [call.seq, *(c.seq for c in self._running.values() if c.actor is call.actor)]
+            )
+        ran = call.seq == self._culprits[actor_id]
         # A lost node shows as an unreachable actor (its raylet's socket closed) or as a
         # node the cluster no longer lists; an actor whose own process died is not.
         node_died = (
@@ -192,19 +209,28 @@ class AnalysisPool:
             or isinstance(exc, ActorUnavailableError)
             or not _alive(self._nodes[index])
         )
-        log.warning(
-            "analysis actor %d died on %s%s%s; replacing it: %s",
-            index,
-            first.relative_path,
-            f" and {len(call.jobs) - 1} other file(s)" if len(call.jobs) > 1 else "",
-            " (its node is gone or unreachable)" if node_died else "",
-            first_line(exc),
-        )
+        others = f" and {len(call.jobs) - 1} other file(s)" if len(call.jobs) > 1 else ""
+        if ran:
+            log.warning(
+                "analysis actor %d died on %s%s%s; replacing it: %s",
+                index,
+                first.relative_path,
+                others,
+                " (its node is gone or unreachable)" if node_died else "",
+                first_line(exc),
+            )
+        else:
+            log.info(
+                "file=%s%s was queued on analysis actor %d when it died: runs again",
+                first.relative_path,
+                others,
+                index,
+            )
         if self._actors[index] is call.actor:  # not yet replaced for another call it held
             self._replace(index)
         failed = []
         for job in reversed(call.jobs):  # back to the front of the queue, in their order
-            if node_died:
+            if node_died or not ran:
                 pass
             elif len(call.jobs) > 1:
                 job.alone = True
@@ -295,7 +321,7 @@ class AnalysisPool:
             jobs = [job, *self._batch_for(index, job)]
             actor = self._actors[index]
             ref = actor.analyze.remote(*batch_arguments([j.task for j in jobs]))
-            self._running[ref] = _Call(jobs, index, actor)
+            self._running[ref] = _Call(jobs, index, actor, next(self._calls))
             self._busy[index] += 1
             self._n_running += len(jobs)
         waiting.extend(self._queue)
@@ -313,6 +339,8 @@ class AnalysisPool:
         )
         share = -(-(len(self._queue) + 1) // max(free, 1))
         limit = min(self._batch_files, share) - 1
+        if self._file_seconds is None:  # until a file's time is known, one file a call
+            return []
         if self._file_seconds > 0:
             limit = min(limit, int(self._batch_seconds / self._file_seconds) - 1)
         size = first.task.meta.size
