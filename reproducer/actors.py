@@ -188,7 +188,7 @@ class IngestActor:
             self._ready.notify_all()
 
     def take(
-        self, max_files: int, timeout: float = 0.0, linger: float = 0.02
+        self, max_files: int, timeout: float = 0.0, linger: float = 0.005
     ) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
         """Completed files (up to ``max_files``), failures, stats and a fatal error, if any;
         waits up to ``timeout`` for something to report, then up to ``linger`` more for
@@ -662,7 +662,7 @@ class ProducerActor:
                 return
 
     def take_acked(
-        self, timeout: float = 0.0, linger: float = 0.02
+        self, timeout: float = 0.0, linger: float = 0.005
     ) -> tuple[list[int], list[tuple[int, str]], list[tuple[int, str]]]:
         """Result ids the broker acknowledged, those it refused (worth producing again),
         and those the client rejected outright (never sendable), since the last call;

@@ -179,7 +179,14 @@ class Ingest:
         """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
         if self._lost_partitions:
             raise ReproducerError(self._lost_partitions)
-        for message in self._consumer.consume(self._batch_size(), timeout):
+        # What is there now, without waiting for a whole batch (consume waits for all of
+        # it or the timeout: a trickle of files would wait the timeout each); else wait for
+        # one message, shortly while files are being finished on the hash threads.
+        messages = self._consumer.consume(self._batch_size(), 0)
+        if not messages:
+            wait = min(timeout, 0.005) if self._reassembler.n_completing else timeout
+            messages = self._consumer.consume(1, wait)
+        for message in messages:
             if message.error():
                 log.warning("consume error on %s: %s", self.settings.topic, message.error())
                 continue
