@@ -49,6 +49,7 @@ __all__ = [
     "ProducerActor",
     "Target",
     "batch_arguments",
+    "batch_item",
     "owner_id",
 ]
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 INLINE_BYTES = 64 << 10
 """Files up to this size travel inside the calls that carry them, not as objects."""
+PUT_BYTES = 4 << 20
+"""Files share objects in the object store up to this size in all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,7 @@ class FileTask:
     meta: FileMeta
     # in the object store; a small file's bytes travel inline (no object per file)
     data: ray.ObjectRef | np.ndarray | None  # type: ignore[type-arg]
+    part: int = -1  # the object holds several files' bytes (a list): this one's place
 
     def __reduce__(self) -> tuple[type[FileTask], tuple[Any, ...]]:
         # by position: many cross the object store per second, and a slots dataclass's
@@ -118,7 +122,7 @@ class IngestActor:
     def __init__(self, settings: IngestSettings) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self._output_dir = settings.output_dir.resolve() if settings.output_dir else None
-        self._outbox: deque[FileTask] = deque()
+        self._outbox: deque[tuple[FileMeta, memoryview | None]] = deque()
         self._failures: deque[FileFailure] = deque()
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
@@ -165,12 +169,6 @@ class IngestActor:
             self._ready.notify_all()
 
     def _hand_off(self, done: CompletedFile) -> None:
-        data: ray.ObjectRef | np.ndarray | None = None  # type: ignore[type-arg]
-        if done.buffer is not None:
-            view = np.frombuffer(done.buffer, dtype=np.uint8)
-            # A small file is copied into the call that carries it: an object of its own
-            # would cost more than its bytes (Ray inlines arguments up to 100 KiB).
-            data = view.copy() if view.nbytes <= INLINE_BYTES else ray.put(view)
         meta = FileMeta(
             done.file_id,
             done.subdir_str,
@@ -184,15 +182,22 @@ class IngestActor:
             done.first_seen,
         )
         with self._ready:
-            self._outbox.append(FileTask(meta, data))
+            self._outbox.append((meta, done.buffer))
             self._ready.notify_all()
 
     def take(
-        self, max_files: int, timeout: float = 0.0, linger: float = 0.005
+        self,
+        max_files: int,
+        timeout: float = 0.0,
+        linger: float = 0.01,
+        finished: list[int] | None = None,
     ) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
         """Completed files (up to ``max_files``), failures, stats and a fatal error, if any;
         waits up to ``timeout`` for something to report, then up to ``linger`` more for
-        others, so that a stream of files costs the driver a few calls, not one per file."""
+        others, so that a stream of files costs the driver a few calls, not one per file.
+        ``finished``: files to mark finished first (as :meth:`finish`), one call fewer."""
+        if finished:
+            self.finish(finished)
         with self._ready:
             if self._ready.wait_for(
                 lambda: (self._outbox and max_files > 0) or self._failures or self._error, timeout
@@ -200,7 +205,7 @@ class IngestActor:
                 self._ready.wait_for(lambda: len(self._outbox) >= max_files or self._error, linger)
             files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
             failures = [self._failures.popleft() for _ in range(len(self._failures))]
-        return files, failures, self._ingest.snapshot(), self._error
+        return _package(files), failures, self._ingest.snapshot(), self._error
 
     def finish(self, file_ids: list[int]) -> None:
         for file_id in file_ids:
@@ -258,6 +263,41 @@ class IngestActor:
             raise RuntimeError(f"the ingest loop did not stop within {timeout:g} s")
         self._ingest.close()
         return self._ingest.snapshot()
+
+
+def _package(files: list[tuple[FileMeta, memoryview | None]]) -> list[FileTask]:
+    """The files' bytes, ready to travel: inline up to ``INLINE_BYTES`` (an object of its
+    own would cost more than the bytes), else in the object store, several files to an
+    object up to ``PUT_BYTES`` (each ``ray.put`` costs about a millisecond here, whatever
+    its size: one per file was a large part of a 1 MiB file's cost), a larger file alone.
+    Files rebuilt on disk travel as their path (``None``)."""
+    tasks: list[FileTask] = []
+    group: list[tuple[FileMeta, np.ndarray]] = []
+    size = 0
+
+    def put_group() -> None:
+        if len(group) == 1:
+            tasks.append(FileTask(group[0][0], ray.put(group[0][1])))
+        elif group:
+            ref = ray.put([array for _, array in group])
+            tasks.extend(FileTask(meta, ref, part) for part, (meta, _) in enumerate(group))
+        group.clear()
+
+    for meta, buffer in files:
+        if buffer is None:
+            tasks.append(FileTask(meta, None))
+            continue
+        array = np.frombuffer(buffer, dtype=np.uint8)
+        if array.nbytes <= INLINE_BYTES:
+            tasks.append(FileTask(meta, array.copy()))
+            continue
+        if group and size + array.nbytes > PUT_BYTES:
+            put_group()
+            size = 0
+        group.append((meta, array))
+        size += array.nbytes
+    put_group()
+    return tasks
 
 
 def _memory() -> dict[str, int]:
@@ -347,21 +387,28 @@ class FileSource:
 
 def batch_arguments(tasks: list[FileTask]) -> tuple[Any, ...]:
     """The arguments of one ``AnalysisActor.analyze`` call for ``tasks``: their metadata,
-    then their data in one list (inline bytes, ``None`` for files read from disk, or the
-    position of an object among the rest of the arguments), then the object references,
-    where Ray resolves them before the call (zero-copy). One argument per file would cost
-    a serialisation pass each."""
+    then their data in one list (inline bytes, ``None`` for files read from disk, or where
+    the bytes are: an object's position among the rest of the arguments and the file's
+    place in it), then the object references, each once, where Ray resolves them before
+    the call (zero-copy). One argument per file would cost a serialisation pass each."""
     metas: list[FileMeta] = []
-    datas: list[np.ndarray | int | None] = []
-    objects: list[Any] = []
+    datas: list[np.ndarray | tuple[int, int] | None] = []
+    objects: dict[Any, int] = {}  # each object once, however many of its files go along
     for task in tasks:
         metas.append(task.meta)
         if isinstance(task.data, ray.ObjectRef):
-            datas.append(len(objects))
-            objects.append(task.data)
+            datas.append((objects.setdefault(task.data, len(objects)), task.part))
         else:
             datas.append(task.data)
     return (metas, datas, *objects)
+
+
+def batch_item(data: np.ndarray | tuple[int, int] | None, objects: tuple[Any, ...]) -> Any:
+    """A file's bytes among an ``analyze`` call's arguments (see :func:`batch_arguments`)."""
+    if not isinstance(data, tuple):
+        return data
+    held = objects[data[0]]
+    return held if data[1] < 0 else held[data[1]]
 
 
 @ray.remote
@@ -396,11 +443,14 @@ class AnalysisActor:
             self._instance = target.payload
 
     def analyze(
-        self, metas: list[FileMeta], datas: list[np.ndarray | int | None], *objects: np.ndarray
+        self,
+        metas: list[FileMeta],
+        datas: list[np.ndarray | tuple[int, int] | None],
+        *objects: Any,
     ) -> list[AnalysisResult]:
         """Analyse a batch of files (see :func:`batch_arguments`), one result each, in order."""
         return [
-            self._one(meta, objects[data] if isinstance(data, int) else data)
+            self._one(meta, batch_item(data, objects))
             for meta, data in zip(metas, datas, strict=True)
         ]
 

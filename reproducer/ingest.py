@@ -362,8 +362,9 @@ class Ingest:
             if isinstance(outcome, CompletedFile):
                 self.stats.n_files_completed += 1
                 self._hand_off(outcome)
-                # Handed off (the bytes are in the object store, or on disk): drop the buffer
-                # now, not at the acknowledgement, so its memory is reused for the next file.
+                # Handed off (the ingest actor sends the bytes on at the driver's next take,
+                # or they are on disk): not kept here until the acknowledgement, so their
+                # memory is reused for the next file.
                 self._in_flight[outcome.file_id] = dataclasses.replace(outcome, buffer=None)
             else:
                 self._failed(outcome)

@@ -144,6 +144,7 @@ class _Books:
     open_results: dict[int, int] = field(default_factory=dict)  # file id -> results to end
     delivered: set[int] = field(default_factory=set)  # files with a result delivered
     finish_now: list[int] = field(default_factory=list)  # files to tell the ingest about
+    last_finish: float = 0.0  # when the ingest was last told (monotonic)
     produce_calls: list[Any] = field(default_factory=list)  # awaited before the drain's flush
     acking: Any = None  # the driver's pending take_acked call
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -435,9 +436,11 @@ class _Driver:
         consuming = False  # the ingest actor has its partitions: idleness counts from then on
         patterns = {t.name: re.compile(t.files) if t.files else None for t in targets}
         while not stop.is_set():
-            if taking is None:
-                # bounded by the ingest actor
-                taking = self.ingest.take.remote(self.settings.max_in_flight, 0.2)
+            if taking is None:  # bounded by the ingest actor; the finished files go along
+                taking = self.ingest.take.remote(
+                    self.settings.max_in_flight, 0.2, finished=self.books.finish_now
+                )
+                self.books.finish_now, self.books.last_finish = [], time.monotonic()
             if self.books.acking is None and not self.settings.exactly_once:
                 self.books.acking = self.producer.take_acked.remote(0.2)
             running = [ref for pool in self.pools.values() for ref in pool.running]
@@ -474,10 +477,11 @@ class _Driver:
                 if results:
                     self._collected(results)
                     busy = True
-            if self.books.finish_now:
-                self.ingest.finish.remote(self.books.finish_now)
-                self.books.finish_now = []
             now = time.monotonic()
+            # the next take carries them, unless it would be later than 20 ms from now
+            if self.books.finish_now and now - self.books.last_finish >= 0.02:
+                self.ingest.finish.remote(self.books.finish_now)
+                self.books.finish_now, self.books.last_finish = [], now
             if (
                 self.settings.exactly_once
                 and now - self.books.last_txn >= self.settings.transaction_interval

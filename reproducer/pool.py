@@ -1,7 +1,8 @@
 """Dispatching completed files to a pool of analysis actors, with bounded work in flight.
 
 Driver-side and Ray-aware, but no Kafka. Each actor has at most ``per_actor`` calls in
-flight (``ray.wait``, never an unbounded queue), and a call carries a batch of files: up
+flight (one by default: what queues meanwhile makes the next batch; ``ray.wait``, never
+an unbounded queue), and a call carries a batch of files: up
 to ``batch_files`` of them and ``batch_bytes`` in all, never more than the queue's fair
 share per free call, and no more than about ``batch_seconds`` of work by the time files
 took so far; so a stream of small files costs one actor call per batch, not one per file,
@@ -64,7 +65,7 @@ class AnalysisPool:
         make_actor: Callable[[], Any],
         n_actors: int,
         *,
-        per_actor: int = 2,
+        per_actor: int = 1,
         batch_files: int = 64,
         batch_bytes: int = 4 << 20,
         batch_seconds: float = 0.05,
