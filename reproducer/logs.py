@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 __all__ = ["InProgressLog", "InProgressRow", "ResultsLog", "timestamp"]
 
@@ -54,7 +55,7 @@ class ResultsLog:
         self.path = logs_dir / f"results_produced_to_{topic}.csv"
         self._hashes_path = logs_dir / f"results_produced_to_{topic}.hashes"
         self._new_rows: list[list[object]] = []
-        self._new_hashes: list[str] = []
+        self._hashes: TextIO | None = None
         self._produced: set[tuple[str, str]] = set()
         if self._hashes_path.is_file():
             for line in self._hashes_path.read_text(encoding="utf-8").splitlines():
@@ -78,24 +79,36 @@ class ResultsLog:
             [filename, relative_path, n_chunks, timestamp(first_message), timestamp(now)]
         )
         self._produced.add((relative_path, file_hash.hex()))
-        self._new_hashes.append(f"{file_hash.hex()} {relative_path}\n")
+        # At once, not with the CSV's next batch: a result can be committed (exactly once:
+        # in its transaction) before the offsets of its file can (an older file in the same
+        # partition is unfinished); after a crash this line is what keeps it from being
+        # produced a second time. Written through to the kernel, so a killed process
+        # loses none.
+        if self._hashes is None:
+            self._hashes_path.parent.mkdir(parents=True, exist_ok=True)
+            self._hashes = self._hashes_path.open("a", encoding="utf-8")
+        self._hashes.write(f"{file_hash.hex()} {relative_path}\n")
+        self._hashes.flush()
 
     def flush(self) -> None:
-        """Append what was recorded since the last flush (the cost of a flush does not grow
-        with the rows already written). Losing the last lines to a crash costs at most a
-        result produced again: the committed offsets, not this file, decide what is read."""
+        """Append the CSV rows recorded since the last flush (the cost of a flush does not
+        grow with the rows already written)."""
         if not self._new_rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._hashes_path.open("a", encoding="utf-8") as handle:
-            handle.writelines(self._new_hashes)
         fresh = not self.path.is_file()
         with self.path.open("a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, delimiter=";", lineterminator="\n")
             if fresh:
                 writer.writerow(_RESULT_COLUMNS)
             writer.writerows(self._new_rows)
-        self._new_rows, self._new_hashes = [], []
+        self._new_rows = []
+
+    def close(self) -> None:
+        self.flush()
+        if self._hashes is not None:
+            self._hashes.close()
+            self._hashes = None
 
 
 @dataclass(frozen=True, slots=True)

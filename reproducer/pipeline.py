@@ -6,6 +6,7 @@ bytes go from the ingest actor to an analysis actor through the object store.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -324,6 +325,9 @@ def run_targets(
             for actor in (ingest, producer, lock_actor):
                 if actor is not None:
                     ray.kill(actor)
+            if books.results_log is not None:
+                with contextlib.suppress(OSError):  # a write error was logged by the loop
+                    books.results_log.close()
     return summary
 
 
