@@ -1,7 +1,7 @@
 """The thin Ray actors of the pipeline: they move bytes and call the pure core.
 
-- :class:`IngestActor` runs :class:`~reproducer.ingest.Ingest` on a thread and hands each
-  completed file on as one object-store buffer.
+- :class:`IngestActor` runs :class:`~reproducer.ingest.Ingest` on a thread and hands the
+  completed files on at each ``take`` (inline, or several to an object-store buffer).
 - :class:`AnalysisActor` holds one copy of the user's reproducer and runs its
   ``_get_processing_result_message_for_file`` on each file.
 - :class:`ProducerActor` produces results and reports which ones the broker acknowledged.
@@ -63,11 +63,12 @@ PUT_BYTES = 4 << 20
 
 @dataclass(frozen=True, slots=True)
 class FileTask:
-    """A completed file on its way to analysis: metadata plus its bytes in the object store."""
+    """A completed file on its way to analysis: metadata plus its bytes (inline, in the
+    object store, or on disk: ``None``)."""
 
     meta: FileMeta
     # in the object store; a small file's bytes travel inline (no object per file)
-    data: ray.ObjectRef | np.ndarray | None  # type: ignore[type-arg]
+    data: ray.ObjectRef | bytes | np.ndarray | None  # type: ignore[type-arg]
     part: int = -1  # the object holds several files' bytes (a list): this one's place
 
     def __reduce__(self) -> tuple[type[FileTask], tuple[Any, ...]]:
@@ -205,7 +206,14 @@ class IngestActor:
                 self._ready.wait_for(lambda: len(self._outbox) >= max_files or self._error, linger)
             files = [self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))]
             failures = [self._failures.popleft() for _ in range(len(self._failures))]
-        return _package(files), failures, self._ingest.snapshot(), self._error
+        try:
+            tasks = _package(files)
+        except Exception:  # the object store refused them (full, say): not lost here
+            with self._ready:
+                self._outbox.extendleft(reversed(files))
+                self._failures.extendleft(reversed(failures))
+            raise
+        return tasks, failures, self._ingest.snapshot(), self._error
 
     def finish(self, file_ids: list[int]) -> None:
         for file_id in file_ids:
@@ -287,10 +295,12 @@ def _package(files: list[tuple[FileMeta, memoryview | None]]) -> list[FileTask]:
         if buffer is None:
             tasks.append(FileTask(meta, None))
             continue
-        array = np.frombuffer(buffer, dtype=np.uint8)
-        if array.nbytes <= INLINE_BYTES:
-            tasks.append(FileTask(meta, array.copy()))
+        if len(buffer) <= INLINE_BYTES:
+            # bytes, not an array: an array would be read zero-copy out of the take's reply
+            # in the object store and pin all of it until its last file is analysed
+            tasks.append(FileTask(meta, bytes(buffer)))
             continue
+        array = np.frombuffer(buffer, dtype=np.uint8)
         if group and size + array.nbytes > PUT_BYTES:
             put_group()
             size = 0
@@ -392,7 +402,7 @@ def batch_arguments(tasks: list[FileTask]) -> tuple[Any, ...]:
     place in it), then the object references, each once, where Ray resolves them before
     the call (zero-copy). One argument per file would cost a serialisation pass each."""
     metas: list[FileMeta] = []
-    datas: list[np.ndarray | tuple[int, int] | None] = []
+    datas: list[bytes | np.ndarray | tuple[int, int] | None] = []
     objects: dict[Any, int] = {}  # each object once, however many of its files go along
     for task in tasks:
         metas.append(task.meta)
@@ -403,8 +413,10 @@ def batch_arguments(tasks: list[FileTask]) -> tuple[Any, ...]:
     return (metas, datas, *objects)
 
 
-def batch_item(data: np.ndarray | tuple[int, int] | None, objects: tuple[Any, ...]) -> Any:
+def batch_item(data: bytes | np.ndarray | tuple[int, int] | None, objects: tuple[Any, ...]) -> Any:
     """A file's bytes among an ``analyze`` call's arguments (see :func:`batch_arguments`)."""
+    if isinstance(data, bytes):
+        return np.frombuffer(data, dtype=np.uint8)
     if not isinstance(data, tuple):
         return data
     held = objects[data[0]]
@@ -445,14 +457,19 @@ class AnalysisActor:
     def analyze(
         self,
         metas: list[FileMeta],
-        datas: list[np.ndarray | tuple[int, int] | None],
+        datas: list[bytes | np.ndarray | tuple[int, int] | None],
         *objects: Any,
     ) -> list[AnalysisResult]:
-        """Analyse a batch of files (see :func:`batch_arguments`), one result each, in order."""
-        return [
-            self._one(meta, batch_item(data, objects))
-            for meta, data in zip(metas, datas, strict=True)
-        ]
+        """Analyse a batch of files (see :func:`batch_arguments`), one result each, in order;
+        whatever goes wrong with one file is that file's result, never the batch's."""
+        results = []
+        for meta, data in zip(metas, datas, strict=True):
+            try:
+                results.append(self._one(meta, batch_item(data, objects)))
+            except Exception as exc:  # noqa: BLE001 - outside user code (a copy not removed)
+                error = f"{type(exc).__name__}: {exc}"
+                results.append(AnalysisResult(meta.file_id, meta.relative_path, error=error))
+        return results
 
     def _one(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
         source = self._source

@@ -9,7 +9,8 @@ it pauses its partitions and keeps polling, so the group never evicts it. The Ra
 The commit protocol, at least once (the driver does steps 3-5):
 
 1. every consumed message is recorded against the file it belongs to (or none);
-2. a completed file is handed on as one buffer and counts as in flight;
+2. a completed file is handed on (its bytes go on at the driver's next take) and counts
+   as in flight;
 3. an analysis actor computes its result;
 4. the producer actor produces it and sees the broker's acknowledgement;
 5. :meth:`Ingest.finish` marks the file finished (also for failed, expired, poison files);
@@ -117,6 +118,8 @@ class Ingest:
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, CompletedFile] = {}
+        self._in_flight_bytes = 0  # their sizes, kept as a total (summed per step, it cost
+        # O(files in flight) per message)
         self._recent_failures: deque[FileFailure] = deque(maxlen=1000)
         self._in_progress = (
             InProgressLog(settings.logs_dir, settings.topic, str(settings.consumer.get("group.id")))
@@ -154,9 +157,7 @@ class Ingest:
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
         self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
-        self._consumer.subscribe(
-            [settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
-        )
+        self._subscribed = False  # the group is joined by the first step, not before
 
     # ------------------------------------------------------------------ thread-safe
     def finish(self, file_id: int) -> None:
@@ -179,6 +180,11 @@ class Ingest:
         """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
         if self._lost_partitions:
             raise ReproducerError(self._lost_partitions)
+        if not self._subscribed:
+            self._subscribed = True
+            self._consumer.subscribe(
+                [self.settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
+            )
         # What is there now, without waiting for a whole batch (consume waits for all of
         # it or the timeout: a trickle of files would wait the timeout each); else wait for
         # one message, shortly while files are being finished on the hash threads.
@@ -366,6 +372,7 @@ class Ingest:
                 # or they are on disk): not kept here until the acknowledgement, so their
                 # memory is reused for the next file.
                 self._in_flight[outcome.file_id] = dataclasses.replace(outcome, buffer=None)
+                self._in_flight_bytes += outcome.size
             else:
                 self._failed(outcome)
 
@@ -382,12 +389,14 @@ class Ingest:
 
     def _apply_finished(self) -> None:
         for file_id in _take_all(self._finished):
-            self._in_flight.pop(file_id, None)
+            done = self._in_flight.pop(file_id, None)
+            if done is not None:
+                self._in_flight_bytes -= done.size
             self._tracker.finish(file_id)
 
     def _held(self) -> int:
         """Bytes of partial files and of completed files not finished yet."""
-        held = self._reassembler.held_bytes + sum(f.size for f in self._in_flight.values())
+        held = self._reassembler.held_bytes + self._in_flight_bytes
         self.stats.peak_held_bytes = max(self.stats.peak_held_bytes, held)
         return held
 

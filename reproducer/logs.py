@@ -96,7 +96,7 @@ class ResultsLog:
         if not self._new_rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not self.path.is_file()
+        fresh = not self.path.is_file() or self.path.stat().st_size == 0
         with self.path.open("a", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, delimiter=";", lineterminator="\n")
             if fresh:
@@ -105,10 +105,12 @@ class ResultsLog:
         self._new_rows = []
 
     def close(self) -> None:
-        self.flush()
-        if self._hashes is not None:
-            self._hashes.close()
-            self._hashes = None
+        try:
+            self.flush()
+        finally:
+            if self._hashes is not None:
+                self._hashes.close()
+                self._hashes = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -283,8 +283,9 @@ def run_targets(
     started = ended_cleanly = False
     try:
         # Every actor starts at once (each takes a worker process and its imports); the
-        # ingest actor joins the consumer group only when all are ready, so a failed start
-        # never leaves a member that is gone, and no file waits for an analysis actor.
+        # ingest actor subscribes and joins the consumer group only when all are ready, so
+        # a failed start never leaves a member that is gone, and no file waits for an
+        # analysis actor.
         placement = (
             {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else here
         )
@@ -459,7 +460,13 @@ class _Driver:
             ready_set = set(ready)
             busy = False
             if taking in ready_set:
-                files, failures, stats, error = ray.get(taking)
+                try:
+                    files, failures, stats, error = ray.get(taking)
+                except ray.exceptions.RayTaskError as exc:
+                    raise ReproducerError(
+                        f"the ingest actor could not hand files on: {first_line(exc)}; a "
+                        "restart resumes from the committed offsets"
+                    ) from exc
                 taking = None
                 if error:
                     raise ReproducerError(f"the ingest actor stopped: {error}")
@@ -611,6 +618,15 @@ class _Driver:
                 f"counts, and a restart redoes it: {first_line(exc)}"
             ) from exc
         self._acknowledged(results, [])  # committed: they count, whatever follows
+        # Recorded at once, before anything else can fail: a result can commit before its
+        # file's offsets can (an older file in the same partition is unfinished), and the
+        # results log is then what keeps a restart from producing it a second time.
+        now = time.time()
+        for file_id in done:
+            try:
+                self.books.file_ended(file_id, now)
+            except OSError as exc:
+                log.error("cannot record a committed result in the results log: %s", exc)
         if offsets:
             try:
                 ray.get(self.ingest.confirm.remote(offsets), timeout=60)
@@ -619,9 +635,6 @@ class _Driver:
                     f"the transaction committed, but the ingest actor did not take note: "
                     f"{first_line(exc)}; a restart resumes after it"
                 ) from exc
-        now = time.time()
-        for file_id in done:
-            self.books.file_ended(file_id, now)
 
     def _delivered(
         self,

@@ -168,16 +168,19 @@ class AnalysisPool:
             try:
                 answers: list[AnalysisResult] = ray.get(ref)
             except RayTaskError as exc:  # not user code's exception: the call itself failed
-                answers = [
-                    AnalysisResult(
-                        j.task.meta.file_id, j.task.meta.relative_path, error=str(exc)[-4000:]
-                    )
-                    for j in call.jobs
-                ]
+                if len(call.jobs) > 1:  # whose fault is it? each file alone tells
+                    for job in reversed(call.jobs):
+                        job.alone = True
+                        self._queue.appendleft(job)
+                    continue
+                meta = call.jobs[0].task.meta
+                answers = [AnalysisResult(meta.file_id, meta.relative_path, error=str(exc)[-4000:])]
             except RayActorError as exc:
                 results += self._died(call, exc)
                 continue
             for result in answers:
+                if result.error:  # only analyses that ran to the end say how long one takes
+                    continue
                 average = self._file_seconds
                 self._file_seconds = (
                     result.seconds
