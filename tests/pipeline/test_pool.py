@@ -51,6 +51,8 @@ class RecordingActor:
         for meta, data in zip(metas, datas, strict=True):
             if meta.filename == "kill":
                 os._exit(1)
+            if meta.filename == "raise":  # fails the whole call, not one file's analysis
+                raise RuntimeError("the call itself failed")
             array = batch_item(data, objects)
             digest = hashlib.sha256(array.tobytes()).hexdigest().encode()
             results.append(AnalysisResult(meta.file_id, meta.relative_path, b"k", digest))
@@ -114,3 +116,23 @@ def test_a_file_that_kills_its_actor_in_a_batch_fails_alone(
     # rest, "kill" among them, in a batch
     assert sizes[0] == 1
     assert max(sizes) >= len(names) - 2, sizes
+
+
+def test_a_call_that_fails_outside_an_analysis_fails_only_its_file(
+    local_ray: None, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    pool = AnalysisPool(lambda: RecordingActor.remote(str(calls)), 1, max_retries=0)
+    pool.wait_started(60)
+    names = [f"f{i}" for i in range(12)]
+    names.insert(5, "raise")
+    for i, name in enumerate(names, start=1):
+        pool.submit(_task(i, name, name.encode()))
+    results = _run(pool, len(names))
+    pool.close()
+    by_name = {r.relative_path: r for r in results}
+    assert sorted(by_name) == sorted(names)
+    assert "the call itself failed" in by_name["raise"].error
+    assert all(not by_name[n].error and by_name[n].value for n in names if n != "raise")
+    sizes = [int(line) for line in calls.read_text().split()]
+    assert max(sizes) > 1  # "raise" was in a batch, whose other files then ran alone
