@@ -61,7 +61,7 @@ except ImportError as _missing:
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from pipeline import _TICK, RssSampler, raw  # bench/pipeline.py
+from pipeline import RssSampler, proc_stats, raw, reader  # bench/pipeline.py
 
 from cluster import broker_from_env, create_topic
 from reproducer.chunk import decode_value, encode_value
@@ -174,18 +174,22 @@ def fmt_spread(values: list[float], unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def label_bars(ax: Any, bars: Any, values: list[float]) -> None:
+    """Each bar's value above it (none for a missing value, NaN)."""
+    for bar, value in zip(bars, values, strict=True):
+        if value == value:
+            ax.annotate(
+                fmt_num(value),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds (user + system) of ``root`` and its descendants, now (cheap: no smaps)."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    parents, cpu = proc_stats()
     total = 0.0
     for pid, seconds in cpu.items():
         ancestor = pid
@@ -1102,15 +1106,7 @@ class Bench:
 
 def chunk_times(bootstrap: str, topic: str, idle: float = 3.0) -> dict[str, tuple[float, float]]:
     """file -> broker timestamps (s) of its first and last chunk message on ``topic``."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": uuid.uuid4().hex,
-            "enable.auto.commit": False,
-            "fetch.max.bytes": 52428800,
-            "max.partition.fetch.bytes": 4 << 20,
-        }
-    )
+    consumer = reader(bootstrap)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
     times: dict[str, tuple[float, float]] = {}
     last = time.monotonic()
@@ -1517,15 +1513,7 @@ def plots(bench: Bench, report: Report, folder: Path) -> list[tuple[str, str]]:
         ):
             heights = [v if v == v else 0 for v in values]
             bars = ax.bar(xs + offset, heights, width, label=label, color=color)
-            for bar, value in zip(bars, values, strict=True):
-                if value == value:
-                    ax.annotate(
-                        fmt_num(value),
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center",
-                        va="bottom",
-                        fontsize=8,
-                    )
+            label_bars(ax, bars, values)
         ax.set_xticks(xs, [label for _, label in cases])
         ax.set_yscale("log")
         positive = [v for v in raw_v + ref_v + prj_v if v == v and v > 0]
@@ -1562,15 +1550,7 @@ def plots(bench: Bench, report: Report, folder: Path) -> list[tuple[str, str]]:
             bars = ax.bar(
                 xs + offset, [v if v == v else 0 for v in values], width, label=label, color=color
             )
-            for bar, value in zip(bars, values, strict=True):
-                if value == value:
-                    ax.annotate(
-                        fmt_num(value),
-                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center",
-                        va="bottom",
-                        fontsize=8,
-                    )
+            label_bars(ax, bars, values)
         ax.set_xticks(xs, [label for _, label in small])
         ax.set_yscale("log")
         if positive:

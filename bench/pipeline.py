@@ -78,15 +78,9 @@ def make_data(root: Path, n: int, size: int) -> int:
     return n * size
 
 
-def raw(
-    bootstrap: str, topic: str, n_messages: int, passes: int = 1, **settings: Any
-) -> dict[str, float]:
-    """confluent-kafka reading every message of the topic: MB/s and messages/s from
-    assignment to the last message. With ``passes`` > 1 it reads the topic again (from a
-    fresh assignment each time) and also gives ``steady_mb_s``/``steady_msgs_s`` over the
-    passes after the first, whose connection set-up they leave out. ``settings`` are extra
-    consumer settings."""
-    consumer = Consumer(
+def reader(bootstrap: str, **settings: Any) -> Consumer:
+    """A consumer for reading a topic through, in a group of its own, with large fetches."""
+    return Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": uuid.uuid4().hex,
@@ -96,6 +90,17 @@ def raw(
             **settings,
         }
     )
+
+
+def raw(
+    bootstrap: str, topic: str, n_messages: int, passes: int = 1, **settings: Any
+) -> dict[str, float]:
+    """confluent-kafka reading every message of the topic: MB/s and messages/s from
+    assignment to the last message. With ``passes`` > 1 it reads the topic again (from a
+    fresh assignment each time) and also gives ``steady_mb_s``/``steady_msgs_s`` over the
+    passes after the first, whose connection set-up they leave out. ``settings`` are extra
+    consumer settings."""
+    consumer = reader(bootstrap, **settings)
     timings = []
     for _ in range(passes):
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(4)])
@@ -185,8 +190,8 @@ class RssSampler(threading.Thread):
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _tree(root: int) -> dict[int, tuple[str, float, int]]:
-    """(name, CPU seconds, PSS bytes) of ``root`` and all its descendants, from /proc."""
+def proc_stats() -> tuple[dict[int, int], dict[int, float]]:
+    """Every process's parent and CPU seconds (user + system), from /proc."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -197,6 +202,12 @@ def _tree(root: int) -> dict[int, tuple[str, float, int]]:
                 continue
             parents[int(entry.name)] = int(fields[1])
             cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return parents, cpu
+
+
+def _tree(root: int) -> dict[int, tuple[str, float, int]]:
+    """(name, CPU seconds, PSS bytes) of ``root`` and all its descendants, from /proc."""
+    parents, cpu = proc_stats()
     tree = {}
     for pid in parents:
         ancestor = pid

@@ -95,44 +95,32 @@ def test_small_files_go_in_batches_and_each_gets_its_own_result(
     assert len(sizes) <= len(data) // 8, sizes
 
 
-def test_a_file_that_kills_its_actor_in_a_batch_fails_alone(
-    local_ray: None, tmp_path: Path
+@pytest.mark.parametrize(
+    ("culprit", "error"),
+    [("kill", "killed 2 actors"), ("raise", "the call itself failed")],
+    ids=["kills-its-actor", "fails-the-call"],
+)
+def test_a_file_that_breaks_its_batch_fails_alone(
+    local_ray: None, tmp_path: Path, culprit: str, error: str
 ) -> None:
+    """A file that kills its actor, or makes the whole call fail outside any analysis,
+    among others in a batch: the others are run again, alone, and get their results; it
+    alone fails."""
     calls = tmp_path / "calls"
     pool = AnalysisPool(lambda: RecordingActor.remote(str(calls)), 1, max_retries=0)
     pool.wait_started(60)
     names = [f"f{i}" for i in range(20)]
-    names.insert(7, "kill")
+    names.insert(7, culprit)
     for i, name in enumerate(names, start=1):
         pool.submit(_task(i, name, name.encode()))
     results = _run(pool, len(names))
     pool.close()
     by_name = {r.relative_path: r for r in results}
     assert sorted(by_name) == sorted(names)
-    assert "killed 2 actors" in by_name["kill"].error
-    assert all(not by_name[n].error and by_name[n].value for n in names if n != "kill")
+    assert error in by_name[culprit].error
+    assert all(not by_name[n].error and by_name[n].value for n in names if n != culprit)
     sizes = [int(line) for line in calls.read_text().split()]
     # the first call goes with one file (until the time a file takes is known), then the
-    # rest, "kill" among them, in a batch
+    # rest, the culprit among them, in a batch
     assert sizes[0] == 1
     assert max(sizes) >= len(names) - 2, sizes
-
-
-def test_a_call_that_fails_outside_an_analysis_fails_only_its_file(
-    local_ray: None, tmp_path: Path
-) -> None:
-    calls = tmp_path / "calls"
-    pool = AnalysisPool(lambda: RecordingActor.remote(str(calls)), 1, max_retries=0)
-    pool.wait_started(60)
-    names = [f"f{i}" for i in range(12)]
-    names.insert(5, "raise")
-    for i, name in enumerate(names, start=1):
-        pool.submit(_task(i, name, name.encode()))
-    results = _run(pool, len(names))
-    pool.close()
-    by_name = {r.relative_path: r for r in results}
-    assert sorted(by_name) == sorted(names)
-    assert "the call itself failed" in by_name["raise"].error
-    assert all(not by_name[n].error and by_name[n].value for n in names if n != "raise")
-    sizes = [int(line) for line in calls.read_text().split()]
-    assert max(sizes) > 1  # "raise" was in a batch, whose other files then ran alone
