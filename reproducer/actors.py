@@ -561,7 +561,7 @@ class AnalysisActor:
             self._instance.close()
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)  # type: ignore[call-overload]  # an actor option
+@ray.remote(num_cpus=0, max_concurrency=4, concurrency_groups={"transaction": 1})  # type: ignore[call-overload]  # actor options
 class ProducerActor:
     """Threaded: a poll thread serves delivery reports; ``take_acked`` waits for them."""
 
@@ -602,6 +602,11 @@ class ProducerActor:
         self._transactional = transactional_id is not None
         self._txn = threading.Lock()  # no produce between a commit and the next begin
         self._aborted = False
+        # Exactly-once: the number of the open transaction. Calls run on a pool of threads,
+        # in no set order: a produce made for the next transaction must wait for this
+        # one's commit, or its result would commit with offsets that do not cover it.
+        self._transaction = 0
+        self._turn = threading.Condition()
         if self._transactional and not self._init_error:
             # Fences any earlier producer with this id (a crashed run's zombie) and aborts
             # its open transaction: a read_committed reader never sees those results.
@@ -635,11 +640,22 @@ class ProducerActor:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def produce(self, results: list[AnalysisResult]) -> None:
+    def produce(self, results: list[AnalysisResult], transaction: int | None = None) -> None:
+        """Produce ``results``; exactly-once, into transaction number ``transaction``
+        (waiting, if it is the next one, for the open one to commit)."""
+        if transaction is not None:
+            with self._turn:
+                self._turn.wait_for(lambda: self._transaction >= transaction or self._aborted)
+            if self._aborted or self._transaction != transaction:
+                raise RuntimeError(
+                    f"transaction {transaction} is not open (open: {self._transaction}, "
+                    f"aborted: {self._aborted}): its results are not produced"
+                )
         with self._txn:
             for result in results:
                 self._produce(result)
 
+    @ray.method(concurrency_group="transaction")  # never behind produce calls that wait
     def commit(self, offsets: dict[int, int], group_metadata: bytes, topic: str) -> None:
         """Exactly-once: commit the results produced so far together with the consumer
         offsets, in one transaction, and begin the next. Raises if the transaction cannot
@@ -667,6 +683,9 @@ class ProducerActor:
                 self._abort()
                 raise
             self._producer.begin_transaction()
+        with self._turn:
+            self._transaction += 1
+            self._turn.notify_all()
 
     def _commit_transaction(self) -> None:
         from confluent_kafka import KafkaException  # noqa: PLC0415
@@ -680,6 +699,7 @@ class ProducerActor:
                     raise
                 log.warning("transaction commit will be retried: %s", exc)
 
+    @ray.method(concurrency_group="transaction")
     def abort(self) -> None:
         """Exactly-once, when the run fails: abort the open transaction now, so that
         read_committed readers need not wait for it to time out (once is enough)."""
@@ -694,6 +714,8 @@ class ProducerActor:
         from confluent_kafka import KafkaException  # noqa: PLC0415
 
         self._aborted = True
+        with self._turn:
+            self._turn.notify_all()  # produce calls waiting for a turn give up
         try:
             self._producer.abort_transaction(30)
         except KafkaException as exc:

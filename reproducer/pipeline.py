@@ -157,6 +157,7 @@ class _Books:
     txn_done: list[int] = field(default_factory=list)  # files it finishes
     txn_produce_calls: list[Any] = field(default_factory=list)  # must run before the commit
     last_txn: float = 0.0
+    transaction: int = 0  # the number of the open transaction (the producer's count)
 
     def flush_log(self, *, every: float = 5.0) -> None:
         if self.results_log is not None and time.monotonic() - self.last_flush >= every:
@@ -555,7 +556,8 @@ class _Driver:
             good.append(numbered)
         if not good:
             return
-        call = self.producer.produce.remote(good)
+        transaction = self.books.transaction if self.settings.exactly_once else None
+        call = self.producer.produce.remote(good, transaction)
         self.books.produce_calls.append(call)
         if len(self.books.produce_calls) > 64:  # keep only the calls that have not run yet
             self.books.produce_calls = ray.wait(
@@ -595,17 +597,17 @@ class _Driver:
             self.books.txn_done,
         )
         self.books.txn_produce_calls, self.books.txn_results, self.books.txn_done = [], [], []
+        self.books.transaction += 1  # produce calls from now on are for the next one
         try:
             ray.get(calls, timeout=120)
             offsets, group_metadata = ray.get(self.ingest.commit_point.remote(done), timeout=60)
-            if offsets or results:
-                # the actor's own waits add up to less than this (see ProducerActor.commit)
-                ray.get(
-                    self.producer.commit.remote(
-                        offsets, group_metadata, self.settings.consumer_topic
-                    ),
-                    timeout=600,
-                )
+            # Always, even empty (cheap: nothing reaches the broker): the producer counts
+            # its transactions as the driver does, for the produce calls waiting their turn.
+            # The actor's own waits add up to less than this (see ProducerActor.commit).
+            ray.get(
+                self.producer.commit.remote(offsets, group_metadata, self.settings.consumer_topic),
+                timeout=600,
+            )
         except ray.exceptions.GetTimeoutError as exc:
             raise ReproducerError(
                 f"the transaction of {len(results)} results did not finish in time; whether it "
