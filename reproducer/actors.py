@@ -35,7 +35,7 @@ from reproducer.datafile import (
     encode_message_value,
     json_default,
 )
-from reproducer.ingest import Ingest, IngestSettings, IngestStats
+from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.reassembly import CompletedFile, FileFailure
 
 __all__ = [
@@ -220,12 +220,13 @@ class IngestActor:
             self._ingest.finish(file_id)
 
     def commit_point(
-        self, finished: list[int], timeout: float = 30.0
-    ) -> tuple[dict[int, int], bytes]:
-        """Mark ``finished`` done, then return the offsets now safe to commit and the group
-        metadata (exactly-once mode: the producer commits them in its transaction)."""
+        self, finished: list[int], waiting: list[int] | None = None, timeout: float = 30.0
+    ) -> CommitPoint:
+        """Mark ``finished`` done, then return the offsets now safe to commit, the group
+        metadata (exactly-once mode: the producer commits them in its transaction) and which
+        of ``finished`` and ``waiting`` (finished before, not covered then) they cover."""
         self.finish(finished)
-        answer = self._ingest.commit_point()
+        answer = self._ingest.commit_point([*finished, *(waiting or [])])
         deadline = time.monotonic() + timeout
         while True:  # the loop thread answers; if it died meanwhile, say so, do not wait
             if self._error:

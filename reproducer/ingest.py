@@ -41,7 +41,7 @@ from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
 from reproducer.reassembly import CompletedFile, FileFailure, Outcome, Reassembler
 
-__all__ = ["Ingest", "IngestSettings", "IngestStats"]
+__all__ = ["CommitPoint", "Ingest", "IngestSettings", "IngestStats"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,17 @@ class IngestSettings:
     # Exactly-once: offsets are committed by the producer's transaction, never by the
     # consumer; the driver asks for them with :meth:`Ingest.commit_point`.
     transactional: bool = False
+
+
+@dataclass(frozen=True)
+class CommitPoint:
+    """What a transaction may commit: the offsets, the group's metadata, and the finished
+    files those offsets cover whole (only their results may go in it: a result committed
+    without its file's offsets would be produced again after a crash)."""
+
+    offsets: dict[int, int]
+    group_metadata: bytes
+    covered: list[int]
 
 
 @dataclass
@@ -128,7 +139,7 @@ class Ingest:
         )
         self._last_log = 0.0
         self._last_commit = time.monotonic()
-        self._commit_requests: queue.SimpleQueue[Future[tuple[dict[int, int], bytes]]] = (
+        self._commit_requests: queue.SimpleQueue[tuple[list[int], Future[CommitPoint]]] = (
             queue.SimpleQueue()
         )
         self._confirmed: queue.SimpleQueue[dict[int, int]] = queue.SimpleQueue()
@@ -164,11 +175,12 @@ class Ingest:
         """The file's result was acknowledged, or it failed: its offsets may be committed."""
         self._finished.put(file_id)
 
-    def commit_point(self) -> Future[tuple[dict[int, int], bytes]]:
-        """Offsets safe to commit now (everything finished so far, disk files made durable)
-        and the consumer group's metadata, for a transaction; answered by the loop thread."""
-        request: Future[tuple[dict[int, int], bytes]] = Future()
-        self._commit_requests.put(request)
+    def commit_point(self, candidates: list[int] | None = None) -> Future[CommitPoint]:
+        """Offsets safe to commit now (everything finished so far, disk files made durable),
+        the consumer group's metadata, for a transaction, and which of ``candidates``
+        (finished files) those offsets cover whole; answered by the loop thread."""
+        request: Future[CommitPoint] = Future()
+        self._commit_requests.put((list(candidates or ()), request))
         return request
 
     def confirm(self, offsets: dict[int, int]) -> None:
@@ -286,13 +298,14 @@ class Ingest:
         for moved in _take_all(self._confirmed):
             self._tracker.confirm(moved)
             self.stats.committed.update(moved)
-        for request in _take_all(self._commit_requests):
+        for candidates, request in _take_all(self._commit_requests):
             try:
                 self._outcomes(self._reassembler.flush())
                 self._apply_finished()
-                request.set_result(
-                    (self._tracker.advanced(), self._consumer.consumer_group_metadata())
-                )
+                offsets = self._tracker.advanced()
+                covered = [f for f in candidates if not self._tracker.holds(f)]
+                metadata = self._consumer.consumer_group_metadata()
+                request.set_result(CommitPoint(offsets, metadata, covered))
             except Exception as exc:  # noqa: BLE001 - the asker raises it
                 request.set_exception(exc)
 

@@ -70,6 +70,12 @@ class OffsetTracker:
     def is_pending(self, file_id: int) -> bool:
         return file_id in self._refs and file_id not in self._finished
 
+    def holds(self, file_id: int) -> bool:
+        """Whether a message of the file is still at or above a safe offset (as of the last
+        :meth:`safe_offsets` or :meth:`advanced`): a commit of those offsets would not
+        cover the whole file."""
+        return file_id in self._refs
+
     def safe_offsets(self) -> dict[int, int]:
         """Per partition seen so far, the highest offset that is safe to commit."""
         return {p: self._safe(p) for p in self._next}

@@ -152,10 +152,10 @@ class _Books:
     results_log: ResultsLog | None = None
     dedupe: bool = True  # skip files the results CSV lists (one reference reproducer only)
     last_flush: float = 0.0
-    # exactly-once: what the open transaction holds
-    txn_results: list[int] = field(default_factory=list)  # result ids in it
-    txn_done: list[int] = field(default_factory=list)  # files it finishes
-    txn_produce_calls: list[Any] = field(default_factory=list)  # must run before the commit
+    # exactly-once: results wait for a transaction whose offsets cover their file whole
+    held: dict[int, list[AnalysisResult]] = field(default_factory=dict)  # by file id
+    txn_done: list[int] = field(default_factory=list)  # files finished since the last one
+    uncovered: set[int] = field(default_factory=set)  # finished, not covered by offsets yet
     last_txn: float = 0.0
     transaction: int = 0  # the number of the open transaction (the producer's count)
 
@@ -501,7 +501,11 @@ class _Driver:
                 self._commit_transaction()
             self.books.flush_log()
             self.summary.n_in_analysis = sum(pool.n_pending for pool in self.pools.values())
-            if busy or not consuming or self.summary.n_in_analysis or self.books.producing:
+            # results held for coverage (exactly once) do not keep the run busy: the drain
+            # commits those it can, a restart redoes the rest
+            held = sum(len(results) for results in self.books.held.values())
+            producing = len(self.books.producing) > held
+            if busy or not consuming or self.summary.n_in_analysis or producing:
                 last_work = now
             telemetry.tick(self.summary.progress())
             if (
@@ -556,18 +560,19 @@ class _Driver:
             good.append(numbered)
         if not good:
             return
-        transaction = self.books.transaction if self.settings.exactly_once else None
-        call = self.producer.produce.remote(good, transaction)
+        if self.settings.exactly_once:
+            # Held until a transaction's offsets cover the file whole (see
+            # _commit_transaction); the file is finished as far as offsets go.
+            for result in good:
+                self.books.held.setdefault(result.file_id, []).append(result)
+                self._result_ended(result.file_id)
+            return
+        call = self.producer.produce.remote(good)
         self.books.produce_calls.append(call)
         if len(self.books.produce_calls) > 64:  # keep only the calls that have not run yet
             self.books.produce_calls = ray.wait(
                 self.books.produce_calls, num_returns=65, timeout=0
             )[1]
-        if self.settings.exactly_once:  # the transaction that carries them also commits the offsets
-            self.books.txn_produce_calls.append(call)
-            self.books.txn_results += [r.result_id for r in good]
-            for result in good:
-                self._result_ended(result.file_id)
 
     def _result_ended(self, file_id: int) -> None:
         """One result of the file ended; when all have, its offsets may be committed
@@ -584,30 +589,37 @@ class _Driver:
             self.books.file_ended(file_id, time.time())
 
     def _commit_transaction(self) -> None:
-        """Exactly-once: commit the open transaction's results with the offsets they release.
+        """Exactly-once: commit, in one transaction, the offsets that the files finished so
+        far make safe and the results of the files those offsets cover whole.
 
-        The order matters: every produce call is done, then the files are marked finished and
-        the ingest says which offsets that makes safe, then the producer commits both at once.
-        A failure raises: nothing of the transaction counts, and a restart redoes it.
+        1. the ingest marks the files finished since the last commit, and answers with the
+           safe offsets and which finished files they cover (all their messages below);
+        2. the held results of those files are produced into the open transaction;
+        3. the producer flushes and commits them with the offsets.
+
+        A result whose file is not covered yet (an older file in the same partition is
+        unfinished) waits for a later transaction: committed without its offsets, a crash
+        would have it produced again. A failure raises: nothing of the transaction counts,
+        and a restart redoes it.
         """
         self.books.last_txn = time.monotonic()
-        calls, results, done = (
-            self.books.txn_produce_calls,
-            self.books.txn_results,
-            self.books.txn_done,
-        )
-        self.books.txn_produce_calls, self.books.txn_results, self.books.txn_done = [], [], []
-        self.books.transaction += 1  # produce calls from now on are for the next one
+        done, self.books.txn_done = self.books.txn_done, []
+        waiting = sorted(self.books.uncovered)
+        results: list[AnalysisResult] = []
         try:
-            ray.get(calls, timeout=120)
-            offsets, group_metadata = ray.get(self.ingest.commit_point.remote(done), timeout=60)
-            # Always, even empty (cheap: nothing reaches the broker): the producer counts
-            # its transactions as the driver does, for the produce calls waiting their turn.
-            # The actor's own waits add up to less than this (see ProducerActor.commit).
+            point = ray.get(self.ingest.commit_point.remote(done, waiting), timeout=60)
+            results = [r for f in point.covered for r in self.books.held.pop(f, [])]
+            if results:
+                ray.get(self.producer.produce.remote(results, self.books.transaction), timeout=120)
+            # Always, even empty (cheap: nothing reaches the broker). The actor's own waits
+            # add up to less than this (see ProducerActor.commit).
             ray.get(
-                self.producer.commit.remote(offsets, group_metadata, self.settings.consumer_topic),
+                self.producer.commit.remote(
+                    point.offsets, point.group_metadata, self.settings.consumer_topic
+                ),
                 timeout=600,
             )
+            self.books.transaction += 1
         except ray.exceptions.GetTimeoutError as exc:
             raise ReproducerError(
                 f"the transaction of {len(results)} results did not finish in time; whether it "
@@ -619,19 +631,19 @@ class _Driver:
                 f"the transaction of {len(results)} results could not commit; nothing of it "
                 f"counts, and a restart redoes it: {first_line(exc)}"
             ) from exc
-        self._acknowledged(results, [])  # committed: they count, whatever follows
-        # Recorded at once, before anything else can fail: a result can commit before its
-        # file's offsets can (an older file in the same partition is unfinished), and the
-        # results log is then what keeps a restart from producing it a second time.
+        self._acknowledged([r.result_id for r in results], [])  # committed: they count
+        self.books.uncovered = (self.books.uncovered | set(done)) - set(point.covered)
+        # Recorded at once, before anything else can fail (the results CSV, and the hash
+        # list that keeps a restart with a fresh group from producing them again).
         now = time.time()
-        for file_id in done:
+        for file_id in point.covered:
             try:
                 self.books.file_ended(file_id, now)
             except OSError as exc:
                 log.error("cannot record a committed result in the results log: %s", exc)
-        if offsets:
+        if point.offsets:
             try:
-                ray.get(self.ingest.confirm.remote(offsets), timeout=60)
+                ray.get(self.ingest.confirm.remote(point.offsets), timeout=60)
             except ray.exceptions.RayError as exc:
                 raise ReproducerError(
                     f"the transaction committed, but the ingest actor did not take note: "
