@@ -149,3 +149,35 @@ def test_lag_counts_consumed_messages_not_committed() -> None:
     assert moved == {0: 103, 1: 1}
     tracker.confirm(moved)
     assert tracker.lag() == 110 - 103
+
+
+@settings(max_examples=400, deadline=None)
+@given(_steps)
+def test_a_file_is_covered_exactly_when_the_safe_offsets_pass_all_its_messages(
+    steps: list,
+) -> None:
+    """Exactly once commits a result only with offsets that cover its file whole: a
+    finished file is reported covered if and only if every message of it is below the
+    safe offset of its partition."""
+    tracker, consumed, finished = _replay(steps, check_every_step=False)
+    safe = tracker.safe_offsets()
+    for file_id in finished:
+        whole = all(
+            offset < safe[partition]
+            for partition, log in consumed.items()
+            for offset, owner in log
+            if owner == file_id
+        )
+        assert tracker.holds(file_id) == (not whole), (file_id, safe)
+
+
+def test_a_finished_file_behind_an_unfinished_one_is_not_covered() -> None:
+    tracker = OffsetTracker()
+    tracker.record(0, 0, 1)  # older, unfinished
+    tracker.record(0, 1, 2)
+    tracker.finish(2)
+    assert tracker.advanced() == {0: 0}
+    assert tracker.holds(2)  # its result must wait: offset 1 is not committed
+    tracker.finish(1)
+    assert tracker.advanced() == {0: 2}
+    assert not tracker.holds(1) and not tracker.holds(2)
