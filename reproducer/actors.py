@@ -29,6 +29,7 @@ import ray
 
 from reproducer.chunk import result_key
 from reproducer.datafile import (
+    ByPosition,
     DownloadDataFile,
     FileMeta,
     ReproducerMessage,
@@ -62,7 +63,7 @@ PUT_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class FileTask:
+class FileTask(ByPosition):
     """A completed file on its way to analysis: metadata plus its bytes (inline, in the
     object store, or on disk: ``None``)."""
 
@@ -71,14 +72,9 @@ class FileTask:
     data: ray.ObjectRef | bytes | np.ndarray | None  # type: ignore[type-arg]
     part: int = -1  # the object holds several files' bytes (a list): this one's place
 
-    def __reduce__(self) -> tuple[type[FileTask], tuple[Any, ...]]:
-        # by position: many cross the object store per second, and a slots dataclass's
-        # default pickling looks its fields up every time
-        return FileTask, tuple(getattr(self, name) for name in self.__slots__)
-
 
 @dataclass(frozen=True, slots=True)
-class AnalysisResult:
+class AnalysisResult(ByPosition):
     file_id: int
     relative_path: str
     key: bytes | None = None
@@ -91,11 +87,6 @@ class AnalysisResult:
     headers: tuple[tuple[str, bytes], ...] = ()
     result_id: int = 0  # set by the driver: the unit that is produced and acknowledged
     seconds: float = 0.0  # how long the analysis of the file took on its actor
-
-    def __reduce__(self) -> tuple[type[AnalysisResult], tuple[Any, ...]]:
-        # by position: many cross the object store per second, and a slots dataclass's
-        # default pickling looks its fields up every time
-        return AnalysisResult, tuple(getattr(self, name) for name in self.__slots__)
 
 
 @dataclass(frozen=True)

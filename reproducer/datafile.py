@@ -18,6 +18,7 @@ import numpy as np
 from reproducer.chunk import result_key
 
 __all__ = [
+    "ByPosition",
     "DownloadDataFile",
     "FileMeta",
     "JSONMessage",
@@ -27,8 +28,19 @@ __all__ = [
 ]
 
 
+class ByPosition:
+    """Pickled by position: records of which many cross the object store per second (a
+    slots dataclass's default pickling looks each field up by name every time)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        names: tuple[str, ...] = self.__slots__
+        return type(self), tuple(getattr(self, name) for name in names)
+
+
 @dataclass(frozen=True, slots=True)
-class FileMeta:
+class FileMeta(ByPosition):
     """What travels with a file from the ingest actor to an analysis actor (small)."""
 
     file_id: int
@@ -45,11 +57,6 @@ class FileMeta:
     @property
     def relative_path(self) -> str:
         return f"{self.subdir_str}/{self.filename}" if self.subdir_str else self.filename
-
-    def __reduce__(self) -> tuple[type[FileMeta], tuple[Any, ...]]:
-        # by position: many cross the object store per second, and a slots dataclass's
-        # default pickling looks its fields up every time
-        return FileMeta, tuple(getattr(self, name) for name in self.__slots__)
 
 
 class DownloadDataFile:
