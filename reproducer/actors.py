@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import logging
@@ -119,6 +120,7 @@ class IngestActor:
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
         self._init_error = ""
+        _return_large_buffers()
         try:
             self._ingest = Ingest(settings, self._hand_off, self._failed)
         except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
@@ -300,6 +302,24 @@ def _package(files: list[tuple[FileMeta, memoryview | None]]) -> list[FileTask]:
         size += array.nbytes
     put_group()
     return tasks
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def _return_large_buffers() -> None:
+    """Have glibc give buffers of 128 KiB and more back to the system when freed.
+
+    Its default raises that threshold to the largest block freed so far (up to 32 MiB), so
+    once a file's buffer or a chunk's bytes have been freed, the next ones come from heaps
+    that several threads (consumer, ``take``) share and fragment: measured, the process
+    kept 15-20 MiB beyond what it held. A fixed threshold costs one ``mmap`` per chunk.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)  # a fixed value turns the adjustment off
+    except (OSError, AttributeError):  # not glibc: its own allocator's policy applies
+        pass
 
 
 def _memory() -> dict[str, int]:

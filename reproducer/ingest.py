@@ -462,7 +462,9 @@ class Ingest:
         if pause:
             self._consumer.pause([TopicPartition(self.settings.topic, p) for p in sorted(pause)])
         if resume:
-            self._consumer.resume([TopicPartition(self.settings.topic, p) for p in sorted(resume)])
+            resumed = [TopicPartition(self.settings.topic, p) for p in sorted(resume)]
+            self._consumer.resume(resumed)
+            self._wake_fetcher(resumed)
         self._paused = wanted
         log.debug(
             "partitions %s paused (%d files in flight, %d bytes held)",
@@ -470,6 +472,27 @@ class Ingest:
             n_in_flight,
             held,
         )
+
+    def _wake_fetcher(self, resumed: list[Any]) -> None:
+        """Have librdkafka fetch the resumed partitions now. A resume alone does not wake
+        its fetcher, which sleeps up to a second while every partition was paused (measured:
+        700 ms from a resume 0.3 s after the pause to the next message, and a run bound by
+        its budget at a third of its rate); a seek to where the partition stands does, and
+        changes nothing else (the pause already set the next fetch there)."""
+        from confluent_kafka import KafkaException  # noqa: PLC0415
+
+        try:
+            positions = self._consumer.position(resumed)
+        except KafkaException as exc:
+            log.debug("no positions to wake the fetcher: %s", exc)
+            return
+        for position in positions:
+            if position.offset < 0:  # nothing consumed yet: the resume looks it up itself
+                continue
+            try:
+                self._consumer.seek(position)
+            except KafkaException as exc:  # e.g. revoked meanwhile: the resume stands
+                log.debug("no seek on %s [%d]: %s", position.topic, position.partition, exc)
 
     def _furthest_behind(self) -> int | None:
         """The partition whose last message read is the oldest among those that may have

@@ -6,21 +6,36 @@ import json
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
-def read_results(bootstrap: str, topic: str, expected: int) -> list[tuple[str, dict]]:
+def read_results(
+    bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0
+) -> list[tuple[str, dict]]:
+    """Every result in ``topic`` up to its end, as a read_committed reader sees it, once at
+    least ``expected`` are there (waiting up to ``timeout`` for them): the end, not a quiet
+    spell, says all were read, so extra results show and no test waits out a timeout."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "check",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
     )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     out: list[tuple[str, dict]] = []
+    at_end = False
+    deadline = time.monotonic() + timeout
     try:
-        while len(out) < expected:
-            batch = consumer.consume(100, 10)
-            if not batch:
-                break
-            out += [(m.key().decode(), json.loads(m.value())) for m in batch if not m.error()]
+        while not (at_end and len(out) >= expected) and time.monotonic() < deadline:
+            for m in consumer.consume(100, 1):
+                error = m.error()
+                if error is not None:
+                    at_end = error.code() == KafkaError._PARTITION_EOF
+                    continue
+                at_end = False
+                out.append((m.key().decode(), json.loads(m.value())))
     finally:
         consumer.close()
     return out

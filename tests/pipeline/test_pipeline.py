@@ -296,13 +296,13 @@ def test_offsets_committed_only_for_delivered_results(
     )
     second = again.produce_processing_results_for_files_as_read()
     assert (second.n_msgs_read, second.n_results_produced) == (0, 0)
-    assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
+    assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
 
     # a fresh group re-reads everything, but what the results CSV records is not produced again
     fresh = SizeReproducer(config_file, topic, results_topic, stop_when_idle=3.0, output_dir=out)
     third = fresh.produce_processing_results_for_files_as_read()
     assert third.n_files_read == len(files) and third.n_results_produced == 0
-    assert len(read_results(kafka_bootstrap, results_topic, len(files) + 1)) == len(files)
+    assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
 
 
 def test_poison_is_recorded_dead_lettered_and_committed_past(
@@ -657,9 +657,9 @@ def test_backpressure_keeps_the_ingest_under_its_budget(
     memory = run.last_run.ingest_memory
     growth = memory["peak_anon"] - memory["start_anon"]  # the object store's pages aside
     # the budget, librdkafka's fetch buffer and prefetch queue (4 MiB each at this budget),
-    # and allocator slack
-    assert growth < (budget_mb + 2 * 4 + 24) << 20 < n_files * size, memory
-    assert len(read_results(kafka_bootstrap, results_topic, n_files + 1)) == n_files
+    # and allocator slack (glibc keeps freed large buffers unless told not to: 33-42 MiB)
+    assert growth < (budget_mb + 2 * 4 + 12) << 20 < n_files * size, memory
+    assert len(read_results(kafka_bootstrap, results_topic)) == n_files
 
 
 @pytest.mark.parametrize(
@@ -766,7 +766,7 @@ def test_killed_and_restarted_loses_no_result(
         check=False,
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)]
     assert set(results) == set(names)  # nothing lost
     if exactly_once:
         assert sorted(results) == sorted(names)  # read_committed: exactly one each
@@ -822,7 +822,7 @@ def test_sigterm_drains_commits_and_exits_0(
     finally:
         run.kill()
     assert run.returncode == 0, err[-3000:]
-    first = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    first = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)]
     assert 2 <= len(first) < len(names)  # stopped early: the rest was not produced
 
     again = subprocess.run(
@@ -834,7 +834,7 @@ def test_sigterm_drains_commits_and_exits_0(
         check=False,
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic, 100)]
+    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)]
     assert sorted(results) == sorted(names)  # each exactly once: the drain committed
 
 
