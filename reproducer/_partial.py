@@ -43,6 +43,7 @@ class PartialFile:
     store: Store
     first_seen: float
     last_seen: float
+    last_read: float = 0.0  # the idle clock at its last chunk (see Reassembler.expire)
     chunks: set[int] = field(default_factory=set)
     bytes_received: int = 0
     hasher: hashlib._Hash = field(default_factory=hashlib.sha512)

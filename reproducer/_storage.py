@@ -83,6 +83,10 @@ class MemoryStore(Store):
 
     @property
     def held_bytes(self) -> int:
+        """Memory the file takes now: a heap buffer all of its size (allocated and zeroed
+        at the first chunk, from the size hint), a map the bytes written to it."""
+        if isinstance(self._buf, bytearray):
+            return len(self._buf)
         return self._held
 
     def copy_in(self, offset: int, data: bytes) -> None:

@@ -37,6 +37,7 @@ from reproducer.datafile import (
     encode_message_value,
     json_default,
 )
+from reproducer.delivery import Verdict, classify, classify_exception
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.reassembly import CompletedFile, FileFailure
 
@@ -573,6 +574,48 @@ class AnalysisActor:
             self._instance.close()
 
 
+_CONNECTION_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.", "socket.")
+_BATCH_OVERHEAD = 1024  # record batch and record headers, with room to spare
+
+
+def _message_limit(settings: dict[str, Any], topics: tuple[str, ...]) -> int | None:
+    """The largest record batch every one of ``topics`` takes (their ``max.message.bytes``,
+    less the batch's own overhead), or ``None`` if the broker does not say (no such topic,
+    no right to describe it: then librdkafka's own limit stands)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]  # noqa: PLC0415
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient({k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)})
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in dict.fromkeys(topics)]
+    limits = []
+    try:
+        for future in admin.describe_configs(resources, request_timeout=30).values():
+            entry = future.result(timeout=30).get("max.message.bytes")
+            if entry is not None and entry.value:
+                limits.append(int(entry.value))
+    except Exception as exc:  # noqa: BLE001 - a missing topic is reported by ready()
+        log.info("the result topics' max.message.bytes is unknown: %s", exc)
+        return None
+    return max(1000, min(limits) - _BATCH_OVERHEAD) if limits else None
+
+
+class ProducerError(RuntimeError):
+    """The producer cannot produce results any more (fatal error, or refused too long)."""
+
+
+@dataclass(frozen=True)
+class TransactionOutcome:
+    """What :meth:`ProducerActor.commit` did: ``rejected`` results (never sendable, to
+    record as failures) and whether the transaction was aborted to leave them out, nothing
+    committed (``redo``: produce the others again and commit once more)."""
+
+    rejected: list[tuple[int, str]]
+    redo: bool
+
+
 @ray.remote(num_cpus=0, max_concurrency=4, concurrency_groups={"transaction": 1})  # type: ignore[call-overload]  # actor options
 class ProducerActor:
     """Threaded: a poll thread serves delivery reports; ``take_acked`` waits for them."""
@@ -583,7 +626,10 @@ class ProducerActor:
         topic: str,
         transactional_id: str | None = None,
         other_topics: tuple[str, ...] = (),
+        retry_s: float = 120.0,
     ) -> None:
+        """``retry_s``: how long a result refused for the cluster's state (a topic not
+        known right now, a broker restarting) is produced again before the run stops."""
         from confluent_kafka import Producer  # noqa: PLC0415
 
         # An acknowledgement must mean the result is stored: these two are not negotiable.
@@ -596,7 +642,15 @@ class ProducerActor:
         if transactional_id is not None:
             forced["transactional.id"] = transactional_id
         # A misnamed result topic is an error, not a new topic (unless the config says so).
-        defaults = {"linger.ms": 5, "allow.auto.create.topics": False}
+        defaults: dict[str, Any] = {"linger.ms": 5, "allow.auto.create.topics": False}
+        limit = _message_limit(settings, (topic, *other_topics))
+        if limit is not None:
+            # Batches the topics take, and a result too large for them refused alone, at
+            # produce(): the broker refuses a whole batch that is too large, and the
+            # results batched with a large one would fail with it.
+            user = int(settings.get("message.max.bytes", limit))
+            forced["message.max.bytes"] = min(user, limit)
+            forced["batch.size"] = min(int(settings.get("batch.size", limit)), limit)
         self._topic = topic
         try:
             self._producer = Producer({**defaults, **settings, **forced})
@@ -607,8 +661,11 @@ class ProducerActor:
             (e for e in map(self._check_topic, dict.fromkeys((topic, *other_topics))) if e), ""
         )
         self._acked: list[int] = []
-        self._failed: list[tuple[int, str]] = []
-        self._rejected: list[tuple[int, str]] = []  # refused before queueing: never sendable
+        self._failed: list[tuple[int, str]] = []  # refused for now (the cluster's state)
+        self._rejected: list[tuple[int, str]] = []  # never sendable (too large, invalid)
+        self._fatal = ""  # the producer can produce nothing more: the run must stop
+        self._queued: set[int] = set()  # exactly once: results queued in the transaction
+        self._retry_s = retry_s
         self._reported = threading.Condition()
         self._stop = threading.Event()
         self._transactional = transactional_id is not None
@@ -668,10 +725,18 @@ class ProducerActor:
                 self._produce(result)
 
     @ray.method(concurrency_group="transaction")  # never behind produce calls that wait
-    def commit(self, offsets: dict[int, int], group_metadata: bytes, topic: str) -> None:
+    def commit(
+        self, offsets: dict[int, int], group_metadata: bytes, topic: str
+    ) -> TransactionOutcome:
         """Exactly-once: commit the results produced so far together with the consumer
         offsets, in one transaction, and begin the next. Raises if the transaction cannot
-        commit (it is aborted: neither its results nor its offsets count)."""
+        commit (it is aborted: neither its results nor its offsets count).
+
+        Results that can never be produced (too large, invalid) are returned, as failures
+        to record. One the client refused never entered the transaction, which commits
+        without it; one the broker refused has made the transaction abortable: it is
+        aborted and the next one begun, nothing committed (``redo``), and the caller
+        produces the others again and commits once more."""
         from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415
 
         with self._txn:
@@ -679,11 +744,21 @@ class ProducerActor:
                 left = self._producer.flush(60)
                 with self._reported:
                     failed, self._failed = self._failed, []
+                    rejected, self._rejected = self._rejected, []
+                    refused = [r for r in rejected if r[0] in self._queued]
+                    self._queued.clear()
+                if self._fatal:
+                    raise ProducerError(f"the producer cannot go on: {self._fatal}")
                 if left or failed:
                     raise RuntimeError(
                         f"{left} results undelivered, {len(failed)} refused "
                         f"({failed[0][1] if failed else 'timeout'})"
                     )
+                if refused:
+                    self._producer.abort_transaction(30)
+                    self._producer.begin_transaction()
+                    self._next_transaction()
+                    return TransactionOutcome(rejected, redo=True)
                 if offsets:
                     self._producer.send_offsets_to_transaction(
                         [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
@@ -695,6 +770,10 @@ class ProducerActor:
                 self._abort()
                 raise
             self._producer.begin_transaction()
+            self._next_transaction()
+        return TransactionOutcome(rejected, redo=False)
+
+    def _next_transaction(self) -> None:
         with self._turn:
             self._transaction += 1
             self._turn.notify_all()
@@ -734,15 +813,28 @@ class ProducerActor:
             log.error("the transaction could not be aborted either: %s", exc)
 
     def _produce(self, result: AnalysisResult) -> None:
+        """Queue one result. What ``produce()`` refuses is judged by :mod:`reproducer.delivery`:
+        never sendable, it is reported as rejected; the cluster's state, it is produced again
+        with back-off for up to ``retry_s`` (at least once; exactly once, the transaction is
+        aborted instead); anything else raises :class:`ProducerError`, and the run stops
+        with nothing committed past the result."""
+
         def delivered(err: Any, _msg: Any, result_id: int = result.result_id) -> None:
             with self._reported:
                 if err is None:
                     if not self._transactional:  # there, the commit is the acknowledgement
                         self._acked.append(result_id)
                 else:
-                    self._failed.append((result_id, str(err)))
+                    verdict = classify(err)
+                    if verdict is Verdict.PERMANENT:
+                        self._rejected.append((result_id, str(err)))
+                    else:
+                        self._failed.append((result_id, str(err)))
+                        if verdict is Verdict.FATAL and not self._fatal:
+                            self._fatal = str(err)
                 self._reported.notify_all()
 
+        deadline, delay = 0.0, 0.1
         while True:
             try:
                 self._producer.produce(
@@ -752,15 +844,41 @@ class ProducerActor:
                     headers=list(result.headers) or None,
                     on_delivery=delivered,
                 )
+                if self._transactional:
+                    self._queued.add(result.result_id)
                 return
             except BufferError:
                 self._stop.wait(0.05)  # queue full: the poll thread makes room
-            except Exception as exc:  # noqa: BLE001 - too large, bad key type: never sendable
-                with self._reported:
-                    self._rejected.append((result.result_id, f"{type(exc).__name__}: {exc}"))
-                    self._reported.notify_all()
-                log.error("result for %s cannot be produced: %s", result.relative_path, exc)
-                return
+            except Exception as exc:  # judged by its verdict
+                why = f"{type(exc).__name__}: {exc}"
+                verdict = classify_exception(exc)
+                if verdict is Verdict.PERMANENT:
+                    with self._reported:
+                        self._rejected.append((result.result_id, why))
+                        self._reported.notify_all()
+                    log.error("result for %s can never be produced: %s", result.relative_path, why)
+                    return
+                if verdict is Verdict.FATAL or self._transactional:
+                    raise ProducerError(
+                        f"the result for {result.relative_path} cannot be produced ({why}); "
+                        "nothing is committed past it"
+                    ) from exc
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self._retry_s
+                    log.warning(
+                        "result for %s refused for now (%s): producing it again for up to %g s",
+                        result.relative_path,
+                        why,
+                        self._retry_s,
+                    )
+                if now >= deadline:
+                    raise ProducerError(
+                        f"the result for {result.relative_path} was still refused after "
+                        f"{self._retry_s:g} s ({why}); nothing is committed past it"
+                    ) from exc
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
 
     def take_acked(
         self, timeout: float = 0.0, linger: float = 0.005
@@ -770,9 +888,11 @@ class ProducerActor:
         waits up to ``timeout`` for at least one, then ``linger`` for more."""
         with self._reported:
             if self._reported.wait_for(
-                lambda: self._acked or self._failed or self._rejected, timeout
+                lambda: self._acked or self._failed or self._rejected or self._fatal, timeout
             ):
                 self._reported.wait_for(lambda: False, linger)
+            if self._fatal:  # what it acknowledged stays uncommitted too: produced again
+                raise ProducerError(f"the producer cannot go on: {self._fatal}")
             acked, self._acked = self._acked, []
             failed, self._failed = self._failed, []
             rejected, self._rejected = self._rejected, []

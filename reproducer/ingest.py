@@ -123,8 +123,17 @@ class Ingest:
         self._on_failure = on_failure
         self._regex = re.compile(settings.download_regex) if settings.download_regex else None
         # wall clock: partial files' first/last chunk times go to the in-progress CSV
+        # Idleness counts only while every assigned partition is being read: paused (files
+        # in flight at the limits, or catching up on one partition), a file's next chunk
+        # may wait in a partition the ingest is not reading, through no fault of the file.
+        self._reading_s = 0.0  # seconds spent reading every assigned partition, until...
+        self._reading_since: float | None = None  # ... this (monotonic), while reading
         self._reassembler = Reassembler(
-            settings.mode, settings.output_dir, workers=settings.hash_threads, clock=time.time
+            settings.mode,
+            settings.output_dir,
+            workers=settings.hash_threads,
+            clock=time.time,
+            idle_clock=self._reading_clock,
         )
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -218,6 +227,7 @@ class Ingest:
                 self._failed(failure)
         self._apply_finished()
         self._backpressure()
+        self._update_reading()
         if self.settings.transactional:
             self._transactional_commits()
         elif time.monotonic() - self._last_commit >= self.settings.commit_interval:
@@ -472,6 +482,19 @@ class Ingest:
             n_in_flight,
             held,
         )
+
+    def _reading_clock(self) -> float:
+        """Seconds spent reading every assigned partition: partial files' idle clock."""
+        if self._reading_since is None:
+            return self._reading_s
+        return self._reading_s + time.monotonic() - self._reading_since
+
+    def _update_reading(self) -> None:
+        now = time.monotonic()
+        if self._reading_since is not None:
+            self._reading_s += now - self._reading_since
+        reading = bool(self._assigned) and not self._paused
+        self._reading_since = now if reading else None
 
     def _wake_fetcher(self, resumed: list[Any]) -> None:
         """Have librdkafka fetch the resumed partitions now. A resume alone does not wake

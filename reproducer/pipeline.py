@@ -72,6 +72,7 @@ class PipelineSettings:
     max_in_flight: int = 10000
     max_held_bytes: int = 2 << 30
     max_retries: int = 2
+    produce_retry_s: float = 120.0  # a result refused for the cluster's state, then stop
     file_idle_timeout: float | None = 3600.0
     update_seconds: float = 30.0
     heartbeat_topic: str | None = None
@@ -230,10 +231,12 @@ def run_targets(
     shared = {target.name: ray.put(target) for target in targets}
     consumer = settings.config.consumer_settings(group_id=settings.group_id)
     consumer.setdefault("auto.offset.reset", "earliest")
-    # What librdkafka fetches and prefetches comes on top of the budget: a quarter of it
-    # (4-64 MiB) for each. Its default of 1 MiB per partition per fetch (two chunks) is
-    # too little for throughput.
-    prefetch = min(max(settings.max_held_bytes // 4, 4 << 20), 64 << 20)
+    # What librdkafka fetches and prefetches comes out of the budget: an eighth of it
+    # (1-64 MiB) for each, the rest for files (measured: on top of it, these two took a
+    # 256 MiB budget to +390 MiB). Its default of 1 MiB per partition per fetch (two
+    # chunks) is too little for throughput.
+    prefetch = min(max(settings.max_held_bytes // 8, 1 << 20), 64 << 20)
+    files_budget = max(settings.max_held_bytes - 2 * prefetch, settings.max_held_bytes // 2)
     consumer.setdefault("queued.max.messages.kbytes", prefetch >> 10)
     consumer.setdefault("fetch.max.bytes", prefetch)
     consumer.setdefault("max.partition.fetch.bytes", min(prefetch, 8 << 20))
@@ -251,7 +254,7 @@ def run_targets(
         output_dir=settings.output_dir,
         download_regex=settings.download_regex,
         max_in_flight=settings.max_in_flight,
-        max_held_bytes=settings.max_held_bytes,
+        max_held_bytes=files_budget,
         file_idle_timeout=settings.file_idle_timeout,
         dead_letter_topic=settings.dead_letter_topic,
         dead_letter_producer=settings.config.producer_settings(),
@@ -285,6 +288,7 @@ def run_targets(
         settings.producer_topic,
         transactional_id,
         tuple(t.topic for t in targets if t.topic),
+        settings.produce_retry_s,
     )
     ingest = None
     pools: dict[str, AnalysisPool] = {}
@@ -487,7 +491,13 @@ class _Driver:
                 consuming = stats.assigned
                 busy = bool(files or failures or stats.in_flight)
             if self.books.acking in ready_set:
-                acked, refused, rejected = ray.get(self.books.acking)
+                try:
+                    acked, refused, rejected = ray.get(self.books.acking)
+                except ray.exceptions.RayTaskError as exc:
+                    raise ReproducerError(
+                        f"the producer failed: {first_line(exc)}; a restart produces every "
+                        "result not acknowledged"
+                    ) from exc
                 self.books.acking = None
                 self._delivered(acked, refused, rejected)
                 busy = busy or bool(acked or refused or rejected)
@@ -496,6 +506,7 @@ class _Driver:
                 if results:
                     self._collected(results)
                     busy = True
+            self._check_produced()
             now = time.monotonic()
             # the next take carries them, unless it would be later than 20 ms from now
             if self.books.finish_now and now - self.books.last_finish >= 0.02:
@@ -574,12 +585,7 @@ class _Driver:
                 self.books.held.setdefault(result.file_id, []).append(result)
                 self._result_ended(result.file_id)
             return
-        call = self.producer.produce.remote(good)
-        self.books.produce_calls.append(call)
-        if len(self.books.produce_calls) > 64:  # keep only the calls that have not run yet
-            self.books.produce_calls = ray.wait(
-                self.books.produce_calls, num_returns=65, timeout=0
-            )[1]
+        self.books.produce_calls.append(self.producer.produce.remote(good))
 
     def _result_ended(self, file_id: int) -> None:
         """One result of the file ended; when all have, its offsets may be committed
@@ -616,17 +622,25 @@ class _Driver:
         try:
             point = ray.get(self.ingest.commit_point.remote(done, waiting), timeout=60)
             results = [r for f in point.covered for r in self.books.held.pop(f, [])]
-            if results:
-                ray.get(self.producer.produce.remote(results, self.books.transaction), timeout=120)
-            # Always, even empty (cheap: nothing reaches the broker). The actor's own waits
-            # add up to less than this (see ProducerActor.commit).
-            ray.get(
-                self.producer.commit.remote(
-                    point.offsets, point.group_metadata, self.settings.consumer_topic
-                ),
-                timeout=600,
-            )
-            self.books.transaction += 1
+            while True:  # again without a result the broker refused (see ProducerActor.commit)
+                if results:
+                    ray.get(
+                        self.producer.produce.remote(results, self.books.transaction), timeout=120
+                    )
+                # Always, even empty (cheap: nothing reaches the broker). The actor's own
+                # waits add up to less than this (see ProducerActor.commit).
+                outcome = ray.get(
+                    self.producer.commit.remote(
+                        point.offsets, point.group_metadata, self.settings.consumer_topic
+                    ),
+                    timeout=600,
+                )
+                self.books.transaction += 1
+                never = {result_id for result_id, _ in outcome.rejected}
+                results = [r for r in results if r.result_id not in never]
+                self._rejected(outcome.rejected)
+                if not outcome.redo:
+                    break
         except ray.exceptions.GetTimeoutError as exc:
             raise ReproducerError(
                 f"the transaction of {len(results)} results did not finish in time; whether it "
@@ -670,19 +684,46 @@ class _Driver:
         self._acknowledged(acked, [])
         for file_id in files:
             self._result_ended(file_id)
+        for result in self._rejected(rejected):
+            self._result_ended(result.file_id)
+        again = self._acknowledged([], refused)
+        if again:
+            self.books.produce_calls.append(self.producer.produce.remote(again))
+
+    def _rejected(self, rejected: list[tuple[int, str]]) -> list[AnalysisResult]:
+        """Results that can never be produced (too large, invalid: see
+        :mod:`reproducer.delivery`) end as failed, counted and logged; their file is not
+        listed as produced."""
+        ended = []
         for result_id, why in rejected:
             result = self.books.producing.pop(result_id)
+            self.books.attempts.pop(result_id, None)
             log.error(
-                "file=%s the %s result cannot be produced (%s): recorded as failed",
+                "file=%s the %s result can never be produced (%s): recorded as failed",
                 result.relative_path,
                 result.analysis,
                 why,
             )
             self.summary.n_files_failed += 1
-            self._result_ended(result.file_id)
-        again = self._acknowledged([], refused)
-        if again:
-            self.books.produce_calls.append(self.producer.produce.remote(again))
+            ended.append(result)
+        return ended
+
+    def _check_produced(self) -> None:
+        """At least once: a produce call that raised (a fatal producer error, a result
+        refused for longer than the producer retries) stops the run; nothing is committed
+        past a result that was not acknowledged, so a restart produces it."""
+        if not self.books.produce_calls:
+            return
+        done, self.books.produce_calls = ray.wait(
+            self.books.produce_calls, num_returns=len(self.books.produce_calls), timeout=0
+        )
+        try:
+            ray.get(done)
+        except ray.exceptions.RayTaskError as exc:
+            raise ReproducerError(
+                f"the producer failed: {first_line(exc)}; a restart produces every result "
+                "not acknowledged"
+            ) from exc
 
     def _acknowledged(
         self, acked: list[int], refused: list[tuple[int, str]]

@@ -96,7 +96,10 @@ class Reassembler:
     complete. ``fsync`` makes each rebuilt file durable before it is renamed into place.
     ``worker_thread=False`` does all the work inline (finished files are then reported by
     the very ``add`` that completed them). At most ``backlog_bytes`` wait for the worker.
-    ``clock`` is injectable for tests of :meth:`expire`.
+    ``clock`` stamps files (``first_seen``, ``last_seen``); ``idle_clock`` (default:
+    ``clock``) measures idleness for :meth:`expire`: a caller that stops reading for a while
+    passes one that stands still meanwhile, so a file is not given up for chunks the caller
+    did not read. Both are injectable for tests.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class Reassembler:
         workers: int = 1,
         backlog_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
+        idle_clock: Callable[[], float] | None = None,
     ) -> None:
         if mode not in ("memory", "disk", "both"):
             raise ValueError(f"mode must be 'memory', 'disk' or 'both', not {mode!r}")
@@ -122,6 +126,7 @@ class Reassembler:
         self._remember = remember_finished
         self._fsync = fsync
         self._clock = clock
+        self._idle_clock = idle_clock or clock
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, PartialFile] = {}
         self._completing: dict[int, PartialFile] = {}
@@ -148,7 +153,10 @@ class Reassembler:
         """Bytes of unfinished files held in memory (0 in disk mode)."""
         if self.mode == "disk":
             return 0
-        return self.partial_bytes + sum(p.bytes_received for p in self._completing.values())
+        # What the stores took, not what arrived: a file's first chunk can claim its whole
+        # size (see MemoryStore), and a lying claim must count in the budget.
+        held = sum(p.store.held_bytes for p in self._partials.values())
+        return held + sum(p.store.held_bytes for p in self._completing.values())
 
     @property
     def partial_bytes(self) -> int:
@@ -217,6 +225,7 @@ class Reassembler:
             ended.append(self._fail(partial, FailureReason.STORAGE, str(exc)))
             return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
         partial.last_seen = self._clock()
+        partial.last_read = self._idle_clock()
         partial.chunks.add(chunk.chunk_i)
         partial.chunk_hashes[chunk.chunk_i] = (
             chunk.chunk_offset_write,
@@ -259,9 +268,10 @@ class Reassembler:
         return self._drain()
 
     def expire(self, idle_seconds: float) -> list[FileFailure]:
-        """Give up on partial files that received no chunk for ``idle_seconds``."""
-        cutoff = self._clock() - idle_seconds
-        stale = [p for p in self._partials.values() if p.last_seen <= cutoff]
+        """Give up on partial files that received no chunk for ``idle_seconds`` of the
+        idle clock."""
+        cutoff = self._idle_clock() - idle_seconds
+        stale = [p for p in self._partials.values() if p.last_read <= cutoff]
         return [
             self._fail(p, FailureReason.EXPIRED, f"no chunk for {idle_seconds:g} s") for p in stale
         ]
@@ -298,7 +308,9 @@ class Reassembler:
             renamed_in=self._renamed_in,
         )
         now = self._clock()
-        partial = PartialFile(next(self._ids), relative, chunk.subdir_str, gen, store, now, now)
+        partial = PartialFile(
+            next(self._ids), relative, chunk.subdir_str, gen, store, now, now, self._idle_clock()
+        )
         self._partials[relative] = partial
         return partial
 

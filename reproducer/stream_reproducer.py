@@ -116,6 +116,11 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "max_held_mb": {"type": float, "help": "memory budget for partial and in-flight files (MiB)"},
     "max_in_flight": {"type": int, "help": "completed files in analysis or production at once"},
     "max_retries": {"type": int, "help": "retries of a file whose analysis raised"},
+    "produce_retry_secs": {
+        "type": float,
+        "help": "keep producing a result the cluster refuses for now (a topic not known, a "
+        "broker restarting) this long, then stop the run without committing past it",
+    },
     "file_idle_timeout": {
         "type": float,
         "help": "give up on a partial file after this many idle seconds",
@@ -169,6 +174,7 @@ class DataFileStreamReproducer:
         max_held_mb: float = 2048.0,
         max_in_flight: int = 10000,
         max_retries: int = 2,
+        produce_retry_secs: float = 120.0,
         file_idle_timeout: float = 3600.0,
         dead_letter_topic: str | None = None,
         stop_when_idle: float | None = None,
@@ -210,6 +216,7 @@ class DataFileStreamReproducer:
             max_in_flight=max_in_flight,
             max_held_bytes=int(max_held_mb * 2**20),
             max_retries=max_retries,
+            produce_retry_s=produce_retry_secs,
             file_idle_timeout=file_idle_timeout,
             update_seconds=update_seconds,
             dead_letter_topic=dead_letter_topic,
@@ -274,6 +281,7 @@ class DataFileStreamReproducer:
             "max_held_mb": 2048.0,
             "max_in_flight": 10000,
             "max_retries": 2,
+            "produce_retry_secs": 120.0,
             "file_idle_timeout": 3600.0,
             "dead_letter_topic": None,
             "stop_when_idle": None,

@@ -28,6 +28,12 @@ class SizeReproducer(DataFileStreamReproducer):
             raise ValueError("analysis blew up")
         # a slow analysis
         time.sleep(float(self.options.get("delay", os.environ.get("SIZE_REPRODUCER_DELAY", "0"))))
+        gate = self.options.get("gate")
+        if gate:  # held until the test opens the gate (a file appears), within bounds
+            Path(f"{gate}.reached").touch()
+            deadline = time.monotonic() + 120
+            while not Path(gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         with lock:
             payload = {
                 "file": str(datafile.relative_filepath),
@@ -36,6 +42,8 @@ class SizeReproducer(DataFileStreamReproducer):
                 "path_ok": datafile.full_filepath is None
                 or datafile.full_filepath.read_bytes() == datafile.bytestring,
             }
+        if datafile.filename.startswith("huge"):  # a result larger than the topic takes
+            payload["padding"] = "x" * int(self.options.get("huge_bytes", 100_000))
         return SizeMessage(datafile, payload)
 
 

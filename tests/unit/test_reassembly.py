@@ -274,15 +274,15 @@ def test_memory_accounting_and_expiry() -> None:
     now[0] = 150.0
     for c in b[:5]:
         reassembler.add(c)
-    assert reassembler.held_bytes == 800
-    assert reassembler.partial_bytes == 800
+    assert reassembler.held_bytes == 2000  # what the buffers took: each file's claimed size
+    assert reassembler.partial_bytes == 800  # what arrived
     infos = {i.relative_path.name: i for i in reassembler.partial_files()}
     assert infos["a"].n_chunks_received == 3 and infos["b"].n_chunks_received == 5
     now[0] = 170.0
     expired = reassembler.expire(idle_seconds=60)
     assert [f.relative_path.name for f in expired] == ["a"]
     assert expired[0].reason is FailureReason.EXPIRED
-    assert reassembler.held_bytes == 500
+    assert reassembler.held_bytes == 1000
     # a failed file is forgotten: its chunks (a late one, or the whole file sent again)
     # start afresh, and a stray one expires in turn
     late = reassembler.add(a[5])
@@ -291,6 +291,27 @@ def test_memory_accounting_and_expiry() -> None:
     assert {f.relative_path.name for f in reassembler.expire(idle_seconds=60)} == {"a", "b"}
     _, outcomes = feed(reassembler, a)
     assert completed(outcomes).read_bytes() == b"a" * 1000
+
+
+def test_files_that_claim_more_than_they_send_count_what_they_take() -> None:
+    """One chunk each, claiming 512 chunks of 16 KiB: the store takes the claimed 8 MiB at
+    once, and the budget must see that, not the 16 KiB that arrived (else a flood of such
+    claims grows the process by gigabytes while the budget sees megabytes)."""
+    reassembler = Reassembler(worker_thread=False)
+    n_files, chunk, claimed = 20, 16 << 10, 512
+    for i in range(n_files):
+        data = os.urandom(chunk)
+        reassembler.add(
+            make_chunk(
+                data,
+                filename=f"liar{i}",
+                file_hash=bytes(64),
+                chunk_i=1,
+                n_total_chunks=claimed,
+            )
+        )
+    assert reassembler.partial_bytes == n_files * chunk
+    assert reassembler.held_bytes == n_files * claimed * chunk
 
 
 def test_disk_mode_holds_no_memory(tmp_path: Path) -> None:
@@ -358,6 +379,23 @@ def test_a_failed_file_sent_again_is_rebuilt() -> None:
     assert failed(outcomes).reason is FailureReason.HASH_MISMATCH
     _, outcomes = feed(reassembler, chunks)
     assert completed(outcomes).read_bytes() == data
+
+
+def test_idleness_is_measured_on_the_idle_clock_not_the_wall_clock() -> None:
+    """The caller stops reading (its idle clock stands still): however much wall time
+    passes, no file expires; idle time read afterwards counts from where it stood."""
+    wall, reading = [0.0], [0.0]
+    reassembler = Reassembler(clock=lambda: wall[0], idle_clock=lambda: reading[0])
+    chunks = split(b"p" * 1000, 100, filename="p")
+    reassembler.add(chunks[0])
+    wall[0] = 10_000.0  # paused: hours pass unread
+    assert reassembler.expire(idle_seconds=60) == []
+    (info,) = reassembler.partial_files()
+    assert info.last_seen == 0.0  # the wall clock still stamps the file
+    reading[0] = 59.0
+    assert reassembler.expire(idle_seconds=60) == []
+    reading[0] = 61.0
+    assert [f.relative_path.name for f in reassembler.expire(idle_seconds=60)] == ["p"]
 
 
 def test_expiring_while_the_worker_is_busy(tmp_path: Path) -> None:

@@ -1,0 +1,39 @@
+"""What a producer error means for its result (reproducer.delivery), on real KafkaErrors."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from reproducer.delivery import Verdict, classify, classify_exception
+
+
+@pytest.mark.parametrize(
+    ("code", "verdict"),
+    [
+        (KafkaError.MSG_SIZE_TOO_LARGE, Verdict.PERMANENT),
+        (KafkaError.INVALID_RECORD, Verdict.PERMANENT),
+        (KafkaError._UNKNOWN_TOPIC, Verdict.TRANSIENT),
+        (KafkaError.UNKNOWN_TOPIC_OR_PART, Verdict.TRANSIENT),
+        (KafkaError._MSG_TIMED_OUT, Verdict.TRANSIENT),
+        (KafkaError.NOT_LEADER_FOR_PARTITION, Verdict.TRANSIENT),
+        (KafkaError._TRANSPORT, Verdict.TRANSIENT),
+        (KafkaError._FENCED, Verdict.FATAL),
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, Verdict.FATAL),
+    ],
+)
+def test_errors_are_judged_by_whose_fault_they_are(code: int, verdict: Verdict) -> None:
+    assert classify(KafkaError(code)) is verdict
+    assert classify_exception(KafkaException(KafkaError(code))) is verdict
+
+
+def test_any_error_librdkafka_calls_fatal_is_fatal() -> None:
+    """librdkafka flags the producer's fatal state on the error itself, whatever its code:
+    a result refused then must stop the run, not be recorded as failed."""
+    assert classify(KafkaError(KafkaError._UNKNOWN_TOPIC, fatal=True)) is Verdict.FATAL
+    assert classify(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, fatal=True)) is Verdict.FATAL
+
+
+def test_a_bad_argument_is_permanent_and_anything_else_is_not() -> None:
+    assert classify_exception(TypeError("key must be bytes")) is Verdict.PERMANENT
+    assert classify_exception(RuntimeError("?")) is Verdict.TRANSIENT
