@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def run(spec: dict[str, Any]) -> None:
         options = {**spec.get("options", {}), **one.get("options", {})}
         # a 2-core machine offers 2 CPUs to Ray: more actors than cores share them
         options.setdefault("analysis_num_cpus", min(1.0, (os.cpu_count() or 1) / actors))
+        # a group of its own, stable for the run (exactly once needs one that is not
+        # create_new)
+        options.setdefault("consumer_group_id", f"bench-{uuid.uuid4().hex[:12]}")
         started = time.time()
         # rebuilt files (disk mode) and logs, removed after the run
         with tempfile.TemporaryDirectory(prefix="bench-project-", dir=spec.get("scratch")) as out:

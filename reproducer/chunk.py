@@ -64,6 +64,10 @@ DIGEST_SIZE: Final = 64
 DEFAULT_MAX_FILE_SIZE: Final = 1 << 40
 """Largest file (1 TiB) a chunk may claim to belong to; larger offsets are rejected."""
 
+LOGS_DIR: Final = "LOGS"
+"""The folder under the output folder where the reproducer keeps its logs and records
+(the reference's layout): no chunk may write there."""
+
 _MAX_CHUNKS: Final = 1 << 32
 _MAX_NAME_BYTES: Final = 4096
 _FIELDS: Final = (
@@ -257,6 +261,12 @@ def decode_value(
             raise ChunkDecodeError("file_mtime", f"not a finite number: {mtime}")
 
     validate_relative_path(subdir_str, "subdir_str", allow_empty=True)
+    if subdir_str.split("/")[0] == LOGS_DIR:
+        raise UnsafePathError(
+            "subdir_str",
+            f"is under {LOGS_DIR}/, where the reproducer keeps its logs and records: "
+            f"{subdir_str!r}",
+        )
     validate_relative_path(filename, "filename", allow_empty=False, single=True)
     validate_relative_path(
         output_filename(filename, filename_append),

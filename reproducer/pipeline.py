@@ -37,6 +37,7 @@ from reproducer.actors import (
     Target,
     owner_id,
 )
+from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
 from reproducer.errors import ReproducerError, first_line
@@ -214,6 +215,14 @@ def run_targets(
         )
     if len({t.name for t in targets}) != len(targets):
         raise ReproducerError(f"two analyses share a name: {[t.name for t in targets]}")
+    group = settings.group_id or settings.config.consumer.get("group.id")
+    if settings.exactly_once and group in (None, "", "create_new"):
+        raise ReproducerError(
+            "--exactly_once needs a consumer group that stays the same across restarts: with "
+            f"{group or 'no group'!r} each start is a new group with a new transactional id, "
+            "so a restart would produce every result again; set --consumer_group_id NAME "
+            "(or group.id in the config file's [consumer] section)"
+        )
     try:
         connect(settings.ray_address, dashboard=settings.ray_dashboard)
     except ConnectionError as exc:
@@ -258,7 +267,7 @@ def run_targets(
         file_idle_timeout=settings.file_idle_timeout,
         dead_letter_topic=settings.dead_letter_topic,
         dead_letter_producer=settings.config.producer_settings(),
-        logs_dir=settings.output_dir / "LOGS" if settings.output_dir is not None else None,
+        logs_dir=settings.output_dir / LOGS_DIR if settings.output_dir is not None else None,
         check_chunk_hashes=settings.check_chunk_hashes,
         hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
@@ -266,7 +275,7 @@ def run_targets(
     summary = RunSummary()
     books = _Books(dedupe=len(targets) == 1 and targets[0].kind == "reproducer")
     if settings.output_dir is not None:
-        books.results_log = ResultsLog(settings.output_dir / "LOGS", settings.producer_topic)
+        books.results_log = ResultsLog(settings.output_dir / LOGS_DIR, settings.producer_topic)
     restore = _install_signal_handlers(stop)
     # The producer and the lock live on the driver's node: a lost analysis node never
     # takes them along (a lost driver node ends the run anyway). So does the ingest actor

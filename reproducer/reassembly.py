@@ -87,6 +87,9 @@ class AddResult:
     finished: tuple[Outcome, ...] = ()
 
 
+_VERSIONS = 4  # completed versions remembered per path (their late chunks are duplicates)
+
+
 class Reassembler:
     """Turns chunks into whole files in ``memory``, on ``disk`` or ``both``.
 
@@ -130,7 +133,8 @@ class Reassembler:
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, PartialFile] = {}
         self._completing: dict[int, PartialFile] = {}
-        self._finished: OrderedDict[PurePosixPath, Generation] = OrderedDict()
+        # path -> the versions of it that completed (the last few), for late duplicates
+        self._finished: OrderedDict[PurePosixPath, tuple[Generation, ...]] = OrderedDict()
         self._outcomes: deque[Outcome] = deque()  # appended by the worker, drained here
         # One single-thread executor per worker: a file's tasks all go to the same one
         # (by file id), so they run in order; different files hash and write in parallel.
@@ -192,12 +196,15 @@ class Reassembler:
             ended.append(self._fail(partial, FailureReason.SUPERSEDED, "a newer version arrived"))
             partial = None
         if partial is None:
-            previous = self._finished.get(relative)
-            if previous is not None:
-                if previous.file_hash == gen.file_hash:
-                    return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
-                if not gen.is_newer(previous):
-                    return self._result(ChunkStatus.STALE, None, ended=ended)
+            # A late copy of a version that completed is a duplicate; other content at a
+            # finished path is a new version (a file modified and sent again) unless it is
+            # plainly older (fewer chunks, or an older mtime): an equal chunk count and mtime
+            # is new content (legacy producers always send mtime 0; `cp -p` keeps it).
+            versions = self._finished.get(relative, ())
+            if any(g.file_hash == gen.file_hash for g in versions):
+                return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
+            if versions and versions[-1].is_newer(gen):
+                return self._result(ChunkStatus.STALE, None, ended=ended)
             try:
                 partial = self._start(chunk, relative, gen)
             except StoreError as exc:
@@ -374,11 +381,17 @@ class Reassembler:
         a partial file that expires.
         """
         self._partials.pop(partial.relative, None)
-        self._finished[partial.relative] = partial.generation
+        versions = self._finished.get(partial.relative, ())
+        self._finished[partial.relative] = (*versions[-(_VERSIONS - 1) :], partial.generation)
         self._finished.move_to_end(partial.relative)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
 
     def _forget_generation(self, partial: PartialFile) -> None:
-        if self._finished.get(partial.relative) == partial.generation:
-            del self._finished[partial.relative]
+        versions = self._finished.get(partial.relative, ())
+        if partial.generation in versions:
+            kept = tuple(g for g in versions if g != partial.generation)
+            if kept:
+                self._finished[partial.relative] = kept
+            else:
+                del self._finished[partial.relative]

@@ -36,6 +36,7 @@ import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from reproducer.chunk import LOGS_DIR
 from reproducer.config import load_config
 from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
@@ -388,7 +389,7 @@ def _configure_logging(name: str, parsed: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     output_dir = getattr(parsed, "output_dir", None) or Path(f"{name}_output")
     log_path = (
-        getattr(parsed, "logger_file_path", None) or Path(output_dir) / "LOGS" / f"{name}.log"
+        getattr(parsed, "logger_file_path", None) or Path(output_dir) / LOGS_DIR / f"{name}.log"
     )
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path)

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from reproducer.chunk import DEFAULT_CHUNK_SIZE, DataFileChunk, encode_value, validate_relative_path
+from reproducer.chunk import (
+    DEFAULT_CHUNK_SIZE,
+    LOGS_DIR,
+    DataFileChunk,
+    encode_value,
+    validate_relative_path,
+)
 from reproducer.config import KafkaConfig
 from reproducer.errors import ChunkDecodeError, ReproducerError, UploadError
 
@@ -109,7 +115,7 @@ def find_files(paths: Iterable[Path], upload_regex: str = DEFAULT_UPLOAD_REGEX) 
                 dirnames[:] = sorted(
                     d
                     for d in dirnames
-                    if not d.startswith(".") and not (here == path and d == "LOGS")
+                    if not d.startswith(".") and not (here == path and d == LOGS_DIR)
                 )
                 for name in sorted(filenames):
                     source = UploadSource(here / name, path)

@@ -10,6 +10,7 @@ import pytest
 
 from reproducer import DataFileStreamReproducer, MetadataJSONReproducer
 from reproducer.datafile import DownloadDataFile, FileMeta
+from reproducer.errors import ReproducerError
 from tests.pipeline.size_reproducer import SizeReproducer
 
 
@@ -120,3 +121,15 @@ def test_base_classes_name_what_to_implement(config_file: Path) -> None:
     assert message is not None
     assert message.msg_key == "s_x.csv_chunk_processing_result"
     assert message.msg_value == '{"text": "abc"}'
+
+
+def test_exactly_once_with_a_new_group_at_every_start_is_refused(config_file: Path) -> None:
+    """`create_new` (the reference's default) makes a new group, and so a new transactional
+    id, at every start: a restart would produce everything again. Refused before anything
+    starts, saying what to set; a named group goes on (to the unreachable broker here)."""
+    run = SizeReproducer(config_file, "in", "out", exactly_once=True)
+    with pytest.raises(ReproducerError, match="--consumer_group_id"):
+        run.produce_processing_results_for_files_as_read()
+    config_file.write_text(config_file.read_text() + "[consumer]\ngroup.id = create_new\n")
+    named = SizeReproducer(config_file, "in", "out", exactly_once=True, consumer_group_id="g")
+    assert named._settings.group_id == "g"

@@ -90,12 +90,19 @@ def test_chunk_hash_mismatch() -> None:
         "a\x00b",
         "x/\x1bz",
         "..",
+        "LOGS",  # the reproducer's own logs and records live there
+        "LOGS/deeper",
     ],
 )
 def test_unsafe_subdirectories(subdir: str) -> None:
     with pytest.raises(UnsafePathError) as caught:
         decode_value(packed(fields(subdir_str=subdir)))
     assert caught.value.field == "subdir_str"
+
+
+def test_folders_named_like_logs_elsewhere_are_fine() -> None:
+    for subdir in ("logs", "a/LOGS", "LOGS2"):
+        assert decode_value(packed(fields(subdir_str=subdir))).subdir_str == subdir
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "nul\x00", "x" * 5000])

@@ -145,6 +145,22 @@ def test_late_chunks_of_finished_or_older_files() -> None:
     assert len(reassembler) == 0
 
 
+@pytest.mark.parametrize("mtime", [0.0, 7.0])
+def test_new_content_at_a_finished_path_is_a_new_version(mtime: float) -> None:
+    """A file modified and sent again with the same chunk count and mtime (legacy producers
+    always send 0; `cp -p` keeps it) is rebuilt, not dropped as stale; late copies of
+    either version are duplicates."""
+    before = split(b"1" * 100, 50, mtime=mtime)
+    after = split(b"2" * 100, 50, mtime=mtime)
+    reassembler = Reassembler()
+    feed(reassembler, before)
+    results, outcomes = feed(reassembler, after)
+    assert results[0].status is ChunkStatus.STORED
+    assert completed(outcomes).read_bytes() == b"2" * 100
+    assert reassembler.add(before[1]).status is ChunkStatus.DUPLICATE
+    assert reassembler.add(after[0]).status is ChunkStatus.DUPLICATE
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_hash_mismatch_is_an_outcome(mode: str, tmp_path: Path) -> None:
     chunks = split(b"payload" * 300, 512)
