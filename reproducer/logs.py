@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -92,7 +93,10 @@ class ResultsLog:
 
     def flush(self) -> None:
         """Append the CSV rows recorded since the last flush (the cost of a flush does not
-        grow with the rows already written)."""
+        grow with the rows already written), and make both files durable (a power cut
+        loses at most what came after the last flush: results produced again, not lost)."""
+        if self._hashes is not None:
+            os.fsync(self._hashes.fileno())
         if not self._new_rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +106,8 @@ class ResultsLog:
             if fresh:
                 writer.writerow(_RESULT_COLUMNS)
             writer.writerows(self._new_rows)
+            handle.flush()
+            os.fsync(handle.fileno())
         self._new_rows = []
 
     def close(self) -> None:
