@@ -14,7 +14,11 @@ Existing OpenMSIStream config files work unchanged::
     group.id = create_new
     auto.offset.reset = earliest
 
-A value starting with ``$`` names an environment variable, which must be set. The
+``$VAR`` and ``${VAR}`` anywhere in a value are replaced by that environment variable,
+which must be set (``$$`` is a literal ``$``); values are passed on as text (librdkafka
+reads ``true``/``false`` itself, and a password ``True`` stays a password). An error
+never shows a value, nor, for a secret-looking key, the name of its variable. ``key: value``
+lines are read like ``key = value``, as by the reference. The
 ``*.serializer``/``*.deserializer`` keys name the reference's (de)serializers; they are
 recorded but not passed to librdkafka, since the wire format is fixed. Everything else in
 ``[broker]``, ``[producer]`` and ``[consumer]`` passes through to librdkafka as is.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,14 +91,19 @@ def load_config(
     file = Path(path)
     if not file.is_file():
         raise ConfigError("config file not found", path=str(file))
-    parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    parser = configparser.ConfigParser(interpolation=None, delimiters=("=", ":"))
     try:
         with file.open(encoding="utf-8") as handle:
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError(f"cannot read the config file: {exc}", path=str(file)) from exc
-    except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not a valid INI file: {exc}", path=str(file)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not a valid INI file: not UTF-8 (byte {exc.start})", path=str(file)
+        ) from exc
+    except configparser.Error as exc:
+        # configparser quotes the offending line, which may hold a password: say where only
+        raise ConfigError(f"not a valid INI file: {_where(exc)}", path=str(file)) from None
     if parser.has_section("kafkacrypto"):
         raise ConfigError(
             "[kafkacrypto] (encrypted streams) is not supported by ray-reproducer", path=str(file)
@@ -127,17 +137,43 @@ def load_config(
     )
 
 
-def _resolve(raw: str, file: Path, section: str, key: str, env: Mapping[str, str]) -> Any:
-    if raw.startswith("$"):
-        name = raw[1:]
+_VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_SECRET_KEY = re.compile(r"password|secret|jaas|token|credential|private|(^|\.)key$", re.I)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting's value must never be shown (passwords, keys, tokens...)."""
+    return bool(_SECRET_KEY.search(key))
+
+
+def _resolve(raw: str, file: Path, section: str, key: str, env: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        name = match.group(2) or match.group(3)
         if name not in env:
+            # a literal secret with a $ in it would otherwise show part of itself here
+            named = "" if is_secret_key(key) else f" {name}"
             raise ConfigError(
-                f"[{section}] {key} = {raw}: environment variable {name} is not set",
+                f"[{section}] {key}: environment variable{named} is not set "
+                "(write $$ for a literal $)",
                 path=str(file),
                 key=key,
             )
-        raw = env[name]
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    return raw
+        return env[name]
+
+    return _VARIABLE.sub(substitute, raw)
+
+
+def _where(exc: configparser.Error) -> str:
+    """What is wrong and on which line, without the line's text."""
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno} comes before any [section]"
+    if isinstance(exc, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _ in exc.errors)
+        return f"line(s) {lines} are not `key = value` (their text is not shown)"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"[{exc.section}] {exc.option} is set twice (line {exc.lineno})"
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"[{exc.section}] appears twice (line {exc.lineno})"
+    return type(exc).__name__

@@ -97,6 +97,7 @@ class IngestStats:
     n_partial_files: int = 0
     peak_held_bytes: int = 0
     n_pauses: int = 0  # times every partition was paused (the in-flight limits)
+    n_rebalances: int = 0  # times partitions were revoked or lost (and read again)
     catching_up: bool = False  # over budget with partial files: reading the oldest partition
     commit_lag: int = 0  # messages consumed and not committed yet
     committed: dict[int, int] = field(default_factory=dict)
@@ -204,7 +205,10 @@ class Ingest:
         if not self._subscribed:
             self._subscribed = True
             self._consumer.subscribe(
-                [self.settings.topic], on_assign=self._assigned_cb, on_revoke=self._revoked_cb
+                [self.settings.topic],
+                on_assign=self._assigned_cb,
+                on_revoke=self._revoked_cb,
+                on_lost=self._lost_cb,
             )
         # What is there now, without waiting for a whole batch (consume waits for all of
         # it or the timeout: a trickle of files would wait the timeout each); else wait for
@@ -566,21 +570,71 @@ class Ingest:
         log.info(
             "assigned %s[%s]", self.settings.topic, ",".join(str(p) for p in sorted(self._assigned))
         )
+        # librdkafka keeps a partition paused across a revocation and a new assignment
         held_back = [tp for tp in partitions if tp.partition in self._paused]
         if held_back:
             consumer.pause(held_back)
+        going = [tp for tp in partitions if tp.partition not in self._paused]
+        if going:
+            consumer.resume(going)
 
     def _revoked_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        """A rebalance takes the partitions back (another member joined, or the group is
+        rebalancing for its own reasons): commit what is finished while still a member,
+        then start over from the committed offsets. If the next assignment is not every
+        partition, :meth:`_assigned_cb` stops the run."""
         if self._closing:
             return
-        lost = sorted(tp.partition for tp in partitions)
-        self._lost_partitions = (
-            f"partitions {lost} of {self.settings.topic} were taken from this reproducer's "
-            f"group ({self.settings.consumer.get('group.id')}): another consumer joined it. "
-            "Chunks of one file spread over all partitions, so one member must own them all; "
-            "stopping rather than leaving files incomplete"
+        if not self.settings.transactional:
+            try:
+                self.commit()
+            except Exception as exc:  # noqa: BLE001 - the commit is a courtesy; offsets stay safe
+                log.warning("no commit before the rebalance: %s", exc)
+        self._take_back(partitions, "revoked in a rebalance")
+
+    def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        """The group session expired (the broker unreachable, or frozen, for longer than
+        ``session.timeout.ms``): the partitions are no longer this member's and nothing can
+        be committed. librdkafka rejoins on the next poll; reading starts over from the
+        committed offsets once they are assigned again."""
+        if self._closing:
+            return
+        self._take_back(
+            partitions,
+            "lost: the consumer group session expired (was the broker unreachable for longer "
+            f"than session.timeout.ms = {self.settings.consumer.get('session.timeout.ms', 45000)}"
+            " ms?)",
         )
-        log.error("%s", self._lost_partitions)
+
+    def _take_back(self, partitions: list[Any], why: str) -> None:
+        """Forget what was read from ``partitions`` beyond the committed offsets: it will
+        be read again. Partial files are dropped, and completed files no longer count as
+        seen, so their chunks read again rebuild them (at least once: a result may come
+        twice, none is lost). Exactly once, the open transaction's offsets belong to the old
+        assignment: the run stops, and a restart resumes from the last transaction."""
+        taken = sorted(tp.partition for tp in partitions)
+        self.stats.n_rebalances += 1
+        if self.settings.transactional:
+            self._lost_partitions = (
+                f"partitions {taken} of {self.settings.topic} were {why}; exactly once, the "
+                "run stops here and a restart resumes from the last committed transaction"
+            )
+            log.error("%s", self._lost_partitions)
+            return
+        for partition in taken:
+            self._tracker.forget_partition(partition)
+            self._assigned.discard(partition)
+            self._paused.discard(partition)
+        self.stats.assigned = bool(self._assigned)
+        dropped = self._reassembler.restart()
+        log.warning(
+            "partitions %s of %s were %s; %d partial files dropped, reading resumes from the "
+            "committed offsets once they are assigned again",
+            taken,
+            self.settings.topic,
+            why,
+            dropped,
+        )
 
 
 class _DeadLetters:

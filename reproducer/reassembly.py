@@ -290,6 +290,17 @@ class Reassembler:
                 return self._fail(partial, FailureReason.ABANDONED, detail)
         return None
 
+    def restart(self) -> int:
+        """The caller will read every chunk again from an earlier point: drop the partial
+        files (no outcome: they are not failures, their chunks come again) and forget the
+        completed versions (their chunks read again rebuild them). Files completing go on.
+        Returns how many partial files were dropped."""
+        partials = list(self._partials.values())
+        for partial in partials:
+            self._fail(partial, FailureReason.ABANDONED, "read again after a rebalance")
+        self._finished.clear()
+        return len(partials)
+
     def close(self) -> list[Outcome]:
         """Finish queued work, drop every partial file (removing temporary files), stop."""
         outcomes: list[Outcome] = self.flush()

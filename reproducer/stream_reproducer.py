@@ -239,6 +239,15 @@ class DataFileStreamReproducer:
             f"{type(self).__name__} must implement _get_processing_result_message_for_file"
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What goes to the analysis actors (a copy each): the instance without the
+        pipeline's settings, whose Kafka credentials user code has no use for (nor object
+        store spill files, nor the actors' logs)."""
+        state = dict(self.__dict__)
+        state.pop("_settings", None)
+        state.pop("last_run", None)
+        return state
+
     def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
         """Run the pipeline until stopped; return the reference's five values."""
         summary: RunSummary = run_pipeline(self, self._settings)

@@ -133,3 +133,20 @@ def test_exactly_once_with_a_new_group_at_every_start_is_refused(config_file: Pa
     config_file.write_text(config_file.read_text() + "[consumer]\ngroup.id = create_new\n")
     named = SizeReproducer(config_file, "in", "out", exactly_once=True, consumer_group_id="g")
     assert named._settings.group_id == "g"
+
+
+def test_analysis_actors_get_no_kafka_credentials(tmp_path: Path) -> None:
+    """The instance is shipped to every analysis actor (user code, object-store spills):
+    it goes without the pipeline's settings, so the [broker] password stays behind."""
+    from ray import cloudpickle  # noqa: PLC0415 - what Ray ships actors' arguments with
+
+    config = tmp_path / "secret.config"
+    config.write_text(
+        "[broker]\nbootstrap.servers = h:1\nsecurity.protocol = SASL_SSL\n"
+        "sasl.mechanism = SCRAM-SHA-512\nsasl.username = lab\nsasl.password = s3cretPW\n"
+    )
+    run = SizeReproducer(config, "in", "out", delay=0.5)
+    shipped = cloudpickle.dumps(run)
+    assert b"s3cretPW" not in shipped
+    copy = cloudpickle.loads(shipped)
+    assert copy.options["delay"] == 0.5 and copy.consumer_topic_name == "in"

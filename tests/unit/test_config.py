@@ -45,7 +45,7 @@ def test_reference_config_file(tmp_path: Path) -> None:
         "compression.type": "lz4",
     }
     consumer = config.consumer_settings()
-    assert consumer["enable.auto.commit"] is False
+    assert consumer["enable.auto.commit"] == "False"  # librdkafka reads it
     assert consumer["auto.offset.reset"] == "earliest"
     assert consumer["group.id"] != "create_new" and len(consumer["group.id"]) == 36
     assert config.consumer_settings()["group.id"] != consumer["group.id"]
@@ -57,7 +57,7 @@ def test_reference_config_file(tmp_path: Path) -> None:
 def test_unset_environment_variable_is_named(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"\[broker\] bootstrap.servers = \$TEST_BOOTSTRAP: environment variable TEST_BOOTSTRAP is not set",
+        match=r"\[broker\] bootstrap.servers: environment variable TEST_BOOTSTRAP is not set",
     ):
         load_config(write(tmp_path, REFERENCE_STYLE), {})
 
@@ -87,3 +87,44 @@ def test_shipped_local_config_uses_the_environment() -> None:
     config = load_config(shipped, {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
     assert config.broker["bootstrap.servers"] == "127.0.0.1:9"
     assert KafkaConfig.for_bootstrap("h:1").producer_settings() == {"bootstrap.servers": "h:1"}
+
+
+def test_variables_anywhere_in_a_value_and_a_literal_dollar(tmp_path: Path) -> None:
+    text = (
+        "[broker]\nbootstrap.servers = ${HOST}:$PORT\nsasl.username = $USER/lab\n"
+        "sasl.password = pa$$word\nclient.id = $1 and a $ alone\n"
+    )
+    config = load_config(write(tmp_path, text), {"HOST": "h", "PORT": "9", "USER": "u"})
+    assert config.broker == {
+        "bootstrap.servers": "h:9",
+        "sasl.username": "u/lab",
+        "sasl.password": "pa$word",
+        "client.id": "$1 and a $ alone",
+    }
+
+
+def test_values_stay_text_so_a_password_true_stays_a_password(tmp_path: Path) -> None:
+    text = "[broker]\nbootstrap.servers = h:1\nsasl.password = True\n"
+    assert load_config(write(tmp_path, text), {}).broker["sasl.password"] == "True"
+
+
+def test_colon_lines_are_read_as_the_reference_reads_them(tmp_path: Path) -> None:
+    text = "[broker]\nbootstrap.servers: h:1\nsasl.password: s3cret\n"
+    config = load_config(write(tmp_path, text), {})
+    assert config.broker == {"bootstrap.servers": "h:1", "sasl.password": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[broker]\nbootstrap.servers = h:1\nsasl.password s3cretSECRET\n",  # no delimiter
+        "sasl.password = s3cretSECRET\n[broker]\n",  # before any section
+        "[broker]\nbootstrap.servers = h:1\nsasl.password = $s3cretSECRET\n",  # unset variable
+        "[broker]\nsasl.password = s3cretSECRET\nsasl.password = s3cretSECRET\n",
+    ],
+)
+def test_errors_never_show_a_secret(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), {})
+    assert "s3cret" not in str(caught.value) and "SECRET" not in str(caught.value)
+    assert "line" in str(caught.value) or "sasl.password" in str(caught.value)

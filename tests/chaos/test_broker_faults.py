@@ -1,0 +1,160 @@
+"""The broker fails under a running pipeline: frozen past the group session, or killed and
+restarted on its log directory. Each test has a broker of its own (the fault would break
+the other tests' broker), a real one, and local Ray.
+
+At least once, the run takes its partitions back in-process and every file gets a result
+(duplicates allowed); exactly once, it stops with a true message, and a restart of the
+same group completes the work with no duplicate for a read_committed reader.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster import create_topic
+from cluster.broker import LocalBroker
+from reproducer.config import KafkaConfig
+from reproducer.errors import ReproducerError
+from reproducer.upload import upload
+from tests.pipeline.size_reproducer import SizeReproducer
+from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
+from tests.results import count_results, read_results, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
+
+SESSION_MS = 6000
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    own = LocalBroker(log_dir=tmp_path / "broker")
+    own.start(timeout=120)
+    try:
+        yield own
+    finally:
+        if own.pid is not None:  # a frozen broker must not outlive the test
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(own.pid, sig)
+                except ProcessLookupError:
+                    break
+        own.stop()
+
+
+def _setup(tmp_path: Path, bootstrap: str, n_files: int) -> tuple[str, str, Path, list[str]]:
+    topic = f"chaos-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, partitions=3)
+    results = topic + "-results"
+    create_topic(bootstrap, results, partitions=1)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = [f"f{i:02d}.bin" for i in range(n_files)]
+    for name in names:
+        (tree / name).write_bytes(os.urandom(300_000))  # a few chunks each, over the partitions
+    upload([tree], KafkaConfig.for_bootstrap(bootstrap), topic, chunk_size=100_000)
+    config = tmp_path / "test.config"
+    config.write_text(
+        f"[broker]\nbootstrap.servers = {bootstrap}\n[consumer]\n"
+        f"session.timeout.ms = {SESSION_MS}\nheartbeat.interval.ms = 1000\n"
+    )
+    return topic, results, config, names
+
+
+def _run_in_thread(run: SizeReproducer) -> tuple[threading.Thread, list]:
+    outcome: list = []
+
+    def body() -> None:
+        try:
+            outcome.append(run.produce_processing_results_for_files_as_read())
+        except BaseException as exc:  # the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _freeze(broker: LocalBroker) -> None:
+    """SIGSTOP for longer than the session (the fault's length), then SIGCONT."""
+    assert broker.pid is not None
+    os.killpg(broker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(SESSION_MS / 1000 + 4)
+    finally:
+        os.killpg(broker.pid, signal.SIGCONT)
+
+
+def _kill_and_restart(broker: LocalBroker) -> None:
+    """SIGKILL, down for longer than the session, then started again on its log dir."""
+    assert broker.pid is not None
+    os.killpg(broker.pid, signal.SIGKILL)
+    broker.stop()  # reaps it
+    time.sleep(SESSION_MS / 1000 + 2)
+    broker.start(timeout=120)
+
+
+@pytest.mark.parametrize("fault", [_freeze, _kill_and_restart], ids=["frozen", "killed"])
+def test_at_least_once_takes_its_partitions_back_and_loses_nothing(
+    local_ray: None,  # noqa: F811
+    broker: LocalBroker,
+    tmp_path: Path,
+    fault: object,
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
+    run = SizeReproducer(
+        config,
+        topic,
+        results_topic,
+        consumer_group_id=f"g-{topic}",
+        n_analysis_actors=1,
+        delay=0.5,  # the run is still going when the fault comes
+        stop_when_idle=8.0,
+        output_dir=tmp_path / "out",
+    )
+    thread, outcome = _run_in_thread(run)
+    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    fault(broker)  # type: ignore[operator]
+    thread.join(300)
+    assert not thread.is_alive(), "the run did not end"
+    assert outcome and not isinstance(outcome[0], BaseException), outcome
+    got = {payload["file"] for _, payload in read_results(bootstrap, results_topic)}
+    assert got == set(names)  # nothing lost (a file may have two results)
+    assert run.last_run is not None and run.last_run.stats.n_rebalances >= 1
+
+
+def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
+    local_ray: None,  # noqa: F811
+    broker: LocalBroker,
+    tmp_path: Path,
+) -> None:
+    bootstrap = broker.bootstrap_servers
+    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
+    options = {
+        "consumer_group_id": f"g-{topic}",
+        "exactly_once": True,
+        "n_analysis_actors": 1,
+        "stop_when_idle": 8.0,
+        "output_dir": tmp_path / "out",
+    }
+    run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
+    thread, outcome = _run_in_thread(run)
+    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    _freeze(broker)
+    thread.join(300)
+    assert not thread.is_alive(), "the run did not end"
+    assert outcome and isinstance(outcome[0], ReproducerError), outcome
+    assert "session" in str(outcome[0]) and "another consumer" not in str(outcome[0])
+
+    again = SizeReproducer(config, topic, results_topic, **options)
+    again.produce_processing_results_for_files_as_read()
+    got = sorted(payload["file"] for _, payload in read_results(bootstrap, results_topic))
+    assert got == names  # each exactly once
