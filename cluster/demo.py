@@ -210,6 +210,8 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             mode=mode,
             output_dir=output,
             dead_letter_topic=dead_topic,
+            # the corrupt file waits this long for a good copy of its chunk, then fails
+            file_idle_timeout=2.0,
             stop_when_idle=3.0,
             update_seconds=5.0,
         )

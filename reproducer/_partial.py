@@ -16,7 +16,18 @@ from pathlib import PurePosixPath
 from reproducer._outcomes import CompletedFile, FailureReason, FileFailure, PartialFileInfo
 from reproducer._storage import Store, StoreError
 
-__all__ = ["Generation", "PartialFile"]
+__all__ = ["MAX_REOPEN", "Generation", "PartialFile", "Reopened"]
+
+MAX_REOPEN = 3  # times a file drops corrupt chunks to wait for copies before it fails
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """A complete file failed its hash because of corrupt chunks, which it dropped: it
+    waits, as a partial file again, for good copies of them (until the idle timeout)."""
+
+    file_id: int
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,8 @@ class PartialFile:
     waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
     # chunk_i -> (offset, length, chunk hash): names the corrupt chunks if the file hash fails
     chunk_hashes: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
+    reopened: int = 0  # times corrupt chunks were dropped to wait for good copies
+    mismatch: str = ""  # why, the last time (its failure if no copy comes)
     last_task: Future[object] | None = None  # the last worker task queued for this file
     problem: str = ""
     storage_failed: bool = False
@@ -99,7 +112,7 @@ class PartialFile:
         except Exception as exc:  # noqa: BLE001 - a worker task must never raise
             self.problem, self.storage_failed = f"{type(exc).__name__}: {exc}", True
 
-    def finish(self) -> CompletedFile | FileFailure:
+    def finish(self) -> CompletedFile | FileFailure | Reopened:
         """Check the whole file (tiling, SHA-512) and make it final, or discard it."""
         try:
             if not self.problem and (self.waiting or self.hashed_to != self.bytes_received):
@@ -111,7 +124,12 @@ class PartialFile:
                 )
                 return self.discard(reason, self.problem)
             if self.hasher.digest() != self.generation.file_hash:
-                return self.discard(FailureReason.HASH_MISMATCH, self._mismatch())
+                bad = self.corrupt_chunks()
+                if bad and self.reopened < MAX_REOPEN:
+                    self.mismatch = self._mismatch(bad)
+                    self._drop(bad)
+                    return Reopened(self.file_id, self.mismatch)
+                return self.discard(FailureReason.HASH_MISMATCH, self._mismatch(bad))
             buffer, path = self.store.finish(self.hashed_to)
         except StoreError as exc:
             return self.discard(FailureReason.STORAGE, str(exc))
@@ -130,17 +148,38 @@ class PartialFile:
             first_seen=self.first_seen,
         )
 
-    def _mismatch(self) -> str:
+    def corrupt_chunks(self) -> list[int]:
+        """The chunks whose stored bytes do not match their own chunk hash."""
+        return [
+            chunk_i
+            for chunk_i, (offset, length, digest) in sorted(self.chunk_hashes.items())
+            if hashlib.sha512(self.store.read(offset, length)).digest() != digest
+        ]
+
+    def _mismatch(self, bad: list[int]) -> str:
         """Why the file hash failed: the chunks whose bytes do not match their own hash."""
         detail = f"SHA-512 of the {self.hashed_to} rebuilt bytes does not match the file hash"
-        bad = []
-        for chunk_i, (offset, length, digest) in sorted(self.chunk_hashes.items()):
-            if hashlib.sha512(self.store.read(offset, length)).digest() != digest:
-                bad.append(f"{chunk_i} (offset {offset})")
         if bad:
-            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            named = [f"{i} (offset {self.chunk_hashes[i][0]})" for i in bad[:5]]
+            shown = ", ".join(named) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             return f"{detail}; corrupt chunk(s), not matching their chunk hash: {shown}"
         return f"{detail}; every chunk matches its chunk hash: the file hash itself is wrong"
+
+    def _drop(self, bad: list[int]) -> None:
+        """Forget the corrupt chunks (their copies are awaited) and hash again from the
+        start, over what is stored, up to the first one missing."""
+        for chunk_i in bad:
+            _, length, _ = self.chunk_hashes.pop(chunk_i)
+            self.chunks.discard(chunk_i)
+            self.bytes_received -= length
+        self.reopened += 1
+        self.hasher = hashlib.sha512()
+        self.hashed_to = 0
+        self.waiting = {offset: length for offset, length, _ in self.chunk_hashes.values()}
+        while self.hashed_to in self.waiting:
+            length = self.waiting.pop(self.hashed_to)
+            self.hasher.update(self.store.read(self.hashed_to, length))
+            self.hashed_to += length
 
     def discard(self, reason: FailureReason, detail: str) -> FileFailure:
         self.store.discard()

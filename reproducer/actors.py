@@ -213,6 +213,10 @@ class IngestActor:
         for file_id in file_ids:
             self._ingest.finish(file_id)
 
+    def report_failures(self, reports: list[dict[str, Any]]) -> None:
+        """To the dead-letter topic, if there is one (librdkafka's producer is thread-safe)."""
+        self._ingest.report_failures(reports)
+
     def commit_point(
         self, finished: list[int], waiting: list[int] | None = None, timeout: float = 30.0
     ) -> CommitPoint:

@@ -487,6 +487,16 @@ class Ingest:
             held,
         )
 
+    def report_failures(self, reports: list[dict[str, Any]]) -> None:
+        """Dead-letter reports of files whose analysis or result failed (see the driver);
+        nothing without a dead-letter topic (they are counted and logged anyway)."""
+        if self._dead_letters is None:
+            return
+        for report in reports:
+            self._dead_letters.send_report(
+                report["file"], report, f"{report['analysis']} {report['reason']}"
+            )
+
     def _reading_clock(self) -> float:
         """Seconds spent reading every assigned partition: partial files' idle clock."""
         if self._reading_since is None:
@@ -663,6 +673,14 @@ class _DeadLetters:
         )
         self._producer.poll(0)
         return poison_id
+
+    def send_report(self, key: str, report: dict[str, Any], error: str) -> None:
+        """A report of a file that failed after the ingest (its analysis, its result)."""
+        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
+        self._producer.produce(
+            self._topic, key=key.encode(), value=json.dumps(report).encode(), headers=headers
+        )
+        self._producer.poll(0)
 
     def send_failure(self, failure: FileFailure) -> None:
         report = {

@@ -160,6 +160,7 @@ class _Books:
     uncovered: set[int] = field(default_factory=set)  # finished, not covered by offsets yet
     last_txn: float = 0.0
     transaction: int = 0  # the number of the open transaction (the producer's count)
+    targets: dict[str, Target] = field(default_factory=dict)  # by name: for failure reports
 
     def flush_log(self, *, every: float = 5.0) -> None:
         if self.results_log is not None and time.monotonic() - self.last_flush >= every:
@@ -273,7 +274,10 @@ def run_targets(
         transactional=settings.exactly_once,
     )
     summary = RunSummary()
-    books = _Books(dedupe=len(targets) == 1 and targets[0].kind == "reproducer")
+    books = _Books(
+        dedupe=len(targets) == 1 and targets[0].kind == "reproducer",
+        targets={t.name: t for t in targets},
+    )
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / LOGS_DIR, settings.producer_topic)
     restore = _install_signal_handlers(stop)
@@ -575,11 +579,18 @@ class _Driver:
             self.pools[name].submit(task)
 
     def _collected(self, results: list[AnalysisResult]) -> None:
-        """Produce the good results; a failed one ends at once (it has been logged)."""
+        """Produce the good results; a failed one ends at once (it has been logged, and
+        is reported to the dead-letter topic)."""
         good = []
         for result in results:
             if result.key is None or result.value is None:
                 self.summary.n_files_failed += 1
+                reason = (
+                    "declined (returned None)"
+                    if result.declined
+                    else f"{'bad input' if result.permanent else 'raised'}: {result.error}"
+                )
+                self._report(result, reason)
                 self._result_ended(result.file_id)
                 continue
             numbered = dataclasses.replace(result, result_id=next(self.books.ids))
@@ -699,6 +710,23 @@ class _Driver:
         if again:
             self.books.produce_calls.append(self.producer.produce.remote(again))
 
+    def _report(self, result: AnalysisResult, reason: str) -> None:
+        """A dead-letter report of one failed (file, analysis), with what identifies both."""
+        if self.settings.dead_letter_topic is None:
+            return
+        meta = self.books.metas.get(result.file_id)
+        target = self.books.targets.get(result.analysis)
+        report = {
+            "file": result.relative_path,
+            "sha512": meta.file_hash.hex() if meta is not None else None,
+            "size": meta.size if meta is not None else None,
+            "topic": self.settings.consumer_topic,
+            "analysis": result.analysis,
+            "version": target.version if target is not None else None,
+            "reason": reason,
+        }
+        self.ingest.report_failures.remote([report])
+
     def _rejected(self, rejected: list[tuple[int, str]]) -> list[AnalysisResult]:
         """Results that can never be produced (too large, invalid: see
         :mod:`reproducer.delivery`) end as failed, counted and logged; their file is not
@@ -714,6 +742,7 @@ class _Driver:
                 why,
             )
             self.summary.n_files_failed += 1
+            self._report(result, f"result refused: {why}")
             ended.append(result)
         return ended
 

@@ -39,7 +39,7 @@ from reproducer._outcomes import (
     Outcome,
     PartialFileInfo,
 )
-from reproducer._partial import Generation, PartialFile
+from reproducer._partial import Generation, PartialFile, Reopened
 from reproducer._storage import Mode, StoreError, open_store, sync_folders
 from reproducer.chunk import DEFAULT_MAX_FILE_SIZE, DataFileChunk
 
@@ -130,12 +130,14 @@ class Reassembler:
         self._fsync = fsync
         self._clock = clock
         self._idle_clock = idle_clock or clock
+        self.n_reopened = 0  # files that dropped corrupt chunks to wait for their copies
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, PartialFile] = {}
         self._completing: dict[int, PartialFile] = {}
         # path -> the versions of it that completed (the last few), for late duplicates
         self._finished: OrderedDict[PurePosixPath, tuple[Generation, ...]] = OrderedDict()
-        self._outcomes: deque[Outcome] = deque()  # appended by the worker, drained here
+        # appended by the worker, drained here
+        self._outcomes: deque[Outcome | Reopened] = deque()
         # One single-thread executor per worker: a file's tasks all go to the same one
         # (by file id), so they run in order; different files hash and write in parallel.
         self._pools = (
@@ -280,7 +282,14 @@ class Reassembler:
         cutoff = self._idle_clock() - idle_seconds
         stale = [p for p in self._partials.values() if p.last_read <= cutoff]
         return [
-            self._fail(p, FailureReason.EXPIRED, f"no chunk for {idle_seconds:g} s") for p in stale
+            self._fail(
+                p,
+                FailureReason.HASH_MISMATCH,
+                f"{p.mismatch}; no good copy of them came within {idle_seconds:g} s",
+            )
+            if p.mismatch
+            else self._fail(p, FailureReason.EXPIRED, f"no chunk for {idle_seconds:g} s")
+            for p in stale
         ]
 
     def abandon(self, file_id: int, detail: str = "abandoned by the caller") -> FileFailure | None:
@@ -369,14 +378,30 @@ class Reassembler:
         return AddResult(status, file_id, reason, (*ended, *self._drain()))
 
     def _drain(self) -> list[Outcome]:
-        drained = []
+        drained: list[Outcome] = []
         while self._outcomes:
             outcome = self._outcomes.popleft()
             partial = self._completing.pop(outcome.file_id, None)
+            if isinstance(outcome, Reopened):
+                if partial is not None:
+                    drained += self._reopen(partial, outcome.detail)
+                continue
             if isinstance(outcome, FileFailure) and partial is not None:
                 self._forget_generation(partial)
             drained.append(outcome)
         return drained
+
+    def _reopen(self, partial: PartialFile, detail: str) -> list[Outcome]:
+        """A file that dropped corrupt chunks is partial again: good copies of them (a
+        re-send) complete it, else it expires. If a newer version of the path started
+        meanwhile, the file fails instead."""
+        self._forget_generation(partial)
+        if partial.relative in self._partials:
+            return [partial.discard(FailureReason.HASH_MISMATCH, detail)]
+        self.n_reopened += 1
+        partial.last_seen, partial.last_read = self._clock(), self._idle_clock()
+        self._partials[partial.relative] = partial
+        return []
 
     def _fail(self, partial: PartialFile, reason: FailureReason, detail: str) -> FileFailure:
         if partial.last_task is not None:

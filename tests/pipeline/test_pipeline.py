@@ -142,6 +142,8 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
     upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
     config_file = tmp_path / "test.config"
     config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    dead_topic = topic + "-dead"
+    create_topic(kafka_bootstrap, dead_topic, partitions=1)
     reproducer = SizeReproducer(
         config_file,
         topic,
@@ -149,9 +151,18 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
         stop_when_idle=4.0,
         max_retries=1,
         output_dir=tmp_path / "out",
+        dead_letter_topic=dead_topic,
     )
     results = reproducer.produce_processing_results_for_files_as_read()
     assert results.n_results_produced == 2
+    # each failed (file, analysis) is reported to the dead-letter topic, with its reason
+    reports = {key: report for key, report in read_results(kafka_bootstrap, dead_topic, 2)}
+    assert sorted(reports) == ["boom.txt", "decline.txt"]
+    assert reports["decline.txt"]["reason"] == "declined (returned None)"
+    assert reports["boom.txt"]["reason"].startswith("raised: ")
+    assert "analysis blew up" in reports["boom.txt"]["reason"]
+    assert {r["analysis"] for r in reports.values()} == {"SizeReproducer"}
+    assert all(len(r["sha512"]) == 128 and r["topic"] == topic for r in reports.values())
     got = read_results(kafka_bootstrap, results_topic, 2)
     assert sorted(payload["file"] for _, payload in got) == ["good1.txt", "good2.txt"]
     # the two failures are counted, and only the good files are listed as produced

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reproducer._partial import MAX_REOPEN
 from reproducer.chunk import DataFileChunk, make_chunk
 from reproducer.reassembly import (
     AddResult,
@@ -184,6 +185,40 @@ def test_hash_mismatch_is_an_outcome(mode: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_corrupt_chunk_then_a_good_copy_of_it_completes_the_file(
+    mode: str, tmp_path: Path
+) -> None:
+    """As the reference does (it checks every chunk on arrival): the corrupt copy is
+    dropped once the file hash fails, and the good copy sent after it completes the file."""
+    data = os.urandom(5000)
+    chunks = split(data, 1024)
+    corrupt = [
+        dataclasses.replace(c, data=bytes(len(c.data))) if c.chunk_i == 3 else c for c in chunks
+    ]
+    reassembler = make(mode, tmp_path)
+    _, outcomes = feed(reassembler, corrupt)
+    assert outcomes == [] and len(reassembler) == 1  # waiting for a good chunk 3
+    _, outcomes = feed(reassembler, [chunks[2]])
+    done = completed(outcomes)
+    assert done.read_bytes() == data
+    assert reassembler.n_reopened == 1
+
+
+def test_a_file_whose_corrupt_chunk_never_comes_again_fails_as_corrupt() -> None:
+    now = [0.0]
+    chunks = split(os.urandom(3000), 1024)
+    corrupt = [
+        dataclasses.replace(c, data=bytes(len(c.data))) if c.chunk_i == 2 else c for c in chunks
+    ]
+    reassembler = Reassembler(clock=lambda: now[0])
+    assert feed(reassembler, corrupt)[1] == []
+    now[0] = 100.0
+    (failure,) = reassembler.expire(idle_seconds=60)
+    assert failure.reason is FailureReason.HASH_MISMATCH
+    assert "2 (offset 1024)" in failure.detail and "no good copy" in failure.detail
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_hash_mismatch_names_the_corrupt_chunks(mode: str, tmp_path: Path) -> None:
     """Chunks are not hashed on arrival by default: the file hash covers every byte, and
     the chunk hashes say which chunks were corrupt when it fails."""
@@ -192,7 +227,12 @@ def test_hash_mismatch_names_the_corrupt_chunks(mode: str, tmp_path: Path) -> No
     corrupt = [
         dataclasses.replace(c, data=bytes(len(c.data))) if c.chunk_i in bad else c for c in chunks
     ]
-    _, outcomes = feed(make(mode, tmp_path), corrupt)
+    reassembler = make(mode, tmp_path)
+    _, outcomes = feed(reassembler, corrupt)
+    # the corrupt chunks are dropped and awaited again, MAX_REOPEN times: then it fails
+    for _ in range(MAX_REOPEN):
+        assert outcomes == [] and len(reassembler) == 1
+        _, outcomes = feed(reassembler, [c for c in corrupt if c.chunk_i in bad])
     failure = failed(outcomes)
     assert failure.reason is FailureReason.HASH_MISMATCH
     assert "corrupt chunk(s), not matching their chunk hash: 2 (offset 1024), 5 (offset 4096)" in (
