@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
-def read_results(
-    bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0
-) -> list[tuple[str, dict]]:
-    """Every result in ``topic`` up to its end, as a read_committed reader sees it, once at
-    least ``expected`` are there (waiting up to ``timeout`` for them): the end, not a quiet
-    spell, says all were read, so extra results show and no test waits out a timeout."""
+def _read_to_end(bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0) -> list[Any]:
+    """Every message of partition 0 of ``topic`` up to its end, as a read_committed reader
+    sees it, once at least ``expected`` are there (waiting up to ``timeout`` for them): the
+    end, not a quiet spell, says all were read, so extra messages show and no caller waits
+    out a timeout."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -24,7 +24,7 @@ def read_results(
         }
     )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    out: list[tuple[str, dict]] = []
+    out: list[Any] = []
     at_end = False
     deadline = time.monotonic() + timeout
     try:
@@ -35,10 +35,20 @@ def read_results(
                     at_end = error.code() == KafkaError._PARTITION_EOF
                     continue
                 at_end = False
-                out.append((m.key().decode(), json.loads(m.value())))
+                out.append(m)
     finally:
         consumer.close()
     return out
+
+
+def read_results(
+    bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0
+) -> list[tuple[str, dict]]:
+    """Every result in ``topic`` (key, JSON value), read to the end (see _read_to_end)."""
+    return [
+        (m.key().decode(), json.loads(m.value()))
+        for m in _read_to_end(bootstrap, topic, expected, timeout)
+    ]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -50,29 +60,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def count_results(bootstrap: str, topic: str) -> int:
-    """Result messages visible to a read_committed reader (the default isolation)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watch"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        if high == low:
-            return 0
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        return sum(1 for m in consumer.consume(100, 2) if not m.error())
-    finally:
-        consumer.close()
+    """Result messages visible to a read_committed reader (the default isolation), now."""
+    return len(_read_to_end(bootstrap, topic))
 
 
 def envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], dict]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "envelopes"})
-    try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        out = []
-        while len(out) < high and (batch := consumer.consume(100, 5)):
-            for m in batch:
-                if not m.error():
-                    value = json.loads(m.value())
-                    out.append((value["analysis"], dict(m.headers() or []), value))
-        return out
-    finally:
-        consumer.close()
+    """Every registered-analysis envelope in ``topic``: (analysis, headers, value)."""
+    out = []
+    for m in _read_to_end(bootstrap, topic):
+        value = json.loads(m.value())
+        out.append((value["analysis"], dict(m.headers() or []), value))
+    return out
