@@ -51,6 +51,7 @@ class CompletedFile:
     buffer: memoryview | None
     path: Path | None
     first_seen: float = 0.0  # the reassembler's clock when the first chunk arrived
+    identity: tuple[int, int, int] | None = None  # of the file on disk: inode, size, mtime ns
 
     @property
     def relative_path(self) -> PurePosixPath:

@@ -146,6 +146,7 @@ class PartialFile:
             buffer=buffer,
             path=path,
             first_seen=self.first_seen,
+            identity=getattr(self.store, "identity", None),
         )
 
     def corrupt_chunks(self) -> list[int]:

@@ -165,6 +165,9 @@ class DiskStore(Store):
         if not _inside(root, final.parent):
             raise StoreError(f"{relative!r} resolves outside the output folder {root}")
         self.final = final
+        # (inode, size, mtime ns) of the finished file: what an analysis on another node
+        # checks before trusting a file it sees at the same path
+        self.identity: tuple[int, int, int] | None = None
         # A short name: a long but valid file name plus a suffix must not exceed NAME_MAX.
         self.temp = final.with_name(f".rr-{uuid.uuid4().hex[:16]}.partial")
         self._fsync = fsync
@@ -228,6 +231,8 @@ class DiskStore(Store):
             os.ftruncate(fd, size)
             if self._fsync:
                 os.fsync(fd)
+            st = os.fstat(fd)  # the rename keeps it: what an analysis checks before reading
+            self.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
             self._close()
             # Atomic: an older, longer file of the same name is replaced whole (defect 5).
             self.temp.replace(self.final)
@@ -265,6 +270,10 @@ class _BothStore(Store):
 
     def read(self, offset: int, length: int) -> bytes:
         return self._memory.read(offset, length)
+
+    @property
+    def identity(self) -> tuple[int, int, int] | None:
+        return self._disk.identity
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
         _, path = self._disk.finish(size)

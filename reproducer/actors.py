@@ -175,6 +175,7 @@ class IngestActor:
             str(done.path) if done.path is not None else None,
             self._node,
             done.first_seen,
+            done.identity,
         )
         with self._ready:
             self._outbox.append((meta, done.buffer))

@@ -53,6 +53,7 @@ class FileMeta(ByPosition):
     path: str | None  # on the ingest actor's node, in disk and both modes
     node_id: str
     first_seen: float = 0.0  # wall clock, first chunk of the file
+    identity: tuple[int, int, int] | None = None  # the file on disk: inode, size, mtime ns
 
     @property
     def relative_path(self) -> str:
@@ -170,9 +171,15 @@ class DownloadDataFile:
             return None
         path = Path(self._meta.path)
         try:
-            return path if path.stat().st_size == self._meta.size else None
+            st = path.stat()
         except OSError:
             return None
+        # The very file the ingest wrote (a newer version renamed over it, or another
+        # node's stale file at the same path, is another inode or mtime): else the bytes
+        # are fetched from the ingest actor.
+        if self._meta.identity is not None:
+            return path if (st.st_ino, st.st_size, st.st_mtime_ns) == self._meta.identity else None
+        return path if st.st_size == self._meta.size else None
 
     # the reference's names for the same things
     @property
