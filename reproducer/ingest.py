@@ -222,6 +222,11 @@ class Ingest:
                 log.warning("consume error on %s: %s", self.settings.topic, message.error())
                 continue
             self._handle(message)
+            # A file's first chunk may take the size the chunk claims for it: a flood of
+            # such claims is given up on before it grows past the budget, not a step later.
+            if self._reassembler.claimed_since_shed > _CLAIMS_CHECKED:
+                for failure in self._reassembler.shed(self.settings.max_held_bytes):
+                    self._failed(failure)
         self._outcomes(self._reassembler.poll())
         if self._dead_letters is not None:
             for poison_id in self._dead_letters.delivered():
@@ -230,6 +235,8 @@ class Ingest:
             for failure in self._reassembler.expire(self.settings.file_idle_timeout):
                 self._failed(failure)
         self._apply_finished()
+        for failure in self._reassembler.shed(self.settings.max_held_bytes):
+            self._failed(failure)
         self._backpressure()
         self._update_reading()
         if self.settings.transactional:
@@ -708,6 +715,8 @@ class _DeadLetters:
             self._producer.poll(0)
         return list(_take_all(self._done))
 
+
+_CLAIMS_CHECKED = 1 << 20  # claimed beyond the bytes received, before the budget is checked
 
 T = TypeVar("T")
 

@@ -131,6 +131,9 @@ class Reassembler:
         self._clock = clock
         self._idle_clock = idle_clock or clock
         self.n_reopened = 0  # files that dropped corrupt chunks to wait for their copies
+        # bytes new partial files took beyond what arrived for them, since the last shed():
+        # the caller need not check its budget after every chunk, only after such claims
+        self.claimed_since_shed = 0
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, PartialFile] = {}
         self._completing: dict[int, PartialFile] = {}
@@ -233,6 +236,8 @@ class Reassembler:
         except StoreError as exc:
             ended.append(self._fail(partial, FailureReason.STORAGE, str(exc)))
             return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
+        if not partial.chunks:  # its first chunk: the store may have taken the claimed size
+            self.claimed_since_shed += partial.store.held_bytes - len(chunk.data)
         partial.last_seen = self._clock()
         partial.last_read = self._idle_clock()
         partial.chunks.add(chunk.chunk_i)
@@ -298,6 +303,36 @@ class Reassembler:
             if partial.file_id == file_id:
                 return self._fail(partial, FailureReason.ABANDONED, detail)
         return None
+
+    def shed(self, budget: int) -> list[FileFailure]:
+        """Over ``budget`` bytes held in memory: give up on the partial files whose buffers
+        took most beyond what arrived for them (a chunk that claims a large file it never
+        sends), until back within it. Files whose memory is what arrived are kept: a file
+        larger than the budget is the caller's to pause for, not to drop."""
+        failures: list[FileFailure] = []
+        self.claimed_since_shed = 0
+        if self.mode == "disk":
+            return failures
+        held = self.held_bytes
+        if held <= budget:
+            return failures
+        waste = sorted(
+            (p.store.held_bytes - p.bytes_received, p.file_id, p) for p in self._partials.values()
+        )
+        while held > budget and waste and waste[-1][0] > 0:
+            _, _, partial = waste.pop()
+            taken = partial.store.held_bytes
+            failures.append(
+                self._fail(
+                    partial,
+                    FailureReason.ABANDONED,
+                    f"over the memory budget ({budget} bytes): it took {taken} bytes for the "
+                    f"{partial.bytes_received} that arrived (its chunks claim "
+                    f"{partial.generation.n_total} of them)",
+                )
+            )
+            held -= taken
+        return failures
 
     def restart(self) -> int:
         """The caller will read every chunk again from an earlier point: drop the partial

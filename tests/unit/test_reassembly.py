@@ -370,6 +370,31 @@ def test_files_that_claim_more_than_they_send_count_what_they_take() -> None:
     assert reassembler.held_bytes == n_files * claimed * chunk
 
 
+def test_over_the_budget_the_files_that_took_most_beyond_their_bytes_are_given_up() -> None:
+    """Chunks that claim large files they never send: over the budget, those files go
+    (ABANDONED, saying why) until memory is back within it; a file whose memory is what
+    arrived stays."""
+    reassembler = Reassembler(worker_thread=False)
+    chunk = 16 << 10
+    honest = split(os.urandom(20 << 20), 1 << 20, filename="big")  # mmap: memory = bytes
+    for c in honest[:10]:
+        reassembler.add(c)
+    for i in range(20):
+        reassembler.add(
+            make_chunk(
+                os.urandom(chunk), filename=f"liar{i}", file_hash=bytes(64), n_total_chunks=512
+            )
+        )
+    budget = 64 << 20
+    assert reassembler.held_bytes > budget
+    failures = reassembler.shed(budget)
+    assert reassembler.held_bytes <= budget
+    assert {f.relative_path.name for f in failures} <= {f"liar{i}" for i in range(20)}
+    assert all(f.reason is FailureReason.ABANDONED and "budget" in f.detail for f in failures)
+    assert any(info.relative_path.name == "big" for info in reassembler.partial_files())
+    assert reassembler.shed(budget) == []
+
+
 def test_disk_mode_holds_no_memory(tmp_path: Path) -> None:
     reassembler = make("disk", tmp_path)
     for c in split(b"z" * 10_000, 1000)[:5]:
