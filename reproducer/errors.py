@@ -86,5 +86,10 @@ class UploadError(ReproducerError):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (Ray's span many)."""
+    """The first non-blank line of an exception's message (Ray's span many); for an error
+    Ray relays from an actor, that of the exception the actor raised (Ray's own first line
+    only names the actor)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        return first_line(cause)
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
