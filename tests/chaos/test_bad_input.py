@@ -39,7 +39,10 @@ def test_chunks_claiming_huge_files_cannot_push_memory_past_the_budget(
     messages = []
     for i in range(150):
         liar = make_chunk(
-            os.urandom(16 << 10), filename=f"liar{i:03d}.bin", file_hash=bytes(64), n_total_chunks=512
+            os.urandom(16 << 10),
+            filename=f"liar{i:03d}.bin",
+            file_hash=bytes(64),
+            n_total_chunks=512,
         )
         messages.append(liar)
         if i % 25 == 0:

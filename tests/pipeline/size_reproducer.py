@@ -29,7 +29,8 @@ class SizeReproducer(DataFileStreamReproducer):
         # a slow analysis
         time.sleep(float(self.options.get("delay", os.environ.get("SIZE_REPRODUCER_DELAY", "0"))))
         gate = self.options.get("gate")
-        if gate:  # held until the test opens the gate (a file appears), within bounds
+        if gate and datafile.filename.startswith(self.options.get("gate_prefix", "")):
+            # held until the test opens the gate (a file appears), within bounds
             Path(f"{gate}.reached").touch()
             deadline = time.monotonic() + 120
             while not Path(gate).exists() and time.monotonic() < deadline:

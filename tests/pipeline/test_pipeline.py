@@ -324,6 +324,75 @@ def test_offsets_committed_only_for_delivered_results(
     assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
 
 
+def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """One file's analysis is held (a gate) while the others are delivered and committed:
+    in every partition the committed offset stays at or below that file's first chunk
+    there, until its result is out; then everything is committed."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    names = ["a0.bin", "a1.bin", "a2.bin", "gated.bin", "b0.bin", "b1.bin", "b2.bin"]
+    for name in names:
+        (tree / name).write_bytes(os.urandom(40_000))
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic, chunk_size=10_000)
+    gated: dict[int, int] = {}  # partition -> offset of gated.bin's first chunk there
+    reader = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "peek"})
+    try:
+        ends = [
+            reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3)
+        ]
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
+        seen = 0
+        while seen < sum(ends):
+            message = reader.poll(10)
+            assert message is not None, "the chunks could not be read back"
+            if message.error():
+                continue
+            seen += 1
+            if b"gated.bin" in message.key():
+                gated[message.partition()] = min(
+                    message.offset(), gated.get(message.partition(), message.offset())
+                )
+    finally:
+        reader.close()
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    group = f"group-{topic}"
+    gate = tmp_path / "gate"
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        stop_when_idle=3.0,
+        output_dir=tmp_path / "out",
+        gate=str(gate),
+        gate_prefix="gated",
+    )
+    thread = threading.Thread(target=run.produce_processing_results_for_files_as_read)
+    thread.start()
+    try:
+        wait_for(
+            lambda: count_results(kafka_bootstrap, results_topic) == len(names) - 1,
+            120,
+            "the other results",
+        )
+        wait_for(
+            lambda: any(_committed(kafka_bootstrap, group, topic)), 30, "a commit of the others"
+        )
+        committed = _committed(kafka_bootstrap, group, topic)
+        for partition, first in gated.items():
+            assert committed[partition] <= first, (partition, committed, gated)
+    finally:
+        gate.touch()
+        thread.join(120)
+    assert count_results(kafka_bootstrap, results_topic) == len(names)
+    assert _committed(kafka_bootstrap, group, topic) == ends
+
+
 def test_poison_is_recorded_dead_lettered_and_committed_past(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
