@@ -222,7 +222,13 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             (value["file"]["relative_path"], value["analysis"]): value["result"]
             for value, _ in _read_all(bootstrap, results_topic)
         }
-        failed = {value["file"]: value for value, key in _read_all(bootstrap, dead_topic) if key}
+        reports = [value for value, key in _read_all(bootstrap, dead_topic) if key]
+        # the ingest's reports (a file that could not be rebuilt) and the analyses' (a
+        # file an analysis could not take: "analysis" names it)
+        failed = {value["file"]: value for value in reports if "analysis" not in value}
+        declined = {
+            (value["file"], value["analysis"]): value for value in reports if "analysis" in value
+        }
         problems = _check(expected, results, failed, corrupt)
         print(f"\n{'file':28} {'analysis':15} {'status':7} key figures")
         for (relative, analysis), result in sorted(results.items()):
@@ -231,6 +237,8 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             print(f"{relative:28} {analysis:15} {status:7} {_figures(analysis, result)}")
         for relative, report in sorted(failed.items()):
             print(f"{relative:28} {'-':15} {'failed':7} {report['reason']}: {report['detail']}")
+        for (relative, analysis), report in sorted(declined.items()):
+            print(f"{relative:28} {analysis:15} {'n/a':7} {report['reason']}")
         plots = sorted((output / "plots").rglob("*.png"))
         print(f"\n{len(plots)} plots under {output / 'plots'}" if plots else "\nno plots")
         if problems:
