@@ -21,6 +21,7 @@ def _read_to_end(bootstrap: str, topic: str, expected: int = 0, timeout: float =
             "group.id": "check",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,  # the end is told by an empty fetch: do not wait 500 ms
         }
     )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -29,7 +30,7 @@ def _read_to_end(bootstrap: str, topic: str, expected: int = 0, timeout: float =
     deadline = time.monotonic() + timeout
     try:
         while not (at_end and len(out) >= expected) and time.monotonic() < deadline:
-            for m in consumer.consume(100, 1):
+            for m in consumer.consume(1000, 0.05):
                 error = m.error()
                 if error is not None:
                     at_end = error.code() == KafkaError._PARTITION_EOF
