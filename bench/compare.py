@@ -59,6 +59,7 @@ except ImportError as _missing:
     raise SystemExit(2) from _missing
 
 import numpy as np
+import work  # bench/work.py: the per-file work both systems run
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pipeline import RssSampler, proc_stats, raw, reader  # bench/pipeline.py
@@ -865,6 +866,18 @@ class Bench:
     def case_scaling(self) -> None:
         data = self.dataset("cpu", self.plan.cpu_n, MiB)
         for r in range(self.repeats):
+            # the machine's own scaling: the same kernel in 1 and 2 bare processes (no Ray,
+            # no Kafka), the ceiling of the actors' ratio on this VM in this sitting
+            for n in (1, 2):
+                self.record(
+                    {
+                        "case": "scaling",
+                        "system": "raw",
+                        "variant": f"{n} processes",
+                        "repeat": r,
+                        "mb_s": _kernel_mb_s("fft", n, seconds=6.0),
+                    }
+                )
             done = {a for a in (1, 2) if self.values("fft", "project", "mb_s", f"{a} actors")[r:]}
             todo = [a for a in (1, 2, 4) if a not in done]
             self.project(
@@ -1124,6 +1137,32 @@ def chunk_times(bootstrap: str, topic: str, idle: float = 3.0) -> dict[str, tupl
 
 
 # --------------------------------------------------------------------------- the report
+def _kernel_loop(kind: str, seconds: float, out: Any) -> None:
+    data = np.random.default_rng(3).bytes(MiB)
+    done, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        work.analyze(data, kind)
+        done += 1
+    out.put(done)
+
+
+def _kernel_mb_s(kind: str, processes: int, seconds: float) -> float:
+    """MB/s of ``work.analyze(kind)`` on 1 MiB buffers in ``processes`` bare processes."""
+    import multiprocessing  # noqa: PLC0415 - only this measurement needs it
+
+    out: Any = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(target=_kernel_loop, args=(kind, seconds, out))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    total = sum(out.get(timeout=seconds + 60) for _ in workers)
+    for worker in workers:
+        worker.join()
+    return total * MiB / 1e6 / seconds
+
+
 @dataclasses.dataclass
 class Line:
     """One line of the table."""
@@ -1329,10 +1368,18 @@ class Report:
             if by_actors:
                 one = median(by_actors.get(1, []))
                 parts = [f"{a}: {fmt_spread(v)}" for a, v in sorted(by_actors.items())]
+                bare = {n: self.v("scaling", "raw", "mb_s", f"{n} processes") for n in (1, 2)}
+                raw_text = ""
+                if bare[1] and bare[2]:
+                    raw_text = (
+                        f"bare processes 1: {fmt_spread(bare[1])}; 2: {fmt_spread(bare[2])} "
+                        f"(2/1: {ratio_text(self.ratio(median(bare[2]), median(bare[1])))})"
+                    )
                 self.lines.append(
                     Line(
                         "scaling",
                         "fft MB/s by analysis actors (2 cores)",
+                        raw=raw_text,
                         project="; ".join(parts),
                         ratio="; ".join(
                             f"{a}/1: {ratio_text(self.ratio(median(v), one))}"
