@@ -151,3 +151,60 @@ def test_a_result_topic_that_disappears_stops_the_run_and_a_restart_delivers_eve
     got = sorted(payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic))
     assert got == names
     assert _committed(kafka_bootstrap, group, topic) == len(names)
+
+
+def test_a_fenced_producer_stops_the_run_and_a_restart_completes_exactly_once(
+    local_ray: None,  # noqa: F811
+    kafka_bootstrap: str,
+    topic: str,
+    tmp_path: Path,
+) -> None:
+    """Another producer takes the run's transactional id (a second copy of the pipeline
+    started by mistake): the run's producer is fenced, a fatal error. The run stops saying
+    so, within bounds, having committed nothing it did not produce; a restart of the same
+    group gives every file exactly one result for a read_committed reader."""
+    from confluent_kafka import Producer  # noqa: PLC0415 - only this test fences
+
+    names = [f"a{i}.bin" for i in range(6)]
+    _upload(tmp_path, kafka_bootstrap, topic, names)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config = _config(tmp_path, kafka_bootstrap)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    gate = tmp_path / "gate"
+    options = {
+        "consumer_group_id": group,
+        "exactly_once": True,
+        "n_analysis_actors": 1,
+        "stop_when_idle": 3.0,
+        "output_dir": tmp_path / "out",
+    }
+    run = SizeReproducer(config, topic, results_topic, gate=str(gate), **options)
+    errors: list[BaseException] = []
+
+    def first_run() -> None:
+        try:
+            run.produce_processing_results_for_files_as_read()
+        except BaseException as exc:  # the test reads it
+            errors.append(exc)
+
+    thread = threading.Thread(target=first_run, daemon=True)
+    thread.start()
+    wait_for((tmp_path / "gate.reached").exists, 120, "an analysis to reach the gate")
+    usurper = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "transactional.id": f"ray-reproducer.{group}.{topic}",
+        }
+    )
+    usurper.init_transactions(30)  # fences the run's producer
+    gate.touch()
+    thread.join(300)
+    assert not thread.is_alive(), "the run did not stop"
+    assert errors and isinstance(errors[0], ReproducerError), errors
+    assert "fenc" in str(errors[0]).lower() or "transaction" in str(errors[0]), errors[0]
+
+    again = SizeReproducer(config, topic, results_topic, **options)
+    again.produce_processing_results_for_files_as_read()
+    got = sorted(payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic))
+    assert got == names  # each exactly once
