@@ -323,8 +323,9 @@ class Ingest:
             try:
                 self._outcomes(self._reassembler.flush())
                 self._apply_finished()
-                offsets = self._tracker.advanced()
-                covered = [f for f in candidates if not self._tracker.holds(f)]
+                # never past a message of a finished file whose result it does not carry
+                offsets, carried = self._tracker.transaction_point(set(candidates))
+                covered = [f for f in candidates if f in carried]
                 metadata = self._consumer.consumer_group_metadata()
                 request.set_result(CommitPoint(offsets, metadata, covered))
             except Exception as exc:  # noqa: BLE001 - the asker raises it

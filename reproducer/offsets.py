@@ -93,11 +93,53 @@ class OffsetTracker:
                 moved[partition] = safe
         return moved
 
+    def transaction_point(self, waiting: set[int]) -> tuple[dict[int, int], set[int]]:
+        """Exactly once: offsets to commit in a transaction, and which of ``waiting``
+        (finished files whose results are not committed yet) it carries.
+
+        A transaction must never commit past a message of a file whose result it does not
+        carry: if the run then stopped, that file's messages below the offsets would never
+        be read again, and it would be lost. So the files of ``waiting`` that cannot be
+        carried whole (one of their messages is at or above the offsets) count as
+        unfinished, which lowers the offsets, which may leave more of them uncarried: to a
+        fixed point. Offsets beyond the last confirmed commit only (as :meth:`advanced`);
+        nothing is released until :meth:`confirm`.
+        """
+        held: set[int] = set()
+        while True:
+            offsets = {p: self._first_pending(p, held) for p in self._next}
+            blocked = {
+                file_id
+                for partition, queue in self._pending.items()
+                for offset, file_id in queue
+                if file_id in waiting
+                and file_id not in held
+                and offset >= offsets.get(partition, offset + 1)
+            }
+            if not blocked:
+                break
+            held |= blocked
+        moved = {p: o for p, o in offsets.items() if o > self._committed.get(p, -1)}
+        return moved, waiting - held
+
+    def _first_pending(self, partition: int, held: set[int]) -> int:
+        """The first offset of ``partition`` whose file is unfinished or in ``held``."""
+        for offset, file_id in self._pending.get(partition, ()):
+            if file_id not in self._finished or file_id in held:
+                return offset
+        return self._next[partition]
+
     def confirm(self, committed: dict[int, int]) -> None:
         """The broker accepted the commit of these offsets."""
         for partition, offset in committed.items():
             if partition in self._next:
                 self._committed[partition] = max(offset, self._committed.get(partition, -1))
+                # what is below a commit is done: release it (exactly once never pops
+                # finished files off the front otherwise, see transaction_point)
+                queue = self._pending.get(partition)
+                while queue and queue[0][0] < offset and queue[0][1] in self._finished:
+                    _, file_id = queue.popleft()
+                    self._release(file_id)
 
     def position(self, partition: int) -> int | None:
         """The last consumed offset + 1, or ``None`` if nothing was consumed there."""

@@ -131,12 +131,6 @@ def test_at_least_once_takes_its_partitions_back_and_loses_nothing(
     assert run.last_run is not None and run.last_run.stats.n_rebalances >= 1
 
 
-@pytest.mark.xfail(
-    reason="known defect, open: after a broker freeze, exactly once, the restart sometimes "
-    "finds offsets committed past a file that has no result (2 of 4 runs here: f05's chunks "
-    "in partition 1 committed, the file then never completes); see docs/reliability.md",
-    strict=False,
-)
 def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
     local_ray: None,  # noqa: F811
     broker: LocalBroker,
