@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     argv = with_cluster_defaults(argv, cluster_resources())
-    log.info("running on %s: reproducer run %s", address or "local Ray", " ".join(argv))
+    where = "local Ray" if address in (None, "local") else address
+    log.info("running on %s: reproducer run %s", where, " ".join(argv))
     from cluster.cli import main as cli_main  # noqa: PLC0415 - after Ray is up
 
     return cli_main(["run", *argv])

@@ -136,8 +136,10 @@ def test_a_job_through_the_jobs_api_and_the_same_arguments_locally(
     assert '--ingest_resources {"ingest": 1} --analysis_resources {"analysis": 1}' in output
     assert "placement: ingest actor on node" in output
 
+    # --ray_address local: on this machine Ray's own lookup can find the head above by its
+    # processes, whatever its temp folder, and would join it (without its token)
     local = subprocess.run(
-        [sys.executable, "-m", "cluster.submit", *args],
+        [sys.executable, "-m", "cluster.submit", *args, "--ray_address", "local"],
         cwd=REPO,
         env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
         capture_output=True,
