@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,3 +73,19 @@ def envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], d
         value = json.loads(m.value())
         out.append((value["analysis"], dict(m.headers() or []), value))
     return out
+
+
+def run_in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
+    """``run.produce_processing_results_for_files_as_read()`` on a thread of its own; the
+    list gets what it returned, or what it raised, for the test to read once it ends."""
+    outcome: list[Any] = []
+
+    def body() -> None:
+        try:
+            outcome.append(run.produce_processing_results_for_files_as_read())
+        except BaseException as exc:  # the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, outcome

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ from cluster import create_topic
 from reproducer.chunk import encode_value, make_chunk
 from tests.pipeline.size_reproducer import SizeReproducer
 from tests.pipeline.test_pipeline import (
-    _anon_bytes,
-    _ingest_pids,
+    ingest_memory_samples,
     local_ray,  # noqa: F401 - the module's Ray
 )
 from tests.results import read_results
@@ -64,21 +62,8 @@ def test_chunks_claiming_huge_files_cannot_push_memory_past_the_budget(
         stop_when_idle=3.0,
         output_dir=tmp_path / "out",
     )
-    samples: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            samples.extend(_anon_bytes(pid) for pid in _ingest_pids()[:1])
-            done.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with ingest_memory_samples() as samples:
         summary = run.produce_processing_results_for_files_as_read()
-    finally:
-        done.set()
-        sampler.join()
     assert summary.n_results_produced == len(good)
     got = {p["file"]: p["sha256"] for _, p in read_results(kafka_bootstrap, results_topic)}
     assert got == {name: hashlib.sha256(data).hexdigest() for name, data in good.items()}

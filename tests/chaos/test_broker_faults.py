@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
 from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
-from tests.results import count_results, read_results, wait_for
+from tests.results import count_results, read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
 
@@ -68,20 +67,6 @@ def _setup(tmp_path: Path, bootstrap: str, n_files: int) -> tuple[str, str, Path
     return topic, results, config, names
 
 
-def _run_in_thread(run: SizeReproducer) -> tuple[threading.Thread, list]:
-    outcome: list = []
-
-    def body() -> None:
-        try:
-            outcome.append(run.produce_processing_results_for_files_as_read())
-        except BaseException as exc:  # the test reads it
-            outcome.append(exc)
-
-    thread = threading.Thread(target=body, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
 def _freeze(broker: LocalBroker) -> None:
     """SIGSTOP for longer than the session (the fault's length), then SIGCONT."""
     assert broker.pid is not None
@@ -120,7 +105,7 @@ def test_at_least_once_takes_its_partitions_back_and_loses_nothing(
         stop_when_idle=8.0,
         output_dir=tmp_path / "out",
     )
-    thread, outcome = _run_in_thread(run)
+    thread, outcome = run_in_thread(run)
     wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
     fault(broker)  # type: ignore[operator]
     thread.join(300)
@@ -146,7 +131,7 @@ def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
         "output_dir": tmp_path / "out",
     }
     run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
-    thread, outcome = _run_in_thread(run)
+    thread, outcome = run_in_thread(run)
     wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
     _freeze(broker)
     thread.join(300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -685,6 +686,27 @@ def test_a_dead_ingest_actor_stops_the_run_loudly(
     assert "actor died" in str(outcome[0]) and "restart resumes" in str(outcome[0])
 
 
+@contextlib.contextmanager
+def ingest_memory_samples() -> Iterator[list[int]]:
+    """The ingest actor's private resident memory, sampled from outside every 0.1 s while
+    the block runs (the object store's shared pages aside)."""
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.extend(_anon_bytes(pid) for pid in _ingest_pids()[:1])
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        sampler.join()
+
+
 def _anon_bytes(pid: int) -> int:
     """A process's private resident memory (RssAnon), 0 if it is gone."""
     try:
@@ -750,21 +772,8 @@ def test_backpressure_keeps_the_ingest_under_its_budget(
     )
     # The ingest actor's private memory, sampled from outside (the object store's pages,
     # shared, aside): from before it reads to the end of the run.
-    samples: list[int] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            samples.extend(_anon_bytes(pid) for pid in _ingest_pids()[:1])
-            done.wait(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with ingest_memory_samples() as samples:
         assert run.produce_processing_results_for_files_as_read().n_results_produced == n_files
-    finally:
-        done.set()
-        sampler.join()
     assert run.last_run is not None
     stats = run.last_run.stats
     assert stats.n_pauses >= 1  # the budget was reached and the partitions paused

@@ -8,7 +8,6 @@ delivered, and a restart delivers them (see reproducer.delivery).
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
 from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
-from tests.results import read_results, wait_for
+from tests.results import read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -124,16 +123,7 @@ def test_a_result_topic_that_disappears_stops_the_run_and_a_restart_delivers_eve
         "produce_retry_secs": 5.0,
     }
     run = SizeReproducer(config, topic, results_topic, gate=str(gate), **options)
-    errors: list[BaseException] = []
-
-    def first_run() -> None:
-        try:
-            run.produce_processing_results_for_files_as_read()
-        except BaseException as exc:  # the test reads it
-            errors.append(exc)
-
-    thread = threading.Thread(target=first_run, daemon=True)
-    thread.start()
+    thread, errors = run_in_thread(run)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     reached = tmp_path / "gate.reached"  # an analysis holds a file: the run is under way
     wait_for(reached.exists, 120, "an analysis to reach the gate")
@@ -180,16 +170,7 @@ def test_a_fenced_producer_stops_the_run_and_a_restart_completes_exactly_once(
         "output_dir": tmp_path / "out",
     }
     run = SizeReproducer(config, topic, results_topic, gate=str(gate), **options)
-    errors: list[BaseException] = []
-
-    def first_run() -> None:
-        try:
-            run.produce_processing_results_for_files_as_read()
-        except BaseException as exc:  # the test reads it
-            errors.append(exc)
-
-    thread = threading.Thread(target=first_run, daemon=True)
-    thread.start()
+    thread, errors = run_in_thread(run)
     wait_for((tmp_path / "gate.reached").exists, 120, "an analysis to reach the gate")
     usurper = Producer(
         {
