@@ -59,6 +59,7 @@ except ImportError as _missing:
     raise SystemExit(2) from _missing
 
 import numpy as np
+import psutil
 import work  # bench/work.py: the per-file work both systems run
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -109,6 +110,33 @@ ray.get(Echo.remote().ping.remote())
 called = time.time()
 print(json.dumps({"start": start, "imported": imported, "initialised": initialised, "called": called}))
 """
+
+
+def fresh_memory_cost(idle_s: float = 5.0) -> dict[str, float]:
+    """Seconds to write 1 GiB of newly allocated memory: again at once after freeing it
+    (``warm_gib_s``), and after ``idle_s`` seconds without it (``cold_gib_s``).
+
+    On a VM whose host takes back the pages its guest frees (free page reporting; measured
+    here: a Firecracker guest, 2-3 s after the free), the first write to such a page costs
+    10-25x a normal fault: about 3 s per GiB against 0.15-0.3. Every large buffer that is
+    allocated a few seconds after the last one was freed pays it, in either system: a 1 GiB
+    file needs more than a GiB of such memory (its buffer, the broker's page cache for its
+    upload, the copies on the way), a 64 MiB file reuses what the previous file freed.
+    """
+    gib = 1 << 30
+
+    def write_gib() -> float:
+        start = time.perf_counter()
+        block = np.ones(gib // 8)
+        seconds = time.perf_counter() - start
+        del block
+        return seconds
+
+    write_gib()
+    warm = write_gib()
+    time.sleep(idle_s)  # the quantity measured: what idle time does to freed memory
+    cold = write_gib()
+    return {"warm_gib_s": warm, "cold_gib_s": cold, "idle_s": idle_s}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1239,6 +1267,17 @@ class Report:
             return None
         return a / b
 
+    def memory_text(self) -> str:
+        """What writing 1 GiB of new memory costs here (see ``fresh_memory_cost``)."""
+        warm, cold = self.v("raw", "machine", "warm_gib_s"), self.v("raw", "machine", "cold_gib_s")
+        if not warm or not cold:
+            return ""
+        idle = self.v("raw", "machine", "idle_s")
+        return (
+            f"; writing 1 GiB of new memory: {fmt_num(warm[0])} s right after a free, "
+            f"{fmt_num(cold[0])} s after {fmt_num(idle[0])} s idle"
+        )
+
     def build(self) -> list[Line]:  # one block per case, in table order
         b, cases = self.b, self.b.args.cases
         limit = b.limit_1mib()
@@ -1249,7 +1288,8 @@ class Report:
                     "this machine: consume MB/s (1 MiB topic); hashlib MB/s on one core",
                     raw=f"consume {fmt_spread(self.v('1mib', 'raw', 'mb_s'))}; "
                     f"sha512 {fmt_spread(self.v('raw', 'machine', 'sha512_mb_s'))}; "
-                    f"sha256 {fmt_spread(self.v('raw', 'machine', 'sha256_mb_s'))}",
+                    f"sha256 {fmt_spread(self.v('raw', 'machine', 'sha256_mb_s'))}"
+                    + self.memory_text(),
                 )
             )
         for case, label in (("small", b.plan.small_n), ("small10k", 10_000)):
@@ -1898,7 +1938,14 @@ def write_doc(
         "result is out (the pipeline is up), each file is produced (its chunks encoded "
         "beforehand, sent as fast as the producer goes), and the next only after its result. "
         "A file's time is its result's timestamp minus its first chunk's, so it includes the "
-        "time to produce it; `produce_s` and `after_last_chunk_s` in `results.json` split it.",
+        "time to produce it; `produce_s` and `after_last_chunk_s` in `results.json` split it. "
+        "On a VM whose host takes back the memory its guest frees (this one: 2-3 s after a "
+        "free), writing new memory costs about 10x more than writing reused memory (the raw "
+        "row: 1 GiB right after a free, and after a few seconds idle). A 1 GiB file needs more "
+        "than a GiB of such memory at once (its upload in the broker's page cache, the "
+        "rebuilt file, the copies on the way) where a 64 MiB file reuses what the previous "
+        "one freed: about 3 s of its time here is that cost, in either mode, which a host "
+        "with its memory backed (bare metal, most cloud VMs) does not have.",
         "- **Latency.** The pipeline runs on an empty topic. Once a probe file's result is out, "
         "60 files of 1 MiB are produced as fast as possible to calibrate: their result rate is "
         "the max rate. Then 1 MiB files are produced steadily at half that rate "
@@ -2104,6 +2151,12 @@ def main() -> int:
             },
         }
         print(f"# broker {bootstrap}; {json.dumps(info['machine'])}", flush=True)
+        if "raw" in args.cases:
+            cost = fresh_memory_cost()
+            print(f"# fresh memory: {json.dumps(cost)}", flush=True)
+            bench.record(
+                {"case": "raw", "system": "machine", "variant": "memory", "repeat": 0, **cost}
+            )
         try:
             for case in CASES:
                 if case not in args.cases:

@@ -498,11 +498,13 @@ class _Driver:
                 for task in files:
                     self._fan_out(task, patterns)
                 self.summary.n_files_failed += len(failures)
+                # chunks read are work too: a large file takes many seconds to arrive
+                reading = stats.n_messages > self.summary.n_msgs_read
                 self.summary.n_msgs_read = self.summary.n_msgs_processed = stats.n_messages
                 self.summary.n_files_read = stats.n_files_completed
                 self.summary.stats = stats
                 consuming = stats.assigned
-                busy = bool(files or failures or stats.in_flight)
+                busy = bool(files or failures or stats.in_flight or reading)
             if self.books.acking in ready_set:
                 try:
                     acked, refused, rejected = ray.get(self.books.acking)

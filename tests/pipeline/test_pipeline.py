@@ -31,7 +31,7 @@ from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
-from tests.results import count_results, envelopes, read_results, wait_for
+from tests.results import count_results, envelopes, read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -392,6 +392,73 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
         thread.join(120)
     assert count_results(kafka_bootstrap, results_topic) == len(names)
     assert _committed(kafka_bootstrap, group, topic) == ends
+
+
+def _group_is_consuming(bootstrap: str, group: str) -> bool:
+    """The group has settled with a member: the pipeline's ingest reads the topic."""
+    from confluent_kafka import ConsumerGroupState  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return description.state == ConsumerGroupState.STABLE and bool(description.members)
+
+
+def test_a_file_arriving_slower_than_stop_when_idle_is_read_to_the_end(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A file whose chunks take longer to arrive than ``stop_when_idle`` (a large file, a
+    slow instrument) gets its result: reading chunks is work, even while no file completes
+    (the run used to stop with the file half read)."""
+    n_chunks, every = 8, 0.5  # 3.5 s from the first chunk to the last, stop_when_idle 1.5
+    data = os.urandom(n_chunks * 1000)
+    chunks = [
+        make_chunk(
+            data[i : i + 1000],
+            filename="slow.bin",
+            file_hash=hashlib.sha512(data).digest(),
+            chunk_offset_write=i,
+            chunk_i=i // 1000 + 1,
+            n_total_chunks=n_chunks,
+        )
+        for i in range(0, len(data), 1000)
+    ]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def send(chunk: Any) -> None:
+        producer.produce(topic, key=chunk.key.encode(), value=encode_value(chunk), partition=0)
+        assert producer.flush(30) == 0
+
+    send(chunks[0])
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    group = f"group-{topic}"
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        stop_when_idle=1.5,
+        output_dir=tmp_path / "out",
+    )
+    thread, outcome = run_in_thread(run)
+    wait_for(
+        lambda: _group_is_consuming(kafka_bootstrap, group) or not thread.is_alive(),
+        120,
+        "the pipeline to join its consumer group",
+    )
+    for chunk in chunks[1:]:  # the instrument's pace: one chunk every half second
+        assert thread.is_alive(), f"the run ended with the file half read: {outcome}"
+        time.sleep(every)
+        send(chunk)
+    thread.join(120)
+    assert not thread.is_alive()
+    assert not isinstance(outcome[0], BaseException), outcome
+    assert outcome[0].n_results_produced == 1
+    ((_, payload),) = read_results(kafka_bootstrap, results_topic, 1)
+    assert (payload["file"], payload["size"]) == ("slow.bin", len(data))
 
 
 def test_poison_is_recorded_dead_lettered_and_committed_past(
