@@ -394,6 +394,15 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
     assert _committed(kafka_bootstrap, group, topic) == ends
 
 
+def _run_setup(bootstrap: str, topic: str, tmp_path: Path) -> tuple[str, Path, str]:
+    """A results topic, a config file and a consumer group for a run reading ``topic``."""
+    results_topic = topic + "-results"
+    create_topic(bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {bootstrap}\n")
+    return results_topic, config_file, f"group-{topic}"
+
+
 def _group_is_consuming(bootstrap: str, group: str) -> bool:
     """The group has settled with a member: the pipeline's ingest reads the topic."""
     from confluent_kafka import ConsumerGroupState  # noqa: PLC0415
@@ -430,11 +439,7 @@ def test_a_file_arriving_slower_than_stop_when_idle_is_read_to_the_end(
         assert producer.flush(30) == 0
 
     send(chunks[0])
-    results_topic = topic + "-results"
-    create_topic(kafka_bootstrap, results_topic, partitions=1)
-    config_file = tmp_path / "test.config"
-    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
-    group = f"group-{topic}"
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
     run = SizeReproducer(
         config_file,
         topic,
@@ -489,12 +494,9 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     for i, (key, value) in enumerate(messages):
         producer.produce(topic, key=key, value=value, partition=i % 3)
     assert producer.flush(30) == 0
-    results_topic, dead_topic = topic + "-results", topic + "-dead"
-    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    dead_topic = topic + "-dead"
     create_topic(kafka_bootstrap, dead_topic, partitions=1)
-    config_file = tmp_path / "test.config"
-    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
-    group = f"group-{topic}"
     run = SizeReproducer(
         config_file,
         topic,
