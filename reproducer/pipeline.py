@@ -40,6 +40,7 @@ from reproducer.actors import (
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
+from reproducer.delivery import broker_refusal
 from reproducer.errors import ReproducerError, first_line
 from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
@@ -224,6 +225,13 @@ def run_targets(
             "so a restart would produce every result again; set --consumer_group_id NAME "
             "(or group.id in the config file's [consumer] section)"
         )
+    # A refused password or certificate says so now, not as a hang of every actor.
+    for section, client in (
+        ("[consumer]", settings.config.consumer_settings()),
+        ("[producer]", settings.config.producer_settings()),
+    ):
+        if refused := broker_refusal(client, section):
+            raise ReproducerError(refused)
     try:
         connect(settings.ray_address, dashboard=settings.ray_dashboard)
     except ConnectionError as exc:

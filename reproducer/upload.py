@@ -30,6 +30,7 @@ from reproducer.chunk import (
     validate_relative_path,
 )
 from reproducer.config import KafkaConfig
+from reproducer.delivery import broker_refusal
 from reproducer.errors import ChunkDecodeError, ReproducerError, UploadError
 
 __all__ = [
@@ -265,6 +266,11 @@ def upload(
             f"chunk_size {chunk_size} does not fit in message.max.bytes "
             f"{settings.get('message.max.bytes', 1_000_000)}; raise it in [producer]"
         )
+    # a refused password or certificate at once; an unreachable broker fails the chunks
+    if producer_factory is None and (
+        refused := broker_refusal(settings, "[producer]", 5.0, unreachable=False)
+    ):
+        raise ReproducerError(refused)
     producer = (producer_factory or Producer)(settings)
     state = _Progress(sum(s.path.stat().st_size for s in sources), progress)
     state.failed.update(selection.refused)

@@ -11,13 +11,20 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
-def _read_to_end(bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0) -> list[Any]:
+def _read_to_end(
+    bootstrap: str,
+    topic: str,
+    expected: int = 0,
+    timeout: float = 60.0,
+    settings: dict[str, Any] | None = None,
+) -> list[Any]:
     """Every message of partition 0 of ``topic`` up to its end, as a read_committed reader
     sees it, once at least ``expected`` are there (waiting up to ``timeout`` for them): the
     end, not a quiet spell, says all were read, so extra messages show and no caller waits
-    out a timeout."""
+    out a timeout. ``settings``: more client settings (a secured broker's)."""
     consumer = Consumer(
         {
+            **(settings or {}),
             "bootstrap.servers": bootstrap,
             "group.id": "check",
             "enable.auto.commit": False,
@@ -44,12 +51,16 @@ def _read_to_end(bootstrap: str, topic: str, expected: int = 0, timeout: float =
 
 
 def read_results(
-    bootstrap: str, topic: str, expected: int = 0, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    expected: int = 0,
+    timeout: float = 60.0,
+    settings: dict[str, Any] | None = None,
 ) -> list[tuple[str, dict]]:
     """Every result in ``topic`` (key, JSON value), read to the end (see _read_to_end)."""
     return [
-        (m.key().decode(), json.loads(m.value()))
-        for m in _read_to_end(bootstrap, topic, expected, timeout)
+        ((m.key() or b"").decode(), json.loads(m.value()))
+        for m in _read_to_end(bootstrap, topic, expected, timeout, settings)
     ]
 
 

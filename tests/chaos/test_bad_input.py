@@ -14,7 +14,6 @@ from reproducer.chunk import encode_value, make_chunk
 from tests.pipeline.size_reproducer import SizeReproducer
 from tests.pipeline.test_pipeline import (
     ingest_memory_samples,
-    local_ray,  # noqa: F401 - the module's Ray
 )
 from tests.results import read_results
 
@@ -22,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
 
 
 def test_chunks_claiming_huge_files_cannot_push_memory_past_the_budget(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     kafka_bootstrap: str,
     topic: str,
     tmp_path: Path,

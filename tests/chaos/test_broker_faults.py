@@ -24,7 +24,6 @@ from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
-from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
 from tests.results import count_results, read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
@@ -88,7 +87,7 @@ def _kill_and_restart(broker: LocalBroker) -> None:
 
 @pytest.mark.parametrize("fault", [_freeze, _kill_and_restart], ids=["frozen", "killed"])
 def test_at_least_once_takes_its_partitions_back_and_loses_nothing(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     broker: LocalBroker,
     tmp_path: Path,
     fault: object,
@@ -117,7 +116,7 @@ def test_at_least_once_takes_its_partitions_back_and_loses_nothing(
 
 
 def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     broker: LocalBroker,
     tmp_path: Path,
 ) -> None:

@@ -14,14 +14,13 @@ from confluent_kafka import Producer
 from cluster import create_topic
 from reproducer.chunk import encode_value, make_chunk
 from tests.pipeline.size_reproducer import SizeReproducer
-from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
 from tests.results import read_results, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 
 def test_a_partial_file_does_not_expire_while_the_ingest_is_not_reading(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     kafka_bootstrap: str,
     topic: str,
     tmp_path: Path,

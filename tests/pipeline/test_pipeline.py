@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from cluster import create_topic
@@ -36,18 +35,6 @@ from tests.results import count_results, envelopes, read_results, run_in_thread,
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 REPO = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        logging_level="WARNING",
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
-    yield
-    ray.shutdown()
 
 
 def make_tree(

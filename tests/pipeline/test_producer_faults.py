@@ -20,7 +20,6 @@ from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
-from tests.pipeline.test_pipeline import local_ray  # noqa: F401 - the module's Ray
 from tests.results import read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -60,7 +59,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> int:
 
 @pytest.mark.parametrize("exactly_once", MODES)
 def test_a_result_the_topic_refuses_is_a_recorded_failure_and_the_rest_goes_on(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     kafka_bootstrap: str,
     topic: str,
     tmp_path: Path,
@@ -98,7 +97,7 @@ def test_a_result_the_topic_refuses_is_a_recorded_failure_and_the_rest_goes_on(
 
 @pytest.mark.parametrize("exactly_once", MODES)
 def test_a_result_topic_that_disappears_stops_the_run_and_a_restart_delivers_everything(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     kafka_bootstrap: str,
     topic: str,
     tmp_path: Path,
@@ -144,7 +143,7 @@ def test_a_result_topic_that_disappears_stops_the_run_and_a_restart_delivers_eve
 
 
 def test_a_fenced_producer_stops_the_run_and_a_restart_completes_exactly_once(
-    local_ray: None,  # noqa: F811
+    local_ray: None,
     kafka_bootstrap: str,
     topic: str,
     tmp_path: Path,
