@@ -100,4 +100,5 @@ class AnalysisSpec:
     files: str | None = None  # re.match on the file's relative path; None: every file
     mode: str | None = None  # "memory", "disk" or "both" if it needs one
     topic: str | None = None  # its own result topic; None: the pipeline's
+    timeout_s: float | None = None  # per file: past it, its actor is replaced (see pool)
     origin: str = ""  # where it was registered (module, entry point), for error messages

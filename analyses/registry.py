@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -47,8 +48,14 @@ def register(
     memory: int | None = None,
     resources: dict[str, float] | None = None,
     n_actors: int = 1,
+    timeout_s: float | None = None,
 ) -> Callable[[T], T]:
-    """Class decorator: register the class under ``name`` with what it needs."""
+    """Class decorator: register the class under ``name`` with what it needs.
+
+    ``timeout_s``: the most seconds one file's analysis may take. Past it the actor is
+    killed and replaced (a hung analysis would hold it forever), the file runs again alone,
+    and if it runs past the limit again it is recorded as failed (a dead-letter report).
+    """
 
     def decorate(cls: T) -> T:
         spec = make_spec(
@@ -58,6 +65,7 @@ def register(
             files=files,
             mode=mode,
             topic=topic,
+            timeout_s=timeout_s,
             resources=Resources(num_cpus, num_gpus, memory, dict(resources or {}), n_actors),
             origin=f"{cls.__module__}.{cls.__qualname__}",
         )
@@ -77,6 +85,7 @@ def make_spec(
     topic: str | None = None,
     resources: Resources | None = None,
     origin: str = "",
+    timeout_s: float | None = None,
 ) -> AnalysisSpec:
     """A checked :class:`AnalysisSpec`; every problem found is in the error's message."""
     where = origin or getattr(factory, "__qualname__", repr(factory))
@@ -100,6 +109,10 @@ def make_spec(
             problems.append(f"files={files!r} is not a regular expression: {exc}")
     if mode not in _MODES:
         problems.append(f"mode must be one of memory, disk, both, not {mode!r}")
+    if timeout_s is not None and (
+        not isinstance(timeout_s, int | float) or not math.isfinite(timeout_s) or timeout_s <= 0
+    ):
+        problems.append(f"timeout_s must be a number of seconds > 0, not {timeout_s!r}")
     resources = resources or Resources()
     problems += resources.problems()
     if problems:
@@ -112,6 +125,7 @@ def make_spec(
         files=files,
         mode=mode,
         topic=topic,
+        timeout_s=timeout_s,
         origin=where,
     )
 

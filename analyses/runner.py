@@ -81,6 +81,8 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
                 actor_options=options,
                 n_actors=counts.get(spec.name, spec.resources.n_actors),
                 topic=spec.topic,
+                # its own limit, else --analysis_timeout_secs
+                timeout_s=spec.timeout_s or run._settings.analysis_timeout_s,
             )
         )
     return out

@@ -105,6 +105,7 @@ class Target:
     n_actors: int = 1
     topic: str | None = None
     output_dir: Path | None = None  # handed to analyses (plots and other large outputs)
+    timeout_s: float | None = None  # per file; past it the actor is replaced (see pool)
 
 
 @ray.remote(num_cpus=0, max_concurrency=4, concurrency_groups={"files": 2})  # type: ignore[call-overload]  # actor options

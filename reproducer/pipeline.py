@@ -69,6 +69,7 @@ class PipelineSettings:
     file_transfer: str = "auto"  # disk mode across nodes: "auto" or "always" (FileSource)
     n_analysis_actors: int = 2
     actor_num_cpus: float = 1.0
+    analysis_timeout_s: float | None = None  # per file (reference-style reproducers)
     actor_resources: dict[str, float] = field(default_factory=dict)
     ingest_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"ingest": 1}
     max_in_flight: int = 10000
@@ -198,6 +199,7 @@ def run_pipeline(
         payload=reproducer,
         actor_options=options,
         n_actors=settings.n_analysis_actors,
+        timeout_s=settings.analysis_timeout_s,
     )
     return run_targets([target], settings, stop)
 
@@ -333,6 +335,8 @@ def run_targets(
                 target.n_actors,
                 max_retries=settings.max_retries,
                 on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
+                timeout_s=target.timeout_s,
+                name=target.name,
             )
         _check_started("producer", producer)
         _check_started("ingest", ingest)

@@ -12,6 +12,10 @@ from user code is failed at once; an actor that dies is replaced and its files a
 again (those of a batch each alone, so one file that kills its actor never fails the
 others).
 
+A time limit (``timeout_s`` per file, from ``register``): a call still running past it
+has its actor killed, which is then handled as a death (below the files run again, each
+alone; one that hangs twice is recorded as failed).
+
 Node failure: an actor whose node died (removed, preempted) is replaced too, and its files
 run again without counting against them. A replacement gets files only once Ray placed it,
 so files wait for a live actor, never behind one that has nowhere to run.
@@ -53,6 +57,7 @@ class _Call:
     index: int
     actor: Any
     seq: int  # calls run in the order they were made, one at a time per actor
+    started: float | None = None  # when it began to run (its actor's calls before it ended)
 
 
 MAX_DEATHS = 2
@@ -71,8 +76,13 @@ class AnalysisPool:
         batch_seconds: float = 0.05,
         max_retries: int = 2,
         on_death: Callable[[Any], object] = lambda actor: None,
+        timeout_s: float | None = None,
+        name: str = "",
     ) -> None:
         self._make_actor = make_actor
+        self._name = name  # the analysis: named in the failures the pool itself records
+        self._timeout_s = timeout_s  # per file: a call of n files may run n times this
+        self._timed_out: dict[str, int] = {}  # an actor killed for a time limit -> the call
         self._on_death = on_death
         self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
         self._busy: list[int] = [0] * n_actors
@@ -145,8 +155,34 @@ class AnalysisPool:
     def running(self) -> list[Any]:
         """References to wait on (``ray.wait``) alongside other work: analyses, and
         replacement actors not placed yet."""
+        self._enforce_time_limit()
         self._dispatch()
         return [*self._running, *self._pings]
+
+    def _enforce_time_limit(self) -> None:
+        """Kill the actor of a call that ran past its time limit (``timeout_s`` per file):
+        a hung analysis holds its actor forever otherwise. Its death is then handled like
+        any other (see :meth:`_died`): the actor is replaced and the files run again, each
+        alone, and a file that hangs again is recorded as failed."""
+        if self._timeout_s is None:
+            return
+        now = time.monotonic()
+        for call in self._running.values():
+            if call.started is None or now - call.started <= self._timeout_s * len(call.jobs):
+                continue
+            actor_id = owner_id(call.actor)
+            if actor_id in self._timed_out:
+                continue
+            self._timed_out[actor_id] = call.seq
+            log.warning(
+                "file=%s%s: analysis still running after its time limit of %g s per file: "
+                "killing analysis actor %d",
+                call.jobs[0].task.meta.relative_path,
+                f" and {len(call.jobs) - 1} other file(s)" if len(call.jobs) > 1 else "",
+                self._timeout_s,
+                call.index,
+            )
+            ray.kill(call.actor, no_restart=True)
 
     @property
     def nodes(self) -> list[str]:
@@ -165,6 +201,7 @@ class AnalysisPool:
                 continue
             self._busy[call.index] -= 1
             self._n_running -= len(call.jobs)
+            self._start_next(call.actor)
             try:
                 answers: list[AnalysisResult] = ray.get(ref)
             except RayTaskError as exc:  # not user code's exception: the call itself failed
@@ -174,7 +211,14 @@ class AnalysisPool:
                         self._queue.appendleft(job)
                     continue
                 meta = call.jobs[0].task.meta
-                answers = [AnalysisResult(meta.file_id, meta.relative_path, error=str(exc)[-4000:])]
+                answers = [
+                    AnalysisResult(
+                        meta.file_id,
+                        meta.relative_path,
+                        error=str(exc)[-4000:],
+                        analysis=self._name,
+                    )
+                ]
             except RayActorError as exc:
                 results += self._died(call, exc)
                 continue
@@ -193,6 +237,14 @@ class AnalysisPool:
         self._dispatch()
         return results
 
+    def _start_next(self, actor: Any) -> None:
+        """The actor's next call (its oldest still running) begins now."""
+        calls = [c for c in self._running.values() if c.actor is actor]
+        if calls:
+            first = min(calls, key=lambda c: c.seq)
+            if first.started is None:
+                first.started = time.monotonic()
+
     def _died(self, call: _Call, exc: RayActorError) -> list[AnalysisResult]:
         """The actor died with ``call`` in flight: replace it and run its files again. A
         lost node is not the files' fault; an actor's own death counts only against the
@@ -201,20 +253,28 @@ class AnalysisPool:
         next, to find the culprit); calls queued behind it never ran."""
         index, first = call.index, call.jobs[0].task.meta
         actor_id = owner_id(call.actor)
+        timed_out = actor_id in self._timed_out
         if actor_id not in self._culprits:
-            self._culprits[actor_id] = min(
+            self._culprits[actor_id] = self._timed_out.get(actor_id) or min(
                 [call.seq, *(c.seq for c in self._running.values() if c.actor is call.actor)]
             )
         ran = call.seq == self._culprits[actor_id]
         # A lost node shows as an unreachable actor (its raylet's socket closed) or as a
         # node the cluster no longer lists; an actor whose own process died is not.
-        node_died = (
+        node_died = not timed_out and (
             exc.preempted
             or isinstance(exc, ActorUnavailableError)
             or not _alive(self._nodes[index])
         )
         others = f" and {len(call.jobs) - 1} other file(s)" if len(call.jobs) > 1 else ""
-        if ran:
+        if ran and timed_out:
+            log.warning(
+                "analysis actor %d was stopped on %s%s (time limit); replacing it",
+                index,
+                first.relative_path,
+                others,
+            )
+        elif ran:
             log.warning(
                 "analysis actor %d died on %s%s%s; replacing it: %s",
                 index,
@@ -244,10 +304,13 @@ class AnalysisPool:
                 self._queue.appendleft(job)  # run again: the actor, not the file, may be at fault
                 continue
             meta = job.task.meta
+            error = (
+                f"its analysis ran past its time limit ({self._timeout_s:g} s) {job.deaths} times"
+                if timed_out
+                else f"its analysis killed {job.deaths} actors: {exc}"
+            )
             result = AnalysisResult(
-                meta.file_id,
-                meta.relative_path,
-                error=f"its analysis killed {job.deaths} actors: {exc}",
+                meta.file_id, meta.relative_path, error=error, analysis=self._name
             )
             log.error("file=%s failed: %s", meta.relative_path, result.error)
             failed.append(result)
@@ -325,7 +388,9 @@ class AnalysisPool:
             jobs = [job, *self._batch_for(index, job)]
             actor = self._actors[index]
             ref = actor.analyze.remote(*batch_arguments([j.task for j in jobs]))
-            self._running[ref] = _Call(jobs, index, actor, next(self._calls))
+            idle = not any(c.actor is actor for c in self._running.values())
+            started = time.monotonic() if idle else None
+            self._running[ref] = _Call(jobs, index, actor, next(self._calls), started)
             self._busy[index] += 1
             self._n_running += len(jobs)
         waiting.extend(self._queue)

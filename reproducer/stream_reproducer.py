@@ -117,6 +117,11 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "max_held_mb": {"type": float, "help": "memory budget for partial and in-flight files (MiB)"},
     "max_in_flight": {"type": int, "help": "completed files in analysis or production at once"},
     "max_retries": {"type": int, "help": "retries of a file whose analysis raised"},
+    "analysis_timeout_secs": {
+        "type": float,
+        "help": "most seconds one file's analysis may take: past it the actor is replaced "
+        "and the file runs again, then is recorded as failed (default: no limit)",
+    },
     "produce_retry_secs": {
         "type": float,
         "help": "keep producing a result the cluster refuses for now (a topic not known, a "
@@ -175,6 +180,7 @@ class DataFileStreamReproducer:
         max_held_mb: float = 2048.0,
         max_in_flight: int = 10000,
         max_retries: int = 2,
+        analysis_timeout_secs: float | None = None,
         produce_retry_secs: float = 120.0,
         file_idle_timeout: float = 3600.0,
         dead_letter_topic: str | None = None,
@@ -217,6 +223,7 @@ class DataFileStreamReproducer:
             max_in_flight=max_in_flight,
             max_held_bytes=int(max_held_mb * 2**20),
             max_retries=max_retries,
+            analysis_timeout_s=analysis_timeout_secs,
             produce_retry_s=produce_retry_secs,
             file_idle_timeout=file_idle_timeout,
             update_seconds=update_seconds,
@@ -291,6 +298,7 @@ class DataFileStreamReproducer:
             "max_held_mb": 2048.0,
             "max_in_flight": 10000,
             "max_retries": 2,
+            "analysis_timeout_secs": None,
             "produce_retry_secs": 120.0,
             "file_idle_timeout": 3600.0,
             "dead_letter_topic": None,

@@ -1,5 +1,6 @@
 """Two analyses for the fan-out test: a held-back one for .bin files, a fast one for all."""
 
+import threading
 import time
 
 import numpy as np
@@ -25,3 +26,13 @@ class SlowSize(Analysis):
 class ByteSum(Analysis):
     def analyze(self, datafile):  # numpy values in a result are sent as plain JSON
         return {"sum": np.frombuffer(datafile.buffer, np.uint8).sum(dtype=np.uint64)}
+
+
+@register("hangs-on-stuck", timeout_s=1.5, num_cpus=0.5, n_actors=2)
+class HangsOnStuck(Analysis):
+    """Never returns for a file named stuck*: a hung instrument driver, a deadlock."""
+
+    def analyze(self, datafile):
+        if datafile.filename.startswith("stuck"):
+            threading.Event().wait()  # forever: only the time limit ends it
+        return {"size": len(datafile.bytestring)}

@@ -568,6 +568,51 @@ def test_an_exception_is_retried_on_another_actor(
         assert results[name] == second
 
 
+def test_an_analysis_that_hangs_is_stopped_by_its_time_limit(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """`register(timeout_s=...)`: a file whose analysis never returns has its actor
+    replaced, runs once more, and is then a recorded failure (a dead-letter report naming
+    the time limit); the other files get their results and the run ends by itself."""
+    import tests.pipeline.fanout_analyses  # noqa: F401, PLC0415 - registers the analyses
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    sizes = {"a.bin": 100, "stuck.bin": 200, "b.bin": 300, "c.bin": 400}
+    for name, size in sizes.items():
+        (tree / name).write_bytes(os.urandom(size))
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    dead_topic = topic + "-dead"
+    create_topic(kafka_bootstrap, dead_topic, partitions=1)
+    run = AnalysesRun(
+        config_file,
+        topic,
+        results_topic,
+        analysis="hangs-on-stuck",
+        consumer_group_id=group,
+        dead_letter_topic=dead_topic,
+        stop_when_idle=3.0,
+        output_dir=tmp_path / "out",
+    )
+    thread, outcome = run_in_thread(run)
+    thread.join(180)  # without the limit it would never end: the bound fails the test
+    assert not thread.is_alive(), "the run is stuck on the hung analysis"
+    assert not isinstance(outcome[0], BaseException), outcome
+    assert outcome[0].n_results_produced == 3
+    assert run.last_run is not None and run.last_run.n_files_failed == 1
+    done = {
+        v["file"]["relative_path"]: v["result"]["size"]
+        for _, _, v in envelopes(kafka_bootstrap, results_topic)
+    }
+    assert done == {name: size for name, size in sizes.items() if name != "stuck.bin"}
+    ((key, report),) = read_results(kafka_bootstrap, dead_topic, 1)
+    assert key == "stuck.bin" and report["analysis"] == "hangs-on-stuck"
+    assert "time limit (1.5 s) 2 times" in report["reason"]
+    assert _committed(kafka_bootstrap, group, topic) == _end_offsets(kafka_bootstrap, topic)
+
+
 def test_fan_out_to_two_analyses_commits_after_both(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:

@@ -96,6 +96,7 @@ def test_bad_registrations_say_every_problem() -> None:
             num_cpus=-1,
             resources={"gpu": float("nan")},
             n_actors=0,
+            timeout_s=0,
         )(NoMethod)
     text = str(caught.value)
     for problem in (
@@ -106,6 +107,7 @@ def test_bad_registrations_say_every_problem() -> None:
         "num_cpus must be a number >= 0",
         "gpu must be a number >= 0",
         "n_actors must be an integer >= 1",
+        "timeout_s must be a number of seconds > 0",
     ):
         assert problem in text, (problem, text)
     assert Resources(num_cpus=1).problems() == []
