@@ -18,6 +18,8 @@ class FailureReason(enum.Enum):
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
     STORAGE = "storage"
+    # the output folder failed (disk full, read-only, I/O error): not the file's fault
+    OUTPUT_UNAVAILABLE = "output_unavailable"
     ABANDONED = "abandoned"
 
 

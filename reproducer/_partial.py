@@ -67,6 +67,7 @@ class PartialFile:
     last_task: Future[object] | None = None  # the last worker task queued for this file
     problem: str = ""
     storage_failed: bool = False
+    output_unavailable: bool = False  # the store failed for the folder's sake (disk full)
 
     @property
     def complete(self) -> bool:
@@ -82,6 +83,12 @@ class PartialFile:
             self.first_seen,
             self.last_seen,
         )
+
+    def problem_reason(self) -> FailureReason:
+        """Why ``problem`` fails the file: the output folder, the store, or the chunks."""
+        if self.output_unavailable:
+            return FailureReason.OUTPUT_UNAVAILABLE
+        return FailureReason.STORAGE if self.storage_failed else FailureReason.INCONSISTENT
 
     def failure(self, reason: FailureReason, detail: str) -> FileFailure:
         return FileFailure(
@@ -109,6 +116,7 @@ class PartialFile:
                 self.hashed_to += length
         except StoreError as exc:
             self.problem, self.storage_failed = str(exc), True
+            self.output_unavailable = exc.unavailable
         except Exception as exc:  # noqa: BLE001 - a worker task must never raise
             self.problem, self.storage_failed = f"{type(exc).__name__}: {exc}", True
 
@@ -119,10 +127,7 @@ class PartialFile:
                 gaps = sorted(self.waiting)[:3]
                 self.problem = f"chunks do not tile the file: gap before offsets {gaps}"
             if self.problem:
-                reason = (
-                    FailureReason.STORAGE if self.storage_failed else FailureReason.INCONSISTENT
-                )
-                return self.discard(reason, self.problem)
+                return self.discard(self.problem_reason(), self.problem)
             if self.hasher.digest() != self.generation.file_hash:
                 bad = self.corrupt_chunks()
                 if bad and self.reopened < MAX_REOPEN:
@@ -132,7 +137,8 @@ class PartialFile:
                 return self.discard(FailureReason.HASH_MISMATCH, self._mismatch(bad))
             buffer, path = self.store.finish(self.hashed_to)
         except StoreError as exc:
-            return self.discard(FailureReason.STORAGE, str(exc))
+            reason = FailureReason.OUTPUT_UNAVAILABLE if exc.unavailable else FailureReason.STORAGE
+            return self.discard(reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - a worker task must never raise
             return self.discard(FailureReason.STORAGE, f"{type(exc).__name__}: {exc}")
         return CompletedFile(

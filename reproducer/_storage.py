@@ -8,6 +8,7 @@ next to the final path, renamed over it only when the file is complete and verif
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import threading
@@ -21,7 +22,34 @@ Mode = Literal["memory", "disk", "both"]
 
 
 class StoreError(Exception):
-    """The bytes of a file could not be stored (out of memory, disk full, unsafe path)."""
+    """The bytes of a file could not be stored (out of memory, disk full, unsafe path).
+
+    ``unavailable``: the output folder itself failed (disk full, read-only, an I/O error,
+    a file-size limit), not this file: no file could be stored now, and giving this one up
+    would lose it. The run stops instead, with nothing committed past it.
+    """
+
+    def __init__(self, message: str, *, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
+
+
+# The output folder's state, not the file's: a restart once it is fixed stores the file.
+_UNAVAILABLE = frozenset(
+    {
+        errno.ENOSPC,  # disk full
+        errno.EDQUOT,  # quota exceeded
+        errno.EROFS,  # remounted read-only (after an error, often)
+        errno.EIO,
+        errno.EFBIG,  # a file-size limit (RLIMIT_FSIZE, the filesystem's)
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
+
+
+def _os_error(what: str, exc: OSError | RuntimeError) -> StoreError:
+    return StoreError(f"{what}: {exc}", unavailable=getattr(exc, "errno", None) in _UNAVAILABLE)
 
 
 _fd_lock = threading.Lock()
@@ -153,7 +181,7 @@ class DiskStore(Store):
             output_dir.mkdir(parents=True, exist_ok=True)
             root = output_dir.resolve(strict=True)
         except (OSError, RuntimeError) as exc:
-            raise StoreError(f"cannot use the output folder {output_dir}: {exc}") from exc
+            raise _os_error(f"cannot use the output folder {output_dir}", exc) from exc
         final = root.joinpath(*relative.split("/"))
         # Checked before and after mkdir: nothing is created outside the output folder.
         if not _inside(root, final.parent):
@@ -161,7 +189,7 @@ class DiskStore(Store):
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create {final.parent}: {exc}") from exc
+            raise _os_error(f"cannot create {final.parent}", exc) from exc
         if not _inside(root, final.parent):
             raise StoreError(f"{relative!r} resolves outside the output folder {root}")
         self.final = final
@@ -176,7 +204,7 @@ class DiskStore(Store):
         try:
             self._fd: int | None = os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except OSError as exc:
-            raise StoreError(f"cannot create {self.temp}: {exc}") from exc
+            raise _os_error(f"cannot create {self.temp}", exc) from exc
         _count_fds(+1)
         self._release_if_crowded()
 
@@ -215,7 +243,7 @@ class DiskStore(Store):
                 self._unflushed = 0
             self._release_if_crowded()
         except OSError as exc:
-            raise StoreError(f"cannot write {self.temp}: {exc}") from exc
+            raise _os_error(f"cannot write {self.temp}", exc) from exc
 
     def read(self, offset: int, length: int) -> bytes:
         try:
@@ -223,7 +251,7 @@ class DiskStore(Store):
             self._release_if_crowded()
             return data
         except OSError as exc:
-            raise StoreError(f"cannot read back {self.temp}: {exc}") from exc
+            raise _os_error(f"cannot read back {self.temp}", exc) from exc
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
         try:
@@ -243,7 +271,7 @@ class DiskStore(Store):
                     self._renamed_in.add(self.final.parent)
         except OSError as exc:
             self.discard()
-            raise StoreError(f"cannot complete {self.final}: {exc}") from exc
+            raise _os_error(f"cannot complete {self.final}", exc) from exc
         return None, self.final
 
     def discard(self) -> None:

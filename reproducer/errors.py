@@ -11,6 +11,7 @@ __all__ = [
     "ChunkDecodeError",
     "ChunkHashError",
     "ConfigError",
+    "OutputUnavailable",
     "ReproducerError",
     "UnsafePathError",
     "UploadError",
@@ -74,6 +75,19 @@ class ChunkHashError(ChunkDecodeError):
 
 class UnsafePathError(ChunkDecodeError):
     """A subdirectory or file name would escape the output folder or is not portable."""
+
+
+class OutputUnavailable(ReproducerError):
+    """The output folder could not take a file (disk full, read-only, an I/O error, a
+    file-size limit): the run stops with nothing committed past the file, which a restart
+    rebuilds once the folder is fixed. Not the file's fault, so not a recorded failure."""
+
+    def __init__(self, relative_path: object, detail: str) -> None:
+        self.relative_path = str(relative_path)
+        super().__init__(
+            f"the output folder cannot take file={relative_path} ({detail}); nothing is "
+            "committed past it: free space (or fix the folder) and restart"
+        )
 
 
 class UploadError(ReproducerError):

@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
-from reproducer.errors import ChunkDecodeError, ReproducerError
+from reproducer.errors import ChunkDecodeError, OutputUnavailable, ReproducerError
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
-from reproducer.reassembly import CompletedFile, FileFailure, Outcome, Reassembler
+from reproducer.reassembly import CompletedFile, FailureReason, FileFailure, Outcome, Reassembler
 
 __all__ = ["CommitPoint", "Ingest", "IngestSettings", "IngestStats"]
 
@@ -412,6 +412,10 @@ class Ingest:
                 self._failed(outcome)
 
     def _failed(self, failure: FileFailure) -> None:
+        if failure.reason is FailureReason.OUTPUT_UNAVAILABLE:
+            # Not the file's fault: recorded and committed past, it would be lost. The run
+            # stops here instead; its chunks stay uncommitted for a restart.
+            raise OutputUnavailable(failure.relative_path, failure.detail)
         self.stats.n_files_failed += 1
         self._recent_failures.append(failure)
         log.warning(

@@ -42,6 +42,7 @@ from reproducer._outcomes import (
 from reproducer._partial import Generation, PartialFile, Reopened
 from reproducer._storage import Mode, StoreError, open_store, sync_folders
 from reproducer.chunk import DEFAULT_MAX_FILE_SIZE, DataFileChunk
+from reproducer.errors import OutputUnavailable
 
 __all__ = [
     "AddResult",
@@ -213,13 +214,19 @@ class Reassembler:
             try:
                 partial = self._start(chunk, relative, gen)
             except StoreError as exc:
+                if exc.unavailable:  # the folder's fault: the chunk is not poison
+                    raise OutputUnavailable(relative, str(exc)) from exc
                 return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
 
         if partial.problem:
             # The worker could not store an earlier chunk (e.g. disk full): fail the file now
             # rather than accept chunks that can never make it whole.
-            why = FailureReason.STORAGE if partial.storage_failed else FailureReason.INCONSISTENT
-            ended.append(self._fail(partial, why, partial.problem))
+            failure = self._fail(partial, partial.problem_reason(), partial.problem)
+            if failure.reason is FailureReason.OUTPUT_UNAVAILABLE:
+                # Not a rejected chunk (whose offset would be committed past, and the file
+                # could never be rebuilt): the caller stops, this chunk not taken.
+                raise OutputUnavailable(relative, partial.problem)
+            ended.append(failure)
             return self._result(ChunkStatus.REJECTED, None, partial.problem, ended)
         if chunk.n_total_chunks != partial.generation.n_total:
             reason = (
