@@ -183,8 +183,11 @@ class LocalBroker:
         prefer: Prefer = "auto",
         jvm_flags: tuple[str, ...] = LIGHT_JVM_FLAGS,
         sasl_ssl: Scram | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         self.port = port
+        # clients are told to connect here (a proxy in front of the broker, in a test)
+        self.advertised_port = advertised_port
         self.sasl_ssl = sasl_ssl
         self.controller_port: int | None = None
         self.partitions = partitions
@@ -307,7 +310,7 @@ class LocalBroker:
             f"process.roles=broker,controller\nnode.id=1\n"
             f"controller.quorum.bootstrap.servers={HOST}:{cport}\n"
             f"listeners={name}://{HOST}:{port},CONTROLLER://{HOST}:{cport}\n"
-            f"advertised.listeners={name}://{HOST}:{port}\n"
+            f"advertised.listeners={name}://{HOST}:{self.advertised_port or port}\n"
             "controller.listener.names=CONTROLLER\n"
             f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT\n"
             f"log.dirs={folder / 'data'}\n"

@@ -276,6 +276,16 @@ class IngestActor:
         return self._ingest.snapshot()
 
 
+COMMIT_TIMEOUT_S = 90.0
+"""Exactly-once: the most a transaction's commit may take (flush, offsets, commit and its
+retries together); the driver waits a little longer for the answer."""
+
+
+def _left(deadline: float) -> float:
+    """Seconds to ``deadline``, at least one (librdkafka refuses 0 as "no wait")."""
+    return max(deadline - time.monotonic(), 1.0)
+
+
 def _package(files: list[tuple[FileMeta, memoryview | None] | None]) -> list[FileTask]:
     """The files' bytes, ready to travel: inline up to ``INLINE_BYTES`` (an object of its
     own would cost more than the bytes), else in the object store, several files to an
@@ -759,9 +769,12 @@ class ProducerActor:
         produces the others again and commits once more."""
         from confluent_kafka import KafkaException, TopicPartition  # noqa: PLC0415
 
+        # One deadline for the whole commit: a broker that cannot be reached must stop the
+        # run in bounded time (each step's own timeout, retried, added up to minutes).
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
         with self._txn:
             try:
-                left = self._producer.flush(60)
+                left = self._producer.flush(_left(deadline))
                 with self._reported:
                     failed, self._failed = self._failed, []
                     rejected, self._rejected = self._rejected, []
@@ -783,9 +796,9 @@ class ProducerActor:
                     self._producer.send_offsets_to_transaction(
                         [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
                         group_metadata,
-                        60,
+                        _left(deadline),
                     )
-                self._commit_transaction()
+                self._commit_transaction(deadline)
             except (KafkaException, RuntimeError):
                 self._abort()
                 raise
@@ -798,15 +811,15 @@ class ProducerActor:
             self._transaction += 1
             self._turn.notify_all()
 
-    def _commit_transaction(self) -> None:
+    def _commit_transaction(self, deadline: float) -> None:
         from confluent_kafka import KafkaException  # noqa: PLC0415
 
-        for attempt in range(5):
+        while True:
             try:
-                self._producer.commit_transaction(60)
+                self._producer.commit_transaction(_left(deadline))
                 return
             except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 4:
+                if not exc.args[0].retriable() or time.monotonic() >= deadline - 1:
                     raise
                 log.warning("transaction commit will be retried: %s", exc)
 

@@ -26,6 +26,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from reproducer._storage import Mode
 from reproducer.actors import (
+    COMMIT_TIMEOUT_S,
     AnalysisActor,
     AnalysisResult,
     ClusterLock,
@@ -667,7 +668,7 @@ class _Driver:
                     self.producer.commit.remote(
                         point.offsets, point.group_metadata, self.settings.consumer_topic
                     ),
-                    timeout=600,
+                    timeout=COMMIT_TIMEOUT_S + 30,
                 )
                 self.books.transaction += 1
                 never = {result_id for result_id, _ in outcome.rejected}

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from cluster import create_topic
-from cluster.broker import LocalBroker
+from cluster.broker import LocalBroker, _free_ports
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
+from tests.chaos.proxy import CuttableProxy
 from tests.pipeline.size_reproducer import SizeReproducer
 from tests.results import count_results, read_results, run_in_thread, wait_for
 
@@ -146,3 +147,58 @@ def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
     again.produce_processing_results_for_files_as_read()
     got = sorted(payload["file"] for _, payload in read_results(bootstrap, results_topic))
     assert got == names  # each exactly once
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[LocalBroker, CuttableProxy]]:
+    """A broker that tells its clients to connect through a proxy in front of it (its
+    advertised listener), so every connection, not only the first, can be cut."""
+    broker_port, proxy_port = _free_ports(2)
+    proxy = CuttableProxy(proxy_port, broker_port)
+    own = LocalBroker(log_dir=tmp_path / "broker", port=broker_port, advertised_port=proxy_port)
+    try:
+        own.start(timeout=120)
+        yield own, proxy
+    finally:
+        proxy.close()
+        own.stop()
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at least once", "exactly once"])
+def test_a_connection_cut_through_a_proxy_loses_nothing(
+    local_ray: None,
+    proxied: tuple[LocalBroker, CuttableProxy],
+    tmp_path: Path,
+    exactly_once: bool,
+) -> None:
+    """Every connection to the broker reset, and new ones refused for longer than the
+    group session (a network partition): at least once, the run goes on and every file
+    gets a result; exactly once, the run goes on or stops with a true message, and a
+    restart completes the work with no duplicate for a read_committed reader."""
+    broker, proxy = proxied
+    bootstrap = f"127.0.0.1:{broker.advertised_port}"
+    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
+    options: dict[str, object] = {
+        "consumer_group_id": f"g-{topic}",
+        "exactly_once": exactly_once,
+        "n_analysis_actors": 1,
+        "stop_when_idle": 8.0,
+        "output_dir": tmp_path / "out",
+    }
+    run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
+    thread, outcome = run_in_thread(run)
+    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    proxy.cut(refuse_s=SESSION_MS / 1000 + 2)
+    assert proxy.n_cut >= 2  # connections were open and were reset
+    thread.join(300)
+    assert not thread.is_alive(), "the run did not end"
+    assert outcome, "the run left no outcome"
+    if exactly_once and isinstance(outcome[0], ReproducerError):
+        again = SizeReproducer(config, topic, results_topic, **options)
+        assert again.produce_processing_results_for_files_as_read() is not None
+    else:
+        assert not isinstance(outcome[0], BaseException), outcome
+    got = [payload["file"] for _, payload in read_results(bootstrap, results_topic)]
+    assert set(got) == set(names)  # nothing lost
+    if exactly_once:
+        assert sorted(got) == sorted(names)  # and nothing twice, read_committed
