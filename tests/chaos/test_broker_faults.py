@@ -9,12 +9,15 @@ same group completes the work with no duplicate for a read_committed reader.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +68,34 @@ def _setup(tmp_path: Path, bootstrap: str, n_files: int) -> tuple[str, str, Path
         f"session.timeout.ms = {SESSION_MS}\nheartbeat.interval.ms = 1000\n"
     )
     return topic, results, config, names
+
+
+@dataclasses.dataclass
+class _Going:
+    """A run under way (its first result out), on a topic of 12 files uploaded twice."""
+
+    topic: str
+    results: str
+    config: Path
+    names: list[str]
+    options: dict[str, Any]
+    thread: threading.Thread
+    outcome: list[Any]
+
+
+def _started(tmp_path: Path, bootstrap: str, *, exactly_once: bool) -> _Going:
+    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
+    options: dict[str, Any] = {
+        "consumer_group_id": f"g-{topic}",
+        "exactly_once": exactly_once,
+        "n_analysis_actors": 1,
+        "stop_when_idle": 8.0,
+        "output_dir": tmp_path / "out",
+    }
+    run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
+    thread, outcome = run_in_thread(run)
+    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    return _Going(topic, results_topic, config, names, options, thread, outcome)
 
 
 def _freeze(broker: LocalBroker) -> None:
@@ -122,17 +153,9 @@ def test_exactly_once_stops_with_a_true_message_and_a_restart_completes(
     tmp_path: Path,
 ) -> None:
     bootstrap = broker.bootstrap_servers
-    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
-    options = {
-        "consumer_group_id": f"g-{topic}",
-        "exactly_once": True,
-        "n_analysis_actors": 1,
-        "stop_when_idle": 8.0,
-        "output_dir": tmp_path / "out",
-    }
-    run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
-    thread, outcome = run_in_thread(run)
-    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    going = _started(tmp_path, bootstrap, exactly_once=True)
+    topic, results_topic, config, names = going.topic, going.results, going.config, going.names
+    options, thread, outcome = going.options, going.thread, going.outcome
     _freeze(broker)
     thread.join(300)
     assert not thread.is_alive(), "the run did not end"
@@ -177,17 +200,9 @@ def test_a_connection_cut_through_a_proxy_loses_nothing(
     restart completes the work with no duplicate for a read_committed reader."""
     broker, proxy = proxied
     bootstrap = f"127.0.0.1:{broker.advertised_port}"
-    topic, results_topic, config, names = _setup(tmp_path, bootstrap, 12)
-    options: dict[str, object] = {
-        "consumer_group_id": f"g-{topic}",
-        "exactly_once": exactly_once,
-        "n_analysis_actors": 1,
-        "stop_when_idle": 8.0,
-        "output_dir": tmp_path / "out",
-    }
-    run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
-    thread, outcome = run_in_thread(run)
-    wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
+    going = _started(tmp_path, bootstrap, exactly_once=exactly_once)
+    topic, results_topic, config, names = going.topic, going.results, going.config, going.names
+    options, thread, outcome = going.options, going.thread, going.outcome
     proxy.cut(refuse_s=SESSION_MS / 1000 + 2)
     assert proxy.n_cut >= 2  # connections were open and were reset
     thread.join(300)
