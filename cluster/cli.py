@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from reproducer import __version__
 from reproducer.chunk import DEFAULT_CHUNK_SIZE
 from reproducer.config import load_config
 from reproducer.errors import ReproducerError
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="level of log lines written to stderr (default: info)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser(
@@ -94,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = [i for i, word in enumerate(argv) if not word.startswith("-")]
-    if commands and argv[commands[0]] == "run":  # its own parser: a reproducer's flags
-        return _run(argv[commands[0] + 1 :])
+    before, command, after = _split_command(argv)
+    if command == "run":  # its own parser (a reproducer's flags), which takes the global ones
+        return _run([*before, *after])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.logger_stream_level.upper()),
@@ -122,6 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+_GLOBAL_WITH_VALUE = frozenset({"--logger_stream_level"})
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
+    """(global options, the command, what follows it): global options come before the
+    command, as in ``reproducer --logger_stream_level debug run --analysis X``."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _GLOBAL_WITH_VALUE:
+            i += 2
+        elif word.startswith("-"):
+            i += 1
+        else:
+            return argv[:i], word, argv[i + 1 :]
+    return argv, None, []
 
 
 def _run(argv: list[str]) -> int:

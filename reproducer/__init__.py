@@ -9,6 +9,8 @@ The data path, in the order data flows through it:
 - :mod:`reproducer.config`: OpenMSIStream INI config files.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from reproducer.chunk import (
     DEFAULT_CHUNK_SIZE,
     DataFileChunk,
@@ -22,6 +24,7 @@ from reproducer.errors import (
     ChunkDecodeError,
     ChunkHashError,
     ConfigError,
+    OutputUnavailable,
     ReproducerError,
     UnsafePathError,
     UploadError,
@@ -36,6 +39,11 @@ from reproducer.reassembly import (
     Outcome,
     Reassembler,
 )
+
+try:
+    __version__ = version("ray-reproducer")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # The Ray-based API is imported on first use, so the pure core and the uploader load fast.
 _LAZY = {
@@ -73,12 +81,14 @@ __all__ = [
     "MetadataJSONReproducer",
     "OffsetTracker",
     "Outcome",
+    "OutputUnavailable",
     "ProcessingResults",
     "Reassembler",
     "ReproducerError",
     "ReproducerMessage",
     "UnsafePathError",
     "UploadError",
+    "__version__",
     "decode_value",
     "encode_value",
     "load_config",
