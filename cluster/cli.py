@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         "upload", help="chunk files and directory trees and produce them to a topic"
     )
     up.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or directories")
-    up.add_argument("--config", required=True, type=Path, help="OpenMSIStream INI config file")
+    up.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="OpenMSIStream INI config file: a path, or a NAME found as NAME.config in "
+        "$RAY_REPRODUCER_CONFIG_DIR or the project's cluster/",
+    )
     up.add_argument("--topic_name", required=True, help="topic to produce the chunks to")
     up.add_argument(
         "--chunk_size",

@@ -80,17 +80,46 @@ class KafkaConfig:
         return settings
 
 
+CONFIG_DIR_ENV = "RAY_REPRODUCER_CONFIG_DIR"
+# the configs that come with the project (``local_broker.config``: the test broker's)
+_PROJECT_CONFIGS = Path(__file__).resolve().parents[1] / "cluster"
+
+
+def find_config(name: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Path:
+    """The config file ``name`` names: a path to a file, else ``NAME`` or ``NAME.config``
+    in each folder of ``$RAY_REPRODUCER_CONFIG_DIR`` (``:``-separated), then in the
+    project's own config folder, as the reference finds its configs by name.
+
+    Raises :class:`ConfigError` listing where it looked.
+    """
+    env = os.environ if environ is None else environ
+    given = Path(name)
+    if given.is_file():
+        return given
+    folders = [Path(p) for p in env.get(CONFIG_DIR_ENV, "").split(os.pathsep) if p]
+    folders.append(_PROJECT_CONFIGS)
+    tried = [given]
+    if given.name == str(name):  # a bare name, not a path: look it up
+        for folder in folders:
+            for candidate in (folder / given.name, folder / f"{given.name}.config"):
+                if candidate.is_file():
+                    return candidate
+                tried.append(candidate)
+    raise ConfigError(
+        "config file not found (looked for " + ", ".join(map(str, tried)) + ")", path=str(name)
+    )
+
+
 def load_config(
     path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
 ) -> KafkaConfig:
-    """Read an OpenMSIStream INI config file; ``$VAR`` values come from ``environ``.
+    """Read an OpenMSIStream INI config file (``path``, or a name: see
+    :func:`find_config`); ``$VAR`` values come from ``environ``.
 
     Raises :class:`ConfigError` naming the file, section and key of anything wrong.
     """
     env = os.environ if environ is None else environ
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError("config file not found", path=str(file))
+    file = find_config(path, env)
     parser = configparser.ConfigParser(interpolation=None, delimiters=("=", ":"))
     try:
         with file.open(encoding="utf-8") as handle:

@@ -56,7 +56,10 @@ class ProcessingResults(NamedTuple):
 
 # name -> (add_argument keywords); defaults are the reference's where it has the flag
 _CATALOGUE: dict[str, dict[str, Any]] = {
-    "config": {"help": "OpenMSIStream INI config file ([broker], [consumer], [producer])"},
+    "config": {
+        "help": "OpenMSIStream INI config file ([broker], [consumer], [producer]): a path, or "
+        "a NAME found as NAME.config in $RAY_REPRODUCER_CONFIG_DIR or the project's cluster/"
+    },
     "topic_name": {"help": "same as --consumer_topic_name"},
     "consumer_topic_name": {"help": "topic of the chunk messages"},
     "producer_topic_name": {"help": "topic for the result messages"},

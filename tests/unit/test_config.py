@@ -128,3 +128,24 @@ def test_errors_never_show_a_secret(tmp_path: Path, text: str) -> None:
         load_config(write(tmp_path, text), {})
     assert "s3cret" not in str(caught.value) and "SECRET" not in str(caught.value)
     assert "line" in str(caught.value) or "sasl.password" in str(caught.value)
+
+
+def test_a_config_is_found_by_name_as_in_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--config NAME` finds NAME or NAME.config in $RAY_REPRODUCER_CONFIG_DIR, then in the
+    project's own config folder; a path is taken as it is."""
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    (labs / "beamline.config").write_text("[broker]\nbootstrap.servers = beam:9092\n")
+    env = {"RAY_REPRODUCER_CONFIG_DIR": f"{tmp_path / 'empty'}:{labs}"}
+    assert load_config("beamline", {**env}).broker["bootstrap.servers"] == "beam:9092"
+    assert load_config("beamline.config", env).broker["bootstrap.servers"] == "beam:9092"
+    shipped = load_config("local_broker", {"KAFKA_BOOTSTRAP_SERVERS": "h:1"})
+    assert shipped.broker["bootstrap.servers"] == "h:1"
+    with pytest.raises(ConfigError, match="not found") as caught:
+        load_config("nowhere", env)
+    assert str(labs / "nowhere.config") in str(caught.value)  # it says where it looked
+    monkeypatch.chdir(tmp_path)  # a path is a path: not looked up by its name
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Path("labs") / "other.config", env)
