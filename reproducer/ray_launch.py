@@ -63,13 +63,31 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> None:
     # than a runtime environment; the dashboard costs seconds more and is opt-in.
     previous = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = _python_path()
+    # Ray enables token authentication for a new local instance and warns at every start
+    # that it did (to say how to opt out): for a private instance started here, that is
+    # the right default and no news. Other warnings of that logger still show.
+    quiet = _DropMessage("Token authentication is enabled for this Ray cluster")
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    auth_log.addFilter(quiet)
     try:
         ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING)
     finally:
+        auth_log.removeFilter(quiet)
         if previous is None:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = previous
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def _join(address: str) -> None:

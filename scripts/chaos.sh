@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The long fault-injection form: every test under tests/chaos (the broker frozen and
-# killed under a running pipeline, in both modes) and 20 random SIGKILLs of the pipeline
-# over 300 files, in each mode. Prints its seed; CHAOS_SEED=... replays a failure.
+# killed under a running pipeline, in both modes; connections cut through a proxy) and 20
+# random SIGKILLs of the pipeline over 300 files, in each mode. Prints its seed;
+# CHAOS_SEED=... replays a failure.
 # Needs the set-up of scripts/test.sh (.venv, the broker jars). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

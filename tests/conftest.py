@@ -34,16 +34,24 @@ def topic(kafka_bootstrap: str) -> str:
     return name
 
 
+# Tests that run only when ``-m`` names them (or one of the names given): the launcher
+# tests (root, sshd, this machine's SSH keys), and the long fault injections, which
+# scripts/chaos.sh runs (``-m chaos``) and the default run leaves out.
+OPT_IN = {"launcher": ("launcher",), "long": ("long", "chaos")}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The launcher tests (root, sshd, this machine's SSH keys) run only when ``-m`` names
-    them: a ``-m`` of its own (``scripts/test.sh -m "not integration"``) replaces the
-    default ``-m 'not launcher'`` and would bring them back."""
-    if "launcher" in (config.getoption("markexpr") or "").replace("not launcher", ""):
-        return
-    deselected = [item for item in items if item.get_closest_marker("launcher")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("launcher")]
+    """Leave out the opt-in tests unless ``-m`` names them: a ``-m`` of its own
+    (``scripts/test.sh -m "not integration"``) replaces the default ``-m 'not launcher'``
+    and would bring them back."""
+    expr = config.getoption("markexpr") or ""
+    for marker, names in OPT_IN.items():
+        if any(name in expr.replace(f"not {name}", "") for name in names):
+            continue
+        deselected = [item for item in items if item.get_closest_marker(marker)]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 @pytest.fixture(scope="module")

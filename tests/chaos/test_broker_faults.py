@@ -187,7 +187,11 @@ def proxied(tmp_path: Path) -> Iterator[tuple[LocalBroker, CuttableProxy]]:
         own.stop()
 
 
-@pytest.mark.parametrize("exactly_once", [False, True], ids=["at least once", "exactly once"])
+@pytest.mark.parametrize(
+    "exactly_once",
+    [False, pytest.param(True, marks=pytest.mark.long)],  # 3-4 min: scripts/chaos.sh
+    ids=["at least once", "exactly once"],
+)
 def test_a_connection_cut_through_a_proxy_loses_nothing(
     local_ray: None,
     proxied: tuple[LocalBroker, CuttableProxy],
