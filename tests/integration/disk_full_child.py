@@ -2,7 +2,7 @@
 its own, optionally under a file-size limit: a disk that fills up, as the output folder
 sees it (EFBIG on the write past the limit).
 
-    python -m tests.integration.disk_full_child BOOTSTRAP TOPIC GROUP OUTPUT_DIR N_FILES [LIMIT]
+    python -m tests.integration.disk_full_child BOOTSTRAP TOPIC GROUP OUTPUT_DIR FILE [LIMIT]
 
 Prints one JSON line: the files handed off and the error that stopped the ingest, if any.
 Every handed-off file is finished at once (as if its result were acknowledged), and the
@@ -23,7 +23,7 @@ from reproducer.ingest import Ingest, IngestSettings
 
 
 def main() -> int:
-    bootstrap, topic, group, output_dir, n_files = sys.argv[1:6]
+    bootstrap, topic, group, output_dir, awaited = sys.argv[1:6]  # until FILE is in
     if len(sys.argv) > 6:
         limit = int(sys.argv[6])
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
@@ -51,7 +51,7 @@ def main() -> int:
     error = ""
     deadline = time.monotonic() + 120
     try:
-        while len(done) < int(n_files) and time.monotonic() < deadline:
+        while awaited not in done and time.monotonic() < deadline:
             ingest.step(0.1)
     except ReproducerError as exc:
         error = f"{type(exc).__name__}: {exc}"

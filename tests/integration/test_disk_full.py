@@ -23,9 +23,10 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).parents[2]
 
 
-def run_ingest(bootstrap: str, topic: str, group: str, out: Path, n: int, limit: int = 0) -> dict:
+def run_ingest(bootstrap: str, topic: str, group: str, out: Path, limit: int = 0) -> dict:
+    """The ingest in a child process until big.bin is rebuilt or the ingest stops."""
     command = [sys.executable, "-m", "tests.integration.disk_full_child"]
-    command += [bootstrap, topic, group, str(out), str(n), *([str(limit)] if limit else [])]
+    command += [bootstrap, topic, group, str(out), "big.bin", *([str(limit)] if limit else [])]
     done = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=180, check=False
     )
@@ -76,7 +77,7 @@ def test_a_full_disk_stops_the_ingest_and_commits_nothing_past_the_file(
     out, group = tmp_path / "out", f"group-{topic}"
 
     # 1 MiB: big.bin cannot be written past it; a.bin and c.bin fit
-    first = run_ingest(kafka_bootstrap, topic, group, out, len(files), limit=1 << 20)
+    first = run_ingest(kafka_bootstrap, topic, group, out, limit=1 << 20)
     assert first["error"].startswith("OutputUnavailable: the output folder cannot take ")
     assert "file=big.bin" in first["error"] and "File too large" in first["error"]
     assert "restart" in first["error"]
@@ -90,6 +91,6 @@ def test_a_full_disk_stops_the_ingest_and_commits_nothing_past_the_file(
         assert after_first[partition] <= offset, (partition, after_first, big_starts)
 
     # room again: the same group rebuilds what was not committed, big.bin included
-    second = run_ingest(kafka_bootstrap, topic, group, out, 1)
+    second = run_ingest(kafka_bootstrap, topic, group, out)
     assert second["error"] == "" and "big.bin" in second["done"]
     assert (out / "big.bin").read_bytes() == files["big.bin"]
