@@ -82,7 +82,7 @@ class AnalysisPool:
         self._make_actor = make_actor
         self._name = name  # the analysis: named in the failures the pool itself records
         self._timeout_s = timeout_s  # per file: a call of n files may run n times this
-        self._timed_out: dict[str, int] = {}  # an actor killed for a time limit -> the call
+        self._timed_out: set[str] = set()  # actors killed for running past the time limit
         self._on_death = on_death
         self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
         self._busy: list[int] = [0] * n_actors
@@ -173,7 +173,7 @@ class AnalysisPool:
             actor_id = owner_id(call.actor)
             if actor_id in self._timed_out:
                 continue
-            self._timed_out[actor_id] = call.seq
+            self._timed_out.add(actor_id)
             log.warning(
                 "file=%s%s: analysis still running after its time limit of %g s per file: "
                 "killing analysis actor %d",
@@ -255,7 +255,8 @@ class AnalysisPool:
         actor_id = owner_id(call.actor)
         timed_out = actor_id in self._timed_out
         if actor_id not in self._culprits:
-            self._culprits[actor_id] = self._timed_out.get(actor_id) or min(
+            # (for a time limit, the call that ran past it: the oldest, the one that started)
+            self._culprits[actor_id] = min(
                 [call.seq, *(c.seq for c in self._running.values() if c.actor is call.actor)]
             )
         ran = call.seq == self._culprits[actor_id]
