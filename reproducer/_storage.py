@@ -16,9 +16,22 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["DiskStore", "MemoryStore", "Mode", "Store", "StoreError", "open_store", "sync_folders"]
+__all__ = [
+    "HEAP_LIMIT",
+    "DiskStore",
+    "MemoryStore",
+    "Mode",
+    "Store",
+    "StoreError",
+    "open_store",
+    "sync_folders",
+]
 
 Mode = Literal["memory", "disk", "both"]
+
+
+# Above this, a buffer is its own mmap (the ingest fixes glibc's threshold at it too).
+HEAP_LIMIT = 128 << 10
 
 
 class StoreError(Exception):
@@ -92,13 +105,17 @@ class Store:
 class MemoryStore(Store):
     """One buffer per file, written in place.
 
-    Small files (a size hint up to ``_SMALL``) use a ``bytearray`` from the heap, whose
-    memory the allocator reuses file after file (fresh pages cost a fault each, which is
-    slow on VMs). Larger ones use an anonymous mmap: pages cost memory only once written,
-    and it grows with mremap (no copy), so a wrong hint from a bad chunk costs nothing.
+    Small files (a size hint up to ``HEAP_LIMIT``) use a ``bytearray`` from the heap,
+    whose memory the allocator reuses file after file (fresh pages cost a fault each,
+    which is slow on VMs). Larger ones use an anonymous mmap: pages cost memory only once
+    written, and it grows with mremap (no copy), so a wrong hint from a bad chunk costs
+    nothing, and what a partial file holds is what arrived for it. (A heap buffer of a
+    few MiB is an mmap of glibc's anyway, zeroed whole at once: every partial file of a
+    stream of 2 MiB files then held 2 MiB, and under a tight budget the good ones looked
+    like chunks claiming more than they send.)
     """
 
-    _SMALL = 8 << 20
+    _SMALL = HEAP_LIMIT
     _FIRST_MAP = 64 << 20
     # MAP_PRIVATE: a shared anonymous map (the default) is shmem, and growing it with
     # mremap leaves the new pages unbacked (SIGBUS on first write). No MADV_HUGEPAGE: with

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from reproducer._storage import HEAP_LIMIT
 from reproducer.chunk import result_key
 from reproducer.datafile import (
     ByPosition,
@@ -348,7 +349,7 @@ def _return_large_buffers() -> None:
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)  # a fixed value turns the adjustment off
+        libc.mallopt(_M_MMAP_THRESHOLD, HEAP_LIMIT)  # a fixed value turns the adjustment off
     except (OSError, AttributeError):  # not glibc: its own allocator's policy applies
         pass
 

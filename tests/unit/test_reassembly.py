@@ -350,16 +350,16 @@ def test_memory_accounting_and_expiry() -> None:
 
 
 def test_files_that_claim_more_than_they_send_count_what_they_take() -> None:
-    """One chunk each, claiming 512 chunks of 16 KiB: the store takes the claimed 8 MiB at
-    once, and the budget must see that, not the 16 KiB that arrived (else a flood of such
-    claims grows the process by gigabytes while the budget sees megabytes)."""
+    """One chunk each, claiming a small file (8 chunks of 16 KiB, a heap buffer allocated
+    whole at the first chunk): the budget must see the 128 KiB each buffer took, not the
+    16 KiB that arrived (else a flood of such claims grows the process by far more than
+    the budget sees)."""
     reassembler = Reassembler(worker_thread=False)
-    n_files, chunk, claimed = 20, 16 << 10, 512
+    n_files, chunk, claimed = 20, 16 << 10, 8
     for i in range(n_files):
-        data = os.urandom(chunk)
         reassembler.add(
             make_chunk(
-                data,
+                os.urandom(chunk),
                 filename=f"liar{i}",
                 file_hash=bytes(64),
                 chunk_i=1,
@@ -370,28 +370,50 @@ def test_files_that_claim_more_than_they_send_count_what_they_take() -> None:
     assert reassembler.held_bytes == n_files * claimed * chunk
 
 
-def test_over_the_budget_the_files_that_took_most_beyond_their_bytes_are_given_up() -> None:
-    """Chunks that claim large files they never send: over the budget, those files go
-    (ABANDONED, saying why) until memory is back within it; a file whose memory is what
-    arrived stays."""
+def test_a_larger_claim_costs_only_what_arrives() -> None:
+    """200 one-chunk files that claim 512 chunks of 16 KiB (8 MiB each): their buffers
+    are maps whose pages cost memory once written, so the process grows by about the
+    3 MiB that arrived, not 1.6 GB, and the budget counts those bytes."""
     reassembler = Reassembler(worker_thread=False)
-    chunk = 16 << 10
-    honest = split(os.urandom(20 << 20), 1 << 20, filename="big")  # mmap: memory = bytes
-    for c in honest[:10]:
-        reassembler.add(c)
-    for i in range(20):
+    n_files, chunk = 200, 16 << 10
+    before = _rss_kib()
+    for i in range(n_files):
         reassembler.add(
             make_chunk(
-                os.urandom(chunk), filename=f"liar{i}", file_hash=bytes(64), n_total_chunks=512
+                os.urandom(chunk),
+                filename=f"liar{i}",
+                file_hash=bytes(64),
+                chunk_i=1,
+                n_total_chunks=512,
             )
         )
-    budget = 64 << 20
-    assert reassembler.held_bytes > budget
+    assert reassembler.held_bytes == reassembler.partial_bytes == n_files * chunk
+    assert _rss_kib() - before < 64 * 1024, "the claimed sizes were allocated"
+
+
+def test_over_the_budget_the_files_that_took_most_beyond_their_bytes_are_given_up() -> None:
+    """Chunks that claim small files they never send: over the budget, those files go
+    (ABANDONED, saying why) until memory is back within it. A good file half arrived
+    stays, whatever its size: its memory is what arrived (it was given up once, when a
+    2 MiB file's buffer was allocated whole and counted as 2 MiB from its first chunk)."""
+    reassembler = Reassembler(worker_thread=False)
+    chunk = 16 << 10
+    for size, name in ((2 << 20, "two_mib"), (20 << 20, "big")):
+        for c in split(os.urandom(size), chunk, filename=name)[: size // chunk // 2]:
+            reassembler.add(c)
+    liars = {f"liar{i}" for i in range(40)}
+    for name in sorted(liars):
+        reassembler.add(
+            make_chunk(os.urandom(chunk), filename=name, file_hash=bytes(64), n_total_chunks=8)
+        )
+    assert reassembler.held_bytes == (1 << 20) + (10 << 20) + len(liars) * 8 * chunk
+    budget = 12 << 20
     failures = reassembler.shed(budget)
     assert reassembler.held_bytes <= budget
-    assert {f.relative_path.name for f in failures} <= {f"liar{i}" for i in range(20)}
+    assert failures and {f.relative_path.name for f in failures} <= liars
     assert all(f.reason is FailureReason.ABANDONED and "budget" in f.detail for f in failures)
-    assert any(info.relative_path.name == "big" for info in reassembler.partial_files())
+    kept = {info.relative_path.name for info in reassembler.partial_files()}
+    assert {"two_mib", "big"} <= kept
     assert reassembler.shed(budget) == []
 
 
