@@ -12,18 +12,33 @@
 and returns a JSON-able dict, a :class:`~reproducer.datafile.ReproducerMessage`, or
 ``None`` after logging why there is no result. ``setup()`` runs once per actor before the
 first file (load a model, open a calibration file); ``close()`` when the actor stops.
+
+Large outputs (plots, tables) go beside the results with :meth:`Analysis.attach`: written
+atomically under the run's output folder, named in the result by a claim check (path,
+size, SHA-256), and sent back with the result so that a plot made on another node of the
+cluster also lands in the output folder of the node that runs the pipeline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reproducer.errors import ReproducerError
 
-__all__ = ["Analysis", "AnalysisSpec", "BadInput", "RegistrationError", "Resources"]
+__all__ = [
+    "Analysis",
+    "AnalysisSpec",
+    "BadInput",
+    "RegistrationError",
+    "Resources",
+    "write_atomically",
+]
 
 
 class RegistrationError(ReproducerError):
@@ -46,11 +61,57 @@ class Analysis:
     def setup(self) -> None:
         """Once per actor, before the first file."""
 
+    def attach(self, relative: str, data: bytes) -> dict[str, Any]:
+        """Keep ``data`` as the file ``relative`` (a path inside the output folder, e.g.
+        ``plots/run1/a.h5/spectrum.png``) and return its claim check for the result:
+        ``{"path": ..., "size": ..., "sha256": ...}`` (``path`` as ``relative`` when the
+        run has no output folder: the bytes then only travel with the result).
+
+        Written atomically (a reader never sees half a file); the pipeline writes the
+        same bytes under its own output folder if this actor runs on another node.
+        """
+        parts = [p for p in re.split(r"[/\\]+", relative) if p not in ("", ".")]
+        if not parts or ".." in parts or relative.startswith(("/", "\\")):
+            raise ValueError(
+                f"an attachment needs a relative path inside the output folder, not {relative!r}"
+            )
+        clean = "/".join(parts)
+        check = {"path": clean, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if self.output_dir is not None:
+            target = Path(self.output_dir).joinpath(*parts)
+            write_atomically(target, data)
+            check["path"] = str(target)
+        self._attachments[clean] = bytes(data)
+        return check
+
+    @property
+    def _attachments(self) -> dict[str, bytes]:
+        """What :meth:`attach` kept since the runtime last took them (per instance)."""
+        found = self.__dict__.get("_attached")
+        if found is None:
+            found = self.__dict__["_attached"] = {}
+        return found
+
+    def take_attachments(self) -> dict[str, bytes]:
+        """For the runtime: the attachments of the file just analysed, forgotten here."""
+        return self.__dict__.pop("_attached", None) or {}
+
     def analyze(self, datafile: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement analyze(datafile)")
 
     def close(self) -> None:
         """Once per actor, when it stops."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` as ``path``, whole or not at all: a temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        temp.write_bytes(data)
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# with the optional extras, so that plots and DataFrames are tested too
+.venv/bin/python -m pip install --quiet -e ".[dev,plots,results]"
 # a lab's own package of analyses, installed apart: found by its entry point in the tests
 .venv/bin/python -m pip install --quiet ./tests/data/lab_analyses
 .venv/bin/python -m cluster.broker --fetch-only
