@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reproducer._storage import write_atomically
 from reproducer.errors import ReproducerError
 
 __all__ = [
@@ -101,17 +101,6 @@ class Analysis:
 
     def close(self) -> None:
         """Once per actor, when it stops."""
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` as ``path``, whole or not at all: a temporary file renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        temp.write_bytes(data)
-        temp.replace(path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

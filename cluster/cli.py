@@ -3,6 +3,8 @@
 ::
 
     reproducer upload PATH... --config FILE --topic_name T [--chunk_size N] [--upload_regex RE]
+    reproducer results --config FILE --topic_name T [--analysis A] [--since TIME]
+                       [--format jsonl|csv|parquet] [--output FILE] [--follow]
     reproducer broker [--port N] [--sasl_ssl]   # a local Apache Kafka broker for tests and trials
     reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
 
@@ -78,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
         "of a client config file for it",
     )
 
+    res = sub.add_parser(
+        "results",
+        help="read a results topic back: one row per result, as jsonl, csv or parquet",
+    )
+    res.add_argument("--config", required=True, type=Path, help="config file (as for upload)")
+    res.add_argument("--topic_name", required=True, help="the results topic")
+    res.add_argument("--analysis", default=None, help="only this analysis's results")
+    res.add_argument(
+        "--since", default=None, help="only results produced from this ISO 8601 time on"
+    )
+    res.add_argument(
+        "--format",
+        choices=["jsonl", "csv", "parquet"],
+        default=None,
+        help="jsonl (each result whole), csv or parquet (flat rows); default: from the "
+        "--output suffix, else jsonl",
+    )
+    res.add_argument("--output", type=Path, default=None, help="a file (default: stdout)")
+    res.add_argument(
+        "--follow", action="store_true", help="keep reading new results (jsonl) until ^C"
+    )
+
     run = sub.add_parser(
         "run",
         add_help=False,
@@ -120,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = ["--prefer", args.prefer] + (["--port", str(args.port)] if args.port else [])
             extra += ["--sasl-ssl"] if args.sasl_ssl else []
             return broker_main(extra)
+        if args.command == "results":
+            return _results(args)
         if args.command == "demo":
             from cluster.demo import run_demo  # noqa: PLC0415
 
@@ -177,6 +203,39 @@ def _upload(args: argparse.Namespace) -> int:
         f"uploaded {report.n_files} files, {report.n_chunks} chunks, {report.n_bytes} bytes "
         f"to {args.topic_name} in {report.seconds:.2f} s ({report.mb_per_s:.1f} MB/s)"
     )
+    return 0
+
+
+def _results(args: argparse.Namespace) -> int:
+    from reproducer.results import read_results, write_rows  # noqa: PLC0415
+
+    fmt = args.format
+    if fmt is None:
+        suffix = args.output.suffix.lstrip(".").lower() if args.output is not None else ""
+        fmt = suffix if suffix in ("csv", "parquet") else "jsonl"
+    if args.follow and fmt != "jsonl":
+        raise ReproducerError("--follow writes jsonl, one result a line as it arrives")
+    config = load_config(args.config)
+    if args.follow:
+        out = args.output.open("a", encoding="utf-8") if args.output else sys.stdout
+
+        def write(record: dict[str, object]) -> None:
+            write_rows([record], "jsonl", out)
+            out.flush()
+
+        read_results(
+            config,
+            args.topic_name,
+            analysis=args.analysis,
+            since=args.since,
+            follow=True,
+            on_record=write,
+        )
+        return 0
+    records = read_results(config, args.topic_name, analysis=args.analysis, since=args.since)
+    n = write_rows(records, fmt, args.output if args.output is not None else sys.stdout)
+    where = f" to {args.output}" if args.output is not None else ""
+    print(f"{n} results from {args.topic_name}{where}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,8 @@ The data path, in the order data flows through it:
 - :mod:`reproducer.reassembly`: chunks -> whole files, in memory, on disk or both;
 - :mod:`reproducer.offsets`: which consumed offsets are safe to commit;
 - :mod:`reproducer.upload` / :mod:`reproducer.download`: files -> topic -> files;
-- :mod:`reproducer.config`: OpenMSIStream INI config files.
+- :mod:`reproducer.config`: OpenMSIStream INI config files;
+- :mod:`reproducer.results`: strict JSON out, and results topics read back as rows.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +40,7 @@ from reproducer.reassembly import (
     Outcome,
     Reassembler,
 )
+from reproducer.results import ResultSet, read_results
 
 try:
     __version__ = version("ray-reproducer")
@@ -86,6 +88,7 @@ __all__ = [
     "Reassembler",
     "ReproducerError",
     "ReproducerMessage",
+    "ResultSet",
     "UnsafePathError",
     "UploadError",
     "__version__",
@@ -93,5 +96,6 @@ __all__ = [
     "encode_value",
     "load_config",
     "make_chunk",
+    "read_results",
     "result_key",
 ]

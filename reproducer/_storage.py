@@ -25,6 +25,7 @@ __all__ = [
     "StoreError",
     "open_store",
     "sync_folders",
+    "write_atomically",
 ]
 
 Mode = Literal["memory", "disk", "both"]
@@ -328,6 +329,17 @@ class _BothStore(Store):
     def discard(self) -> None:
         self._memory.discard()
         self._disk.discard()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` as ``path``, whole or not at all: a temporary file renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        temp.write_bytes(data)
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def sync_folders(folders: set[Path]) -> None:

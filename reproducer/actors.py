@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from reproducer import __version__
 from reproducer._storage import HEAP_LIMIT
 from reproducer.chunk import result_key
 from reproducer.datafile import (
@@ -41,6 +42,7 @@ from reproducer.datafile import (
 from reproducer.delivery import Verdict, classify, classify_exception
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.reassembly import CompletedFile, FileFailure
+from reproducer.results import SCHEMA_VERSION, strict_json
 
 __all__ = [
     "AnalysisActor",
@@ -90,6 +92,9 @@ class AnalysisResult(ByPosition):
     headers: tuple[tuple[str, bytes], ...] = ()
     result_id: int = 0  # set by the driver: the unit that is produced and acknowledged
     seconds: float = 0.0  # how long the analysis of the file took on its actor
+    # files the analysis attached (plots), made on another node than the driver's: the
+    # driver writes them under its own output folder (relative path, bytes)
+    attachments: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Target:
     topic: str | None = None
     output_dir: Path | None = None  # handed to analyses (plots and other large outputs)
     timeout_s: float | None = None  # per file; past it the actor is replaced (see pool)
+    home_node: str | None = None  # the driver's node: attachments made there stay there
 
 
 @ray.remote(num_cpus=0, max_concurrency=4, concurrency_groups={"files": 2})  # type: ignore[call-overload]  # actor options
@@ -558,6 +564,10 @@ class AnalysisActor:
             # analyses.BadInput or a subclass, by name: reproducer does not import analyses
             permanent = any(cls.__name__ == "BadInput" for cls in type(exc).__mro__)
             return dataclasses.replace(base, error=text, permanent=permanent)
+        if target.kind == "analysis":
+            attached = self._instance.take_attachments()
+            if attached and target.home_node != self._where["node"]:
+                base = dataclasses.replace(base, attachments=tuple(attached.items()))
         if output is None:
             return dataclasses.replace(base, declined=True)
         try:
@@ -580,6 +590,8 @@ class AnalysisActor:
                 value=encode_message_value(output.msg_value),
             )
         envelope = {
+            "schema": SCHEMA_VERSION,
+            "reproducer_version": __version__,
             "analysis": target.name,
             "version": target.version,
             "file": {
@@ -593,7 +605,9 @@ class AnalysisActor:
             "result": output,
         }
         key = f"{result_key(meta.subdir_str, meta.filename)}_{target.name}"
-        value = json.dumps(envelope, default=json_default)
+        value, non_finite = strict_json(envelope, json_default)
+        if non_finite:  # named, so a reader can tell a null from a NaN the analysis made
+            value = json.dumps({**json.loads(value), "non_finite": non_finite})
         return dataclasses.replace(base, key=key.encode(), value=value.encode())
 
     def ping(self) -> str:

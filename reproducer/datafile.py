@@ -7,7 +7,7 @@ changing imports only.
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from reproducer.chunk import result_key
+from reproducer.results import strict_json
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ByPosition",
@@ -223,7 +226,8 @@ class ReproducerMessage:
 
 
 class JSONMessage(ReproducerMessage):
-    """A result whose value is ``json.dumps(payload)`` (the reference's MetadataJSON form)."""
+    """A result whose value is the payload as JSON (the reference's MetadataJSON form),
+    strict: numpy values become plain ones, a NaN or an infinity ``null`` (logged)."""
 
     def __init__(self, datafile: DownloadDataFile, payload: Any) -> None:
         super().__init__(datafile)
@@ -231,7 +235,7 @@ class JSONMessage(ReproducerMessage):
 
     @property
     def msg_value(self) -> str:
-        return json.dumps(self.payload)
+        return _strict(self.payload, self.datafile)
 
 
 def encode_message_value(value: Any) -> bytes:
@@ -240,7 +244,15 @@ def encode_message_value(value: Any) -> bytes:
         return value
     if isinstance(value, str):
         return value.encode("utf-8")
-    return json.dumps(value, default=json_default).encode("utf-8")
+    return _strict(value, None).encode("utf-8")
+
+
+def _strict(value: Any, datafile: DownloadDataFile | None) -> str:
+    text, non_finite = strict_json(value, json_default)
+    if non_finite:
+        where = f"file={datafile.relative_filepath} " if datafile is not None else ""
+        log.warning("%sNaN or infinite values sent as null: %s", where, ", ".join(non_finite))
+    return text
 
 
 def json_default(value: Any) -> Any:

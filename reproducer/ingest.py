@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import queue
 import re
@@ -40,6 +39,7 @@ from reproducer.errors import ChunkDecodeError, OutputUnavailable, ReproducerErr
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
 from reproducer.reassembly import CompletedFile, FailureReason, FileFailure, Outcome, Reassembler
+from reproducer.results import SCHEMA_VERSION, strict_json
 
 __all__ = ["CommitPoint", "Ingest", "IngestSettings", "IngestStats"]
 
@@ -690,12 +690,14 @@ class _DeadLetters:
         """A report of a file that failed after the ingest (its analysis, its result)."""
         headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
         self._producer.produce(
-            self._topic, key=key.encode(), value=json.dumps(report).encode(), headers=headers
+            self._topic, key=key.encode(), value=strict_json(report)[0].encode(), headers=headers
         )
         self._producer.poll(0)
 
     def send_failure(self, failure: FileFailure) -> None:
         report = {
+            "schema": SCHEMA_VERSION,
+            "kind": "file_failure",
             "file": failure.relative_path.as_posix(),
             "reason": failure.reason.value,
             "detail": failure.detail,
@@ -708,7 +710,7 @@ class _DeadLetters:
         self._producer.produce(
             self._topic,
             key=failure.relative_path.as_posix().encode(),
-            value=json.dumps(report).encode(),
+            value=strict_json(report)[0].encode(),
             headers=headers,
         )
         self._producer.poll(0)

@@ -24,7 +24,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from reproducer._storage import Mode
+from reproducer._storage import Mode, write_atomically
 from reproducer.actors import (
     COMMIT_TIMEOUT_S,
     AnalysisActor,
@@ -47,6 +47,7 @@ from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 from reproducer.ray_launch import connect
+from reproducer.results import SCHEMA_VERSION
 from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
 
 __all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
@@ -243,8 +244,9 @@ def run_targets(
         _check_resources(f"an actor of {target.name}", target.actor_options)
     if settings.ingest_resources:
         _check_resources("the ingest actor", {"resources": settings.ingest_resources})
+    home = ray.get_runtime_context().get_node_id()
     targets = [
-        t if t.output_dir else dataclasses.replace(t, output_dir=settings.output_dir)
+        dataclasses.replace(t, output_dir=t.output_dir or settings.output_dir, home_node=home)
         for t in targets
     ]
     # Pickled first: an analysis that cannot be shipped to actors fails before any actor
@@ -598,6 +600,9 @@ class _Driver:
         is reported to the dead-letter topic)."""
         good = []
         for result in results:
+            if result.attachments:
+                self._keep_attachments(result)
+                result = dataclasses.replace(result, attachments=())  # noqa: PLW2901
             if result.key is None or result.value is None:
                 self.summary.n_files_failed += 1
                 reason = (
@@ -621,6 +626,28 @@ class _Driver:
                 self._result_ended(result.file_id)
             return
         self.books.produce_calls.append(self.producer.produce.remote(good))
+
+    def _keep_attachments(self, result: AnalysisResult) -> None:
+        """Write the plots an analysis made on another node under this node's output
+        folder, where the cluster's user finds them all (the result's claim check names
+        them). Inside the folder only; a failure is logged, the result still counts."""
+        root = self.settings.output_dir
+        if root is None:
+            return
+        for relative, data in result.attachments:
+            target = root.joinpath(*relative.split("/"))
+            try:
+                if not target.resolve().is_relative_to(root.resolve()):
+                    raise ValueError("it resolves outside the output folder")
+                write_atomically(target, data)
+            except (OSError, ValueError) as exc:
+                log.warning(
+                    "file=%s the %s analysis's %s was not kept: %s",
+                    result.relative_path,
+                    result.analysis,
+                    relative,
+                    exc,
+                )
 
     def _result_ended(self, file_id: int) -> None:
         """One result of the file ended; when all have, its offsets may be committed
@@ -732,6 +759,8 @@ class _Driver:
         meta = self.books.metas.get(result.file_id)
         target = self.books.targets.get(result.analysis)
         report = {
+            "schema": SCHEMA_VERSION,
+            "kind": "analysis_failure",
             "file": result.relative_path,
             "sha512": meta.file_hash.hex() if meta is not None else None,
             "size": meta.size if meta is not None else None,

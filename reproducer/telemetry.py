@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import os
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from reproducer.config import KafkaConfig
+from reproducer.results import strict_json
 
 __all__ = ["Console", "Progress", "Telemetry", "TelemetrySettings"]
 
@@ -218,7 +218,7 @@ class Telemetry:
             self._producer.produce(
                 topic,
                 key=f"{self.settings.program_id}_{kind}".encode(),
-                value=json.dumps(value).encode(),
+                value=strict_json(value)[0].encode(),
                 on_delivery=delivered,
             )
         except Exception as exc:  # noqa: BLE001 - telemetry never stops the pipeline

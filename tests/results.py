@@ -8,7 +8,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jsonschema
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from reproducer.results import schema
+
+
+def _no_nan(constant: str) -> Any:
+    raise AssertionError(f"not strict JSON: a bare {constant}")
+
+
+def strict_loads(text: bytes | str) -> Any:
+    """JSON as strict readers (jq, Java, JavaScript) parse it: NaN and Infinity refused."""
+    return json.loads(text, parse_constant=_no_nan)
+
+
+def conforms(value: Any, name: str) -> Any:
+    """``value``, checked against the project's JSON Schema ``name`` (result, dead_letter,
+    heartbeat)."""
+    jsonschema.validate(value, schema(name), format_checker=jsonschema.FormatChecker())
+    return value
 
 
 def _read_to_end(
@@ -81,7 +100,7 @@ def envelopes(bootstrap: str, topic: str) -> list[tuple[str, dict[str, bytes], d
     """Every registered-analysis envelope in ``topic``: (analysis, headers, value)."""
     out = []
     for m in _read_to_end(bootstrap, topic):
-        value = json.loads(m.value())
+        value = conforms(strict_loads(m.value()), "result")
         out.append((value["analysis"], dict(m.headers() or []), value))
     return out
 

@@ -28,13 +28,20 @@ REPO = Path(__file__).parents[2]
 ANALYSIS = "tests.multinode.node_analyses:PathCheck"
 
 
-def start_cluster(head: dict[str, float], *workers: dict[str, float]) -> tuple[Cluster, list]:
-    """A head offering ``head`` resources, then one worker node (1 CPU) per ``workers``."""
+def start_cluster(
+    head: dict[str, float], *workers: dict[str, float], env: list[dict[str, str]] | None = None
+) -> tuple[Cluster, list]:
+    """A head offering ``head`` resources, then one worker node (1 CPU) per ``workers``
+    (``env``: each worker's own environment variables)."""
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "resources": head, "include_dashboard": False},
     )
-    nodes = [cluster.add_node(num_cpus=1, resources=r) for r in workers]
+    envs = env or [{} for _ in workers]
+    nodes = [
+        cluster.add_node(num_cpus=1, resources=r, env_vars=e)
+        for r, e in zip(workers, envs, strict=True)
+    ]
     cluster.wait_for_nodes()
     return cluster, nodes
 
@@ -132,8 +139,16 @@ def test_actors_are_placed_by_resource_and_disk_files_reach_other_nodes(
     """Head with ``ingest``, two workers with ``analysis``: the ingest actor runs on the
     head, the analysis actors on both workers. In disk mode with ``--file_transfer
     always`` each file reaches the worker through the object store: ``full_filepath`` is a
-    local copy there with the right bytes, removed after the analysis."""
-    cluster, workers = start_cluster({"ingest": 1}, {"analysis": 1}, {"analysis": 1})
+    local copy there with the right bytes, removed after the analysis. What an analysis
+    attaches on a worker whose disk the driver does not share reaches the driver's
+    output folder with the result."""
+    private = [tmp_path / f"node{i}" for i in range(2)]
+    cluster, workers = start_cluster(
+        {"ingest": 1},
+        {"analysis": 1},
+        {"analysis": 1},
+        env=[{"RR_TEST_NODE_OUTPUT": str(folder)} for folder in private],
+    )
     clusters.append(cluster)
     names = [f"f{i}.bin" for i in range(8)]
     files = stage(tmp_path / "tree", kafka_bootstrap, topic, names, size=300_000)
@@ -168,6 +183,11 @@ def test_actors_are_placed_by_resource_and_disk_files_reach_other_nodes(
         assert path.is_relative_to(copies), path  # a copy on the analysis node ...
         assert not path.exists()  # ... removed once the analysis returned
         assert (out / value["file"]["relative_path"]).read_bytes() == files[path.name]
+        # attached on the worker, in its own folder; written by the driver in the run's
+        check, relative = result["check"], f"checks/{value['file']['relative_path']}.sha256"
+        assert Path(check["path"]).parent.parent in private, check
+        kept = (out / relative).read_bytes()
+        assert kept == expected.encode() and hashlib.sha256(kept).hexdigest() == check["sha256"]
 
 
 def test_a_lost_analysis_node_reruns_its_files_elsewhere_exactly_once(

@@ -36,3 +36,14 @@ class HangsOnStuck(Analysis):
         if datafile.filename.startswith("stuck"):
             threading.Event().wait()  # forever: only the time limit ends it
         return {"size": len(datafile.bytestring)}
+
+
+@register("mean-and-spread", version="2", num_cpus=0.5)
+class MeanAndSpread(Analysis):
+    """Statistics of the bytes; an empty file's mean is NaN, as numpy makes it."""
+
+    def analyze(self, datafile):
+        values = np.frombuffer(datafile.buffer, np.uint8).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = values.mean() if values.size else np.float64("nan")
+            return {"n": values.size, "mean": mean, "ratio": np.float64(values.size) / 0.0}

@@ -30,7 +30,15 @@ from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
-from tests.results import count_results, envelopes, read_results, run_in_thread, wait_for
+from tests.results import (
+    conforms,
+    count_results,
+    envelopes,
+    read_results,
+    run_in_thread,
+    strict_loads,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
@@ -150,6 +158,8 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
     assert reports["boom.txt"]["reason"].startswith("raised: ")
     assert "analysis blew up" in reports["boom.txt"]["reason"]
     assert {r["analysis"] for r in reports.values()} == {"SizeReproducer"}
+    for report in reports.values():
+        conforms(report, "dead_letter")
     assert all(len(r["sha512"]) == 128 and r["topic"] == topic for r in reports.values())
     got = read_results(kafka_bootstrap, results_topic, 2)
     assert sorted(payload["file"] for _, payload in got) == ["good1.txt", "good2.txt"]
@@ -236,6 +246,8 @@ def test_python_dash_m_runs_the_ported_metadata_example(
     assert sum(v["n_messages_read"] for _, v in beats) == 1  # counts since the last one
     assert sum(v["n_messages_produced"] for _, v in beats) == 1
     assert all(datetime.datetime.fromisoformat(v["timestamp"]).tzinfo for _, v in beats)
+    for _, beat in beats:
+        conforms(beat, "heartbeat")
     logs = read_messages(kafka_bootstrap, logs_topic)
     assert {k for k, _ in logs} == {"XRDCSVMetadataReproducer_log"}
     assert any("quit" in line for _, v in logs for line in v["messages"])
@@ -522,7 +534,12 @@ def test_poison_is_recorded_dead_lettered_and_committed_past(
     assert "value:" in error_of[junk]
     assert "subdir_str" in error_of[escaping_value]
     # the whole-file SHA-512 catches the corrupt chunk, and the chunk hashes name it
-    (tampered_report,) = [json.loads(m.value()) for m in dead if m.key() == b"tampered.txt"]
+    # the two file reports (the other two are the poison messages' own bytes)
+    reports = [m for m in dead if m.key() in (b"tampered.txt", b"incomplete.bin")]
+    assert len(reports) == 2
+    for m in reports:
+        conforms(strict_loads(m.value()), "dead_letter")
+    (tampered_report,) = [json.loads(m.value()) for m in reports if m.key() == b"tampered.txt"]
     assert tampered_report["reason"] == "hash_mismatch"
     assert (
         "corrupt chunk(s), not matching their chunk hash: 1 (offset 0)" in tampered_report["detail"]
@@ -680,6 +697,50 @@ def test_fan_out_to_two_analyses_commits_after_both(
         assert expected.items() <= value["result"].items()
     slow_calls = sorted(v["result"]["calls_on_this_actor"] for n, _, v in got if n == "slow-size")
     assert slow_calls == [1, 2, 3, 4]  # one actor, set up once, kept across files
+
+
+def test_results_are_strict_json_and_read_back_as_a_table(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A NaN and an infinity from an analysis reach the topic as null, named in
+    ``non_finite``; ``reproducer.read_results`` gives the results back as a table."""
+    import pandas  # noqa: PLC0415 - the [results] extra, in the test set-up
+
+    import reproducer  # noqa: PLC0415
+    import tests.pipeline.fanout_analyses  # noqa: F401, PLC0415 - registers the analyses
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = {"a.bin": bytes([1, 2, 3]), "b.bin": bytes([10] * 5), "empty.bin": b""}
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    run = AnalysesRun(
+        config_file,
+        topic,
+        results_topic,
+        analysis="mean-and-spread",
+        consumer_group_id=group,
+        stop_when_idle=3.0,
+    )
+    assert run.produce_processing_results_for_files_as_read().n_results_produced == 3
+    got = {v["file"]["relative_path"]: v for _, _, v in envelopes(kafka_bootstrap, results_topic)}
+    assert got["a.bin"]["result"] == {"n": 3, "mean": 2.0, "ratio": None}
+    assert got["a.bin"]["non_finite"] == ["/result/ratio"]
+    assert got["empty.bin"]["result"] == {"n": 0, "mean": None, "ratio": None}
+    assert sorted(got["empty.bin"]["non_finite"]) == ["/result/mean", "/result/ratio"]
+    assert got["b.bin"]["schema"] == 1
+    assert got["b.bin"]["reproducer_version"] == reproducer.__version__
+
+    frame = reproducer.read_results(config_file, results_topic).to_pandas()
+    assert sorted(frame["file"]) == sorted(files)
+    assert set(frame["analysis"]) == {"mean-and-spread"} and set(frame["version"]) == {"2"}
+    by_file = frame.set_index("file")
+    assert by_file.loc["b.bin", "result.mean"] == 10.0
+    assert pandas.isna(by_file.loc["empty.bin", "result.mean"])
+    assert (frame["started"] <= frame["produced_at"]).all()
 
 
 def _end_offsets(bootstrap: str, topic: str) -> list[int]:

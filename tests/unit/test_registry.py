@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import textwrap
 import uuid
@@ -164,3 +165,21 @@ def test_an_installed_package_ships_analyses_by_entry_point(lab_package: str) ->
     assert known()[name] == f"entry point {lab_package}:Peaks"
     (spec,) = resolve(name)
     assert (spec.name, spec.version, spec.factory.__name__) == (name, "3.1", "Peaks")
+
+
+def test_attach_keeps_a_file_inside_the_output_folder_only(tmp_path: Path) -> None:
+    analysis = Analysis()
+    analysis.output_dir = tmp_path
+    check = analysis.attach("plots/run/a.h5/x.png", b"png")
+    assert (tmp_path / "plots/run/a.h5/x.png").read_bytes() == b"png"
+    assert check == {
+        "path": str(tmp_path / "plots/run/a.h5/x.png"),
+        "size": 3,
+        "sha256": hashlib.sha256(b"png").hexdigest(),
+    }
+    for unsafe in ("../x.png", "/etc/x.png", "a/../../x.png", ""):
+        with pytest.raises(ValueError, match="relative path inside the output folder"):
+            analysis.attach(unsafe, b"no")
+    assert analysis.take_attachments() == {"plots/run/a.h5/x.png": b"png"}
+    assert analysis.take_attachments() == {}  # handed over once
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["x.png"]
