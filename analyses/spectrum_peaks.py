@@ -89,6 +89,8 @@ class SpectrumPeaks(Analysis):
     def _visit(self, file: str, name: str, item: Any, found: list[dict[str, Any]]) -> None:
         if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "iuf" or not item.shape:
             return
+        if _is_an_axis(item):  # the positions of its group's signal, not a measurement
+            return
         title = f"/{name} in {file}"
         if len(item.shape) == 1 and MIN_POINTS <= item.shape[0] <= MAX_SPECTRUM:
             entry, draw = _spectrum(name, item, title)
@@ -308,6 +310,12 @@ def _nexus_axes(item: h5py.Dataset) -> list[_Axis | None]:
                 continue
         axes.append(None)
     return axes
+
+
+def _is_an_axis(item: h5py.Dataset) -> bool:
+    """The dataset is named in its group's NeXus ``axes`` and is not its ``signal``."""
+    group, name = item.parent, item.name.split("/")[-1]
+    return name in _texts(group.attrs.get("axes")) and name != _text(group.attrs.get("signal"))
 
 
 def _label(item: h5py.Dataset) -> str:

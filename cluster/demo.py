@@ -6,7 +6,9 @@ root-level file, unicode and ``;`` in names, an empty file and one large file), 
 to a fresh 3-partition topic, adds one corrupt upload, runs the built-in analyses with
 local Ray (``file-check`` on every file, ``hdf5-summary`` and ``spectrum-peaks`` on the
 HDF5 files, ``metadata-json`` on the CSV), prints a table of the results and where the
-plots are, and checks every result; the corrupt file must be reported, not analysed.
+plots are, writes the results as ``results.csv`` (and ``results.parquet`` with pyarrow)
+beside the plots, and checks every result and plot; the corrupt file must be reported,
+not analysed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -24,6 +27,7 @@ from reproducer._storage import Mode
 from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
+from reproducer.results import ResultSet, read_results, write_rows
 from reproducer.upload import upload
 
 __all__ = ["FileCheck", "make_lab_data", "make_sample_tree", "run_demo"]
@@ -88,7 +92,11 @@ def make_lab_data(root: Path, *, seed: int = 11) -> dict[str, str]:
         with h5py.File(path, "w") as h5:
             h5.attrs["instrument"] = "demo diffractometer"
             scan = h5.create_group("scan")
-            scan.create_dataset("spectrum", data=spectrum)
+            # NeXus: the spectrum is the group's signal, plotted against two_theta
+            scan.attrs.update(NX_class="NXdata", signal="spectrum", axes="two_theta")
+            scan.create_dataset("spectrum", data=spectrum).attrs["units"] = "counts"
+            angles = scan.create_dataset("two_theta", data=np.linspace(10.0, 80.0, x.size))
+            angles.attrs["units"] = "degrees"
             scan.create_dataset(
                 "image", data=image.astype("f4"), chunks=(64, 256), compression="gzip"
             )
@@ -167,7 +175,9 @@ def _figures(analysis: str, result: dict[str, Any]) -> str:
     found = []
     for entry in result["datasets"]:
         if entry["kind"] == "spectrum":
-            found.append(f"{len(entry['peaks'])} peaks at {[p['index'] for p in entry['peaks']]}")
+            unit = (entry.get("axis") or {}).get("units") or ""
+            where = [f"{p.get('position', p['index']):g}" for p in entry["peaks"]]
+            found.append(f"{len(entry['peaks'])} peaks at {', '.join(where)} {unit}".rstrip())
         else:
             found.append(f"image frequency {entry['strongest_frequency']}")
     return "; ".join(found)
@@ -199,9 +209,10 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             f"upload:   {sent.n_chunks} chunks, {sent.n_bytes / 1e6:.1f} MB, "
             f"{sent.mb_per_s:.1f} MB/s; and {corrupt}, corrupted on the way"
         )
-        config_file = Path(tmp) / "demo.config"
-        config_file.write_text(f"[broker]\nbootstrap.servers = {bootstrap}\n", encoding="utf-8")
         output = (output_dir or Path("reproducer_demo_output")).resolve()
+        output.mkdir(parents=True, exist_ok=True)
+        config_file = output / "demo.config"  # kept: the read-back command below uses it
+        config_file.write_text(f"[broker]\nbootstrap.servers = {bootstrap}\n", encoding="utf-8")
         run = AnalysesRun(
             config_file,
             topic,
@@ -218,10 +229,8 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
         print(f"pipeline: local Ray, analyses {ANALYSES} (start-up takes a few seconds)")
         ran = run.produce_processing_results_for_files_as_read()
         print(f"pipeline: {ran.n_msgs_read} messages read, {ran.n_results_produced} results")
-        results = {
-            (value["file"]["relative_path"], value["analysis"]): value["result"]
-            for value, _ in _read_all(bootstrap, results_topic)
-        }
+        records = read_results(config_file, results_topic)
+        results = {(r["file"]["relative_path"], r["analysis"]): r["result"] for r in records}
         reports = [value for value, key in _read_all(bootstrap, dead_topic) if key]
         # the ingest's reports (a file that could not be rebuilt) and the analyses' (a
         # file an analysis could not take: "analysis" names it)
@@ -238,9 +247,12 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
         for relative, report in sorted(failed.items()):
             print(f"{relative:28} {'-':15} {'failed':7} {report['reason']}: {report['detail']}")
         for (relative, analysis), report in sorted(declined.items()):
-            print(f"{relative:28} {analysis:15} {'n/a':7} {report['reason']}")
+            why = report["reason"].strip().splitlines()[-1]  # the exception, not its trace
+            print(f"{relative:28} {analysis:15} {'n/a':7} {why}")
         plots = sorted((output / "plots").rglob("*.png"))
         print(f"\n{len(plots)} plots under {output / 'plots'}" if plots else "\nno plots")
+        problems += _check_plots(results)
+        _save_tables(records, output, config_file, results_topic)
         if problems:
             raise ReproducerError("demo failed: " + "; ".join(problems))
         print(
@@ -248,6 +260,44 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             f"and {corrupt} reported as corrupt"
         )
     return 0
+
+
+def _save_tables(records: ResultSet, output: Path, config_file: Path, results_topic: str) -> None:
+    """The results as a table beside the plots (CSV, and Parquet with pyarrow), and how
+    to read them back from the topic."""
+    written = [output / "results.csv"]
+    write_rows(records, "csv", written[0])
+    try:
+        write_rows(records, "parquet", output / "results.parquet")
+        written.append(output / "results.parquet")
+    except ReproducerError:  # no pyarrow: the [results] extra is not installed
+        pass
+    print(f"results:  {len(records)} rows in {' and '.join(str(p) for p in written)}")
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a broker that outlives the demo
+        print(
+            f"read back: reproducer results --config {config_file} --topic_name "
+            f"{results_topic} --format csv"
+        )
+
+
+def _check_plots(results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Every dataset of a spectrum-peaks result has a plot whose claim check matches."""
+    problems = []
+    for (relative, analysis), result in results.items():
+        if analysis != "spectrum-peaks":
+            continue
+        for entry in result["datasets"]:
+            plot = entry.get("plot")
+            if plot is None:
+                problems.append(
+                    f"no plot of {entry['path']} in {relative}: {entry.get('plot_skipped')}"
+                )
+                continue
+            path = Path(plot["path"])
+            data = path.read_bytes() if path.is_file() else b""
+            if (len(data), hashlib.sha256(data).hexdigest()) != (plot["size"], plot["sha256"]):
+                problems.append(f"the plot {path} does not match its claim check")
+    return problems
 
 
 def _check(

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import matplotlib.image  # the [plots] and [results] extras, in the test set-up
+import pandas
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -704,8 +706,6 @@ def test_results_are_strict_json_and_read_back_as_a_table(
 ) -> None:
     """A NaN and an infinity from an analysis reach the topic as null, named in
     ``non_finite``; ``reproducer.read_results`` gives the results back as a table."""
-    import pandas  # noqa: PLC0415 - the [results] extra, in the test set-up
-
     import reproducer  # noqa: PLC0415
     import tests.pipeline.fanout_analyses  # noqa: F401, PLC0415 - registers the analyses
     from analyses.runner import AnalysesRun  # noqa: PLC0415
@@ -1153,7 +1153,22 @@ def test_the_readme_demo_command(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert "corrupt chunk(s), not matching their chunk hash: 2 (offset 524288)" in table
     assert re.search(r"scan_001\.h5 +spectrum-peaks +ok +image frequency 0\.12\d+; 3 peaks", table)
     assert re.search(r"xrd/quartz\.csv +metadata-json +ok +sample 'quartz SiO2'", table)
-    assert len(list((out / "plots").rglob("*.png"))) == 5
+    # the spectrum's peaks in its NeXus axis's units (800, 2000, 3300 of 4096 samples
+    # from 10 to 80 degrees)
+    assert re.search(r"3 peaks at 23\.\d+, 44\.\d+, 66\.\d+ degrees", table)
+    plots = sorted((out / "plots").rglob("*.png"))
+    assert len(plots) == 5
+    for plot in plots:  # real figures (axes, labels, a colour bar), not pixel strips
+        height, width, _ = matplotlib.image.imread(plot).shape
+        assert width >= 600 and height >= 400, (plot, width, height)
+    # the results as a table beside the plots: one row per result, their figures as columns
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert len(rows) == 17 and {r["status"] for r in rows} == {"ok"}
+    sizes = {r["file"]: r["result.size"] for r in rows if r["analysis"] == "file-check"}
+    assert sizes["large/big.bin"] == str(3 << 20) and sizes["empty.dat"] == "0"
+    assert len(pandas.read_parquet(out / "results.parquet")) == 17
+    assert f"results:  17 rows in {out / 'results.csv'}" in table
+    assert "read back: reproducer results --config" in table
 
 
 def test_another_group_member_stops_the_run_loudly(
