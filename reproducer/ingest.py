@@ -69,6 +69,10 @@ class IngestSettings:
     # Exactly-once: offsets are committed by the producer's transaction, never by the
     # consumer; the driver asks for them with :meth:`Ingest.commit_point`.
     transactional: bool = False
+    # A replay: every partition starts at its first message ("beginning") or at the first
+    # produced at or after a Unix time, on its first assignment in this run (later ones,
+    # after a rebalance, resume from what this run committed).
+    start_from: str | float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,7 @@ class Ingest:
             self._consumer.close()
             raise ReproducerError(f"topic {settings.topic} does not exist or has no partitions")
         self._n_partitions = len(topic_metadata.partitions)
+        self._start_offsets = self._replay_offsets(sorted(topic_metadata.partitions))
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
         self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
@@ -578,7 +583,41 @@ class Ingest:
             self._behind = (choice, now)
         return choice
 
+    def _replay_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """Where each partition starts, for a replay (see ``IngestSettings.start_from``)."""
+        from confluent_kafka import (  # noqa: PLC0415
+            OFFSET_BEGINNING,
+            OFFSET_END,
+            KafkaException,
+            TopicPartition,
+        )
+
+        start = self.settings.start_from
+        if start is None:
+            return {}
+        if start == "beginning":
+            return dict.fromkeys(partitions, OFFSET_BEGINNING)
+        assert isinstance(start, float | int)
+        wanted = [TopicPartition(self.settings.topic, p, int(start * 1000)) for p in partitions]
+        try:
+            found = self._consumer.offsets_for_times(wanted, timeout=30)
+        except KafkaException as exc:
+            self._consumer.close()
+            raise ReproducerError(
+                f"cannot find where to start {self.settings.topic}: {exc}"
+            ) from exc
+        # no message at or after that time: start at the end (only new messages)
+        offsets = {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_END for tp in found}
+        log.info("replay of %s from offsets %s", self.settings.topic, offsets)
+        return offsets
+
     def _assigned_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        replay = [tp for tp in partitions if tp.partition in self._start_offsets]
+        if replay:  # the first assignment of a replay: its offsets, not the group's
+            for tp in replay:
+                tp.offset = self._start_offsets.pop(tp.partition)
+            consumer.assign(partitions)
+            log.info("%s read from the replay's start, not the committed offsets", replay)
         self._assigned |= {tp.partition for tp in partitions}
         self.stats.assigned = bool(self._assigned)
         if len(self._assigned) < self._n_partitions:

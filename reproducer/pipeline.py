@@ -94,6 +94,10 @@ class PipelineSettings:
     check_chunk_hashes: bool = False
     hash_threads: int = 2
     exactly_once: bool = False
+    # a replay: "beginning" or a Unix time to start every partition at on the first
+    # assignment (None: the group's committed offsets)
+    start_from: str | float | None = None
+    reprocess: bool = False  # produce again files the LOGS .hashes list as done
 
 
 @dataclass
@@ -285,10 +289,11 @@ def run_targets(
         check_chunk_hashes=settings.check_chunk_hashes,
         hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
+        start_from=settings.start_from,
     )
     summary = RunSummary()
     books = _Books(
-        dedupe=len(targets) == 1 and targets[0].kind == "reproducer",
+        dedupe=len(targets) == 1 and targets[0].kind == "reproducer" and not settings.reprocess,
         targets={t.name: t for t in targets},
     )
     if settings.output_dir is not None:

@@ -39,7 +39,9 @@ from typing import Any, NamedTuple
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import load_config
 from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
+from reproducer.errors import ReproducerError
 from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
+from reproducer.results import parse_time
 
 __all__ = ["DataFileStreamReproducer", "MetadataJSONReproducer", "ProcessingResults"]
 
@@ -156,6 +158,20 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "action": "store_true",
         "help": "produce results and commit offsets in one Kafka transaction",
     },
+    "from_beginning": {
+        "action": "store_true",
+        "help": "read the topic from its first message, whatever the group committed (a "
+        "replay, e.g. with a new analysis); later rebalances resume from the commits",
+    },
+    "start_time": {
+        "help": "read from the first message produced at or after this ISO 8601 time (e.g. "
+        "2026-12-01T08:00; without a zone, local time), whatever the group committed",
+    },
+    "reprocess": {
+        "action": "store_true",
+        "help": "produce results again for files the output folder's LOGS list as done "
+        "(results_produced_to_<topic>.hashes); else a reused output folder skips them",
+    },
 }
 
 
@@ -190,6 +206,9 @@ class DataFileStreamReproducer:
         stop_when_idle: float | None = None,
         check_chunk_hashes: bool = False,
         exactly_once: bool = False,
+        from_beginning: bool = False,
+        start_time: str | None = None,
+        reprocess: bool = False,
         n_consumer_threads: int = 2,
         heartbeat_topic_name: str | None = None,
         heartbeat_program_id: str | None = None,
@@ -235,6 +254,8 @@ class DataFileStreamReproducer:
             check_chunk_hashes=check_chunk_hashes,
             hash_threads=n_consumer_threads,
             exactly_once=exactly_once,
+            start_from=_start_from(from_beginning, start_time),
+            reprocess=reprocess,
             heartbeat_topic=heartbeat_topic_name,
             heartbeat_interval=heartbeat_interval_secs,
             log_topic=log_topic_name,
@@ -308,6 +329,9 @@ class DataFileStreamReproducer:
             "stop_when_idle": None,
             "check_chunk_hashes": False,
             "exactly_once": False,
+            "from_beginning": False,
+            "start_time": None,
+            "reprocess": False,
         }
         return args, kwargs
 
@@ -420,3 +444,12 @@ def _configure_logging(name: str, parsed: argparse.Namespace) -> None:
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+
+
+def _start_from(from_beginning: bool, start_time: str | None) -> str | float | None:
+    """Where a replay starts: ``"beginning"``, a Unix time, or ``None`` (the commits)."""
+    if from_beginning and start_time:
+        raise ReproducerError("--from_beginning and --start_time: give one of them")
+    if start_time:
+        return parse_time(start_time).timestamp()
+    return "beginning" if from_beginning else None

@@ -743,6 +743,51 @@ def test_results_are_strict_json_and_read_back_as_a_table(
     assert (frame["started"] <= frame["produced_at"]).all()
 
 
+def test_replays_start_where_asked_and_reprocess_ignores_the_done_list(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A group that has read everything reads it again with ``from_beginning``, or from a
+    time with ``start_time``; files the output folder's LOGS list as done are skipped
+    (said in the log) unless ``reprocess``."""
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, names in ((first, ["a1.txt", "a2.txt"]), (second, ["b1.txt", "b2.txt"])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text(name)
+    upload([first], config, topic)
+    middle = datetime.datetime.now(datetime.timezone.utc)
+    wait_for(lambda: datetime.datetime.now(datetime.timezone.utc) > middle, 5, "the clock")
+    upload([second], config, topic)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+
+    def run(**options: Any) -> list[str]:
+        before = len(read_results(kafka_bootstrap, results_topic))
+        done = SizeReproducer(
+            config_file,
+            topic,
+            results_topic,
+            consumer_group_id=group,
+            output_dir=tmp_path / "out",
+            stop_when_idle=3.0,
+            **options,
+        ).produce_processing_results_for_files_as_read()
+        produced = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)][before:]
+        assert done.n_results_produced == len(produced)
+        return sorted(produced)
+
+    everything = ["a1.txt", "a2.txt", "b1.txt", "b2.txt"]
+    assert run() == everything
+    assert run() == []  # the group has committed everything
+    assert run(from_beginning=True) == []  # read again, but LOGS lists them as done
+    assert run(start_time=middle.isoformat(), reprocess=True) == ["b1.txt", "b2.txt"]
+    assert run(from_beginning=True, reprocess=True) == everything
+    with pytest.raises(ReproducerError, match="give one of them"):
+        SizeReproducer(
+            config_file, topic, results_topic, from_beginning=True, start_time=middle.isoformat()
+        )
+
+
 def _end_offsets(bootstrap: str, topic: str) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends"})
     try:
