@@ -5,6 +5,8 @@
     reproducer upload PATH... --config FILE --topic_name T [--chunk_size N] [--upload_regex RE]
     reproducer results --config FILE --topic_name T [--analysis A] [--since TIME]
                        [--format jsonl|csv|parquet] [--output FILE] [--follow]
+    reproducer status --config FILE --topic_name T --consumer_group_id G [--output_dir DIR]
+                      [--ray_address auto|HOST:PORT] [--json]
     reproducer broker [--port N] [--sasl_ssl]   # a local Apache Kafka broker for tests and trials
     reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
 
@@ -102,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="keep reading new results (jsonl) until ^C"
     )
 
+    st = sub.add_parser(
+        "status",
+        help="how far a consumer group is behind on a chunk topic, and what its running "
+        "pipeline is doing",
+    )
+    st.add_argument("--config", required=True, type=Path, help="config file (as for upload)")
+    st.add_argument("--topic_name", required=True, help="the chunk topic")
+    st.add_argument("--consumer_group_id", required=True, help="the pipeline's consumer group")
+    st.add_argument(
+        "--output_dir", type=Path, default=None, help="the pipeline's output folder (its LOGS)"
+    )
+    st.add_argument(
+        "--ray_address",
+        default=None,
+        help="also ask the pipelines of this group running on this Ray cluster ('auto': the "
+        "one on this machine) for their live progress",
+    )
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     run = sub.add_parser(
         "run",
         add_help=False,
@@ -146,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return broker_main(extra)
         if args.command == "results":
             return _results(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "demo":
             from cluster.demo import run_demo  # noqa: PLC0415
 
@@ -236,6 +259,22 @@ def _results(args: argparse.Namespace) -> int:
     n = write_rows(records, fmt, args.output if args.output is not None else sys.stdout)
     where = f" to {args.output}" if args.output is not None else ""
     print(f"{n} results from {args.topic_name}{where}", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from reproducer.status import pipeline_status  # noqa: PLC0415
+
+    status = pipeline_status(
+        load_config(args.config),
+        args.topic_name,
+        args.consumer_group_id,
+        output_dir=args.output_dir,
+        ray_address=args.ray_address,
+    )
+    print(json.dumps(status.as_dict(), indent=2) if args.json else status.text())
     return 0
 
 

@@ -128,6 +128,7 @@ class IngestActor:
         self._failures: deque[FileFailure] = deque()
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
+        self._topic, self._started = settings.topic, time.time()
         self._init_error = ""
         _return_large_buffers()
         try:
@@ -223,6 +224,21 @@ class IngestActor:
     def finish(self, file_ids: list[int]) -> None:
         for file_id in file_ids:
             self._ingest.finish(file_id)
+
+    def note_progress(self, progress: dict[str, Any]) -> None:
+        """The driver's counts (results, failures, files in analysis), for :meth:`progress`."""
+        self._driver_progress = progress
+
+    def progress(self) -> dict[str, Any]:
+        """What ``reproducer status`` shows of a running pipeline: the driver's counts as
+        last noted, and this actor's own."""
+        return {
+            "topic": self._topic,
+            "node": self._node,
+            "started": self._started,
+            "driver": dict(getattr(self, "_driver_progress", {})),
+            "ingest": dataclasses.asdict(self._ingest.snapshot()),
+        }
 
     def report_failures(self, reports: list[dict[str, Any]]) -> None:
         """To the dead-letter topic, if there is one (librdkafka's producer is thread-safe)."""

@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 from reproducer.ray_launch import connect
 from reproducer.results import SCHEMA_VERSION
+from reproducer.status import NAMESPACE, ingest_actor_name
 from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
 
 __all__ = ["PipelineSettings", "RunSummary", "run_pipeline"]
@@ -167,6 +169,7 @@ class _Books:
     txn_done: list[int] = field(default_factory=list)  # files finished since the last one
     uncovered: set[int] = field(default_factory=set)  # finished, not covered by offsets yet
     last_txn: float = 0.0
+    last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
     transaction: int = 0  # the number of the open transaction (the producer's count)
     targets: dict[str, Target] = field(default_factory=dict)  # by name: for failure reports
 
@@ -332,7 +335,12 @@ def run_targets(
         placement = (
             {"resources": dict(settings.ingest_resources)} if settings.ingest_resources else here
         )
-        ingest = IngestActor.options(**placement).remote(ingest_settings)  # type: ignore[attr-defined]
+        # named, for `reproducer status` and `ray list actors` (a run id: a restarted run
+        # never waits for the name of one whose actors are still being cleaned up)
+        name = ingest_actor_name(consumer["group.id"], uuid.uuid4().hex[:8])
+        ingest = IngestActor.options(  # type: ignore[attr-defined]
+            name=name, namespace=NAMESPACE, **placement
+        ).remote(ingest_settings)
         driver = _Driver(settings, ingest, producer, pools, summary, books)
         lock = ClusterLock(lock_actor)
         source = FileSource(ingest, settings.file_transfer)
@@ -560,7 +568,11 @@ class _Driver:
             producing = len(self.books.producing) > held
             if busy or not consuming or self.summary.n_in_analysis or producing:
                 last_work = now
-            telemetry.tick(self.summary.progress())
+            progress = self.summary.progress()
+            telemetry.tick(progress)
+            if now - self.books.last_noted >= 2.0:  # for `reproducer status`
+                self.books.last_noted = now
+                self.ingest.note_progress.remote(dataclasses.asdict(progress))
             if (
                 self.settings.max_results is not None
                 and self.summary.n_results_produced >= self.settings.max_results

@@ -71,6 +71,11 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> None:
     auth_log.addFilter(quiet)
     try:
         ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING)
+        log.info(
+            "local Ray started at %s (`reproducer status ... --ray_address %s` finds this run)",
+            ray.get_runtime_context().gcs_address,
+            ray.get_runtime_context().gcs_address,
+        )
     finally:
         auth_log.removeFilter(quiet)
         if previous is None:

@@ -30,6 +30,7 @@ from cluster import create_topic
 from reproducer.chunk import encode_value, make_chunk, result_key
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
+from reproducer.status import Status, pipeline_status
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
 from tests.results import (
@@ -388,6 +389,22 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
         committed = _committed(kafka_bootstrap, group, topic)
         for partition, first in gated.items():
             assert committed[partition] <= first, (partition, committed, gated)
+
+        # `reproducer status` sees the held-back chunks as lag, and finds the running
+        # pipeline by its named ingest actor: its progress, as its driver last noted it
+        def status() -> Status:
+            return pipeline_status(
+                KafkaConfig.for_bootstrap(kafka_bootstrap), topic, group, ray_address="auto"
+            )
+
+        wait_for(
+            lambda: [r["driver"].get("n_results") for r in status().live] == [len(names) - 1],
+            30,
+            "the running pipeline's progress in its status",
+        )
+        now = status()
+        assert now.lag > 0 and now.live[0]["actor"].startswith(f"ingest:{group}:")
+        assert now.live[0]["topic"] == topic and now.live[0]["ingest"]["n_messages"] == sum(ends)
     finally:
         gate.touch()
         thread.join(120)
@@ -1143,21 +1160,37 @@ def test_sigterm_drains_commits_and_exits_0(
         "--output_dir",
         str(tmp_path / "out"),
     ]
-    run = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**os.environ, "SIZE_REPRODUCER_DELAY": "1"},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        run = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, "SIZE_REPRODUCER_DELAY": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            text=True,
+        )
     try:
         wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 2, 180, "results")
+        # another process finds the run on the local Ray it logged, and its progress
+        found = re.search(r"local Ray started at (\S+)", log.read_text())
+        assert found, log.read_text()[-3000:]
+        status = [sys.executable, "-m", "reproducer", "status", "--config", str(config_file)]
+        status += ["--topic_name", topic, "--consumer_group_id", f"group-{topic}", "--json"]
+        status += ["--ray_address", found[1]]
+        answer = subprocess.run(
+            status, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert answer.returncode == 0, answer.stderr[-3000:]
+        (live,) = json.loads(answer.stdout)["live"]
+        assert live["actor"].startswith(f"ingest:group-{topic}:") and live["topic"] == topic
+        assert live["ingest"]["n_messages"] == len(names)
         run.send_signal(signal.SIGTERM)
-        _, err = run.communicate(timeout=120)
+        run.wait(timeout=120)
     finally:
         run.kill()
+    err = log.read_text()
     assert run.returncode == 0, err[-3000:]
     first = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)]
     assert 2 <= len(first) < len(names)  # stopped early: the rest was not produced
