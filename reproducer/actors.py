@@ -41,6 +41,7 @@ from reproducer.datafile import (
 )
 from reproducer.delivery import Verdict, classify, classify_exception
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
+from reproducer.kafka_log import logged
 from reproducer.reassembly import CompletedFile, FileFailure
 from reproducer.results import SCHEMA_VERSION, strict_json
 
@@ -649,7 +650,9 @@ def _message_limit(settings: dict[str, Any], topics: tuple[str, ...]) -> int | N
         ResourceType,
     )
 
-    admin = AdminClient({k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)})
+    admin = AdminClient(
+        logged({k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)})
+    )
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in dict.fromkeys(topics)]
     limits = []
     try:
@@ -714,7 +717,7 @@ class ProducerActor:
             forced["batch.size"] = min(int(settings.get("batch.size", limit)), limit)
         self._topic = topic
         try:
-            self._producer = Producer({**defaults, **settings, **forced})
+            self._producer = Producer(logged({**defaults, **settings, **forced}))
         except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
             self._init_error = f"the [producer] settings are refused: {exc}"
             return

@@ -17,6 +17,7 @@ from typing import Any
 from reproducer.chunk import decode_value
 from reproducer.config import KafkaConfig
 from reproducer.errors import ChunkDecodeError, ReproducerError
+from reproducer.kafka_log import logged
 from reproducer.reassembly import (
     ChunkStatus,
     CompletedFile,
@@ -59,7 +60,7 @@ def download(
 
     settings: dict[str, Any] = config.consumer_settings(group_id="create_new")
     settings.update({"enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    consumer = Consumer(settings)
+    consumer = Consumer(logged(settings))
     report = DownloadReport()
     start = time.monotonic()
     try:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
 from reproducer.errors import ChunkDecodeError, OutputUnavailable, ReproducerError
+from reproducer.kafka_log import logged
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
 from reproducer.reassembly import CompletedFile, FailureReason, FileFailure, Outcome, Reassembler
@@ -168,7 +169,7 @@ class Ingest:
         self._closing = False
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
         consumer_settings["enable.auto.commit"] = False
-        self._consumer = Consumer(consumer_settings)
+        self._consumer = Consumer(logged(consumer_settings))
         metadata = self._consumer.list_topics(settings.topic, timeout=30)
         topic_metadata = metadata.topics.get(settings.topic)
         if (
@@ -706,7 +707,7 @@ class _DeadLetters:
 
         assert settings.dead_letter_topic is not None
         self._topic = settings.dead_letter_topic
-        self._producer = Producer(settings.dead_letter_producer)
+        self._producer = Producer(logged(settings.dead_letter_producer))
         self._ids = itertools.count(-1, -1)  # negative: never a file id
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
 

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from reproducer.config import KafkaConfig, load_config
 from reproducer.errors import ReproducerError
+from reproducer.kafka_log import logged
 
 __all__ = [
     "SCHEMAS",
@@ -253,7 +254,7 @@ def _records(
             "auto.offset.reset": "earliest",
         },
     )
-    consumer = Consumer(settings)
+    consumer = Consumer(logged(settings))
     try:
         try:
             described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)

@@ -23,6 +23,7 @@ from typing import Any
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
+from reproducer.kafka_log import logged
 
 __all__ = [
     "NAMESPACE",
@@ -126,7 +127,7 @@ def _lags(
     from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
 
     # A member of no group: asking for a group's commits does not join it.
-    consumer = Consumer(config.consumer_settings(group, **{"enable.auto.commit": False}))
+    consumer = Consumer(logged(config.consumer_settings(group, **{"enable.auto.commit": False})))
     try:
         try:
             described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -167,9 +168,11 @@ def _measure_bytes(
     if not behind:
         return
     consumer = Consumer(
-        config.consumer_settings(
-            f"ray-reproducer-status-{uuid.uuid4()}",
-            **{"enable.auto.commit": False, "enable.partition.eof": True},
+        logged(
+            config.consumer_settings(
+                f"ray-reproducer-status-{uuid.uuid4()}",
+                **{"enable.auto.commit": False, "enable.partition.eof": True},
+            )
         )
     )
     sizes = {p.partition: 0 for p in behind}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from reproducer.config import KafkaConfig
+from reproducer.kafka_log import logged
 from reproducer.results import strict_json
 
 __all__ = ["Console", "Progress", "Telemetry", "TelemetrySettings"]
@@ -127,7 +128,7 @@ class Telemetry:
             from confluent_kafka import Producer  # noqa: PLC0415
 
             self._producer = Producer(
-                {**config.broker, **config.heartbeat, **config.log, "linger.ms": 100}
+                logged({**config.broker, **config.heartbeat, **config.log, "linger.ms": 100})
             )
         self._log_buffer: _LogBuffer | None = None
         if settings.log_topic:

@@ -32,6 +32,7 @@ from reproducer.chunk import (
 from reproducer.config import KafkaConfig
 from reproducer.delivery import broker_refusal
 from reproducer.errors import ChunkDecodeError, ReproducerError, UploadError
+from reproducer.kafka_log import logged
 
 __all__ = [
     "DEFAULT_UPLOAD_REGEX",
@@ -271,7 +272,7 @@ def upload(
         refused := broker_refusal(settings, "[producer]", 5.0, unreachable=False)
     ):
         raise ReproducerError(refused)
-    producer = (producer_factory or Producer)(settings)
+    producer = producer_factory(settings) if producer_factory else Producer(logged(settings))
     state = _Progress(sum(s.path.stat().st_size for s in sources), progress)
     state.failed.update(selection.refused)
     report = UploadReport(n_files=len(sources))
