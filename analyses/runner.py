@@ -10,6 +10,7 @@ are acknowledged or have failed.
 from __future__ import annotations
 
 import inspect
+import threading
 from typing import Any
 
 from analyses.base import AnalysisSpec
@@ -17,7 +18,7 @@ from analyses.registry import known, resolve
 from reproducer.actors import Target
 from reproducer.errors import ReproducerError
 from reproducer.pipeline import RunSummary, run_targets
-from reproducer.stream_reproducer import DataFileStreamReproducer, ProcessingResults
+from reproducer.stream_reproducer import DataFileStreamReproducer
 
 __all__ = ["AnalysesRun", "targets"]
 
@@ -39,16 +40,14 @@ class AnalysesRun(DataFileStreamReproducer):
         parser.epilog = "analyses found by name: " + (", ".join(known()) or "none")
         return parser
 
-    def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
+    def _run(self, stop: threading.Event, summary: RunSummary) -> RunSummary:
         names = self.options.get("analysis") or ""
         if not names:
             raise ReproducerError(
                 "--analysis is required: NAME[,NAME] or package.module:Class; known: "
                 + (", ".join(known()) or "none")
             )
-        summary: RunSummary = run_targets(targets(resolve(names), self), self._settings)
-        self.last_run = summary
-        return ProcessingResults(*summary.as_tuple())
+        return run_targets(targets(resolve(names), self), self._settings, stop, summary)
 
 
 def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Target]:

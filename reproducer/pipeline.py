@@ -197,7 +197,10 @@ class _Books:
 
 
 def run_pipeline(
-    reproducer: Any, settings: PipelineSettings, stop: threading.Event | None = None
+    reproducer: Any,
+    settings: PipelineSettings,
+    stop: threading.Event | None = None,
+    summary: RunSummary | None = None,
 ) -> RunSummary:
     """Run a reference-style reproducer: one target, its results the reference's own."""
     options: dict[str, Any] = {"num_cpus": settings.actor_num_cpus}
@@ -210,16 +213,20 @@ def run_pipeline(
         n_actors=settings.n_analysis_actors,
         timeout_s=settings.analysis_timeout_s,
     )
-    return run_targets([target], settings, stop)
+    return run_targets([target], settings, stop, summary)
 
 
 def run_targets(
-    targets: list[Target], settings: PipelineSettings, stop: threading.Event | None = None
+    targets: list[Target],
+    settings: PipelineSettings,
+    stop: threading.Event | None = None,
+    summary: RunSummary | None = None,
 ) -> RunSummary:
     """Run until ``stop`` is set, SIGINT/SIGTERM, or a batch stop condition; then drain.
 
     Each completed file goes to every target whose ``files`` pattern matches it, each
-    target with its own pool of actors.
+    target with its own pool of actors. ``summary``: counted into as the run goes (another
+    thread may read its progress), and returned.
     """
     stop = stop or threading.Event()
     if settings.file_transfer not in ("auto", "always"):
@@ -294,7 +301,7 @@ def run_targets(
         transactional=settings.exactly_once,
         start_from=settings.start_from,
     )
-    summary = RunSummary()
+    summary = summary if summary is not None else RunSummary()
     books = _Books(
         dedupe=len(targets) == 1 and targets[0].kind == "reproducer" and not settings.reprocess,
         targets={t.name: t for t in targets},
@@ -386,14 +393,15 @@ def run_targets(
 
 
 def _log_placement(ingest_node: str, pools: dict[str, AnalysisPool]) -> None:
-    """Which node runs what (a node by its address and id; ``ray status`` lists them)."""
+    """Which node runs what: a node by its address and the start of its id (8 hex digits,
+    as ``ray list nodes`` ids begin)."""
     names = {
         node["NodeID"]: node.get("NodeManagerAddress", "?")
         for node in ray.nodes()  # type: ignore[no-untyped-call]
     }
 
     def where(node: str) -> str:
-        return f"{names.get(node, '?')} ({node})"
+        return f"{names.get(node, '?')} ({node[:8]})"
 
     log.info("placement: ingest actor on node %s", where(ingest_node))
     for name, pool in pools.items():
@@ -465,6 +473,7 @@ class _Driver:
     pools: dict[str, AnalysisPool]
     summary: RunSummary
     books: _Books
+    telemetry: Telemetry | None = None  # set by loop()
 
     def loop(self, stop: threading.Event, targets: list[Target]) -> None:
         """Run the passes with the run's telemetry and console around them."""
@@ -477,9 +486,11 @@ class _Driver:
                 log_interval=self.settings.log_interval,
                 update_seconds=self.settings.update_seconds,
                 progress_line=self.settings.progress_line,
+                topic=self.settings.consumer_topic,
             ),
             self.settings.config,
         )
+        self.telemetry = telemetry
         Console(stop, telemetry)
         try:
             self._passes(stop, targets, telemetry)
@@ -617,6 +628,9 @@ class _Driver:
         is reported to the dead-letter topic)."""
         good = []
         for result in results:
+            if self.telemetry is not None:
+                ok = result.key is not None and result.value is not None
+                self.telemetry.analysed(result.analysis, result.seconds, ok)
             if result.attachments:
                 self._keep_attachments(result)
                 result = dataclasses.replace(result, attachments=())  # noqa: PLW2901

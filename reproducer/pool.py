@@ -366,7 +366,7 @@ class AnalysisPool:
             self._replace(index)
             return
         self._placed[index] = True
-        log.info("replacement analysis actor %d placed on node %s", index, self._nodes[index])
+        log.info("replacement analysis actor %d placed on node %s", index, self._nodes[index][:8])
         if all(self._placed):
             self._unplaced_since = 0.0
 

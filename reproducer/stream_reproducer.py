@@ -33,6 +33,7 @@ import argparse
 import inspect
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,8 +43,14 @@ from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.errors import ReproducerError
 from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
 from reproducer.results import parse_time
+from reproducer.telemetry import Progress
 
-__all__ = ["DataFileStreamReproducer", "MetadataJSONReproducer", "ProcessingResults"]
+__all__ = [
+    "DataFileStreamReproducer",
+    "MetadataJSONReproducer",
+    "PipelineHandle",
+    "ProcessingResults",
+]
 
 
 class ProcessingResults(NamedTuple):
@@ -175,6 +182,41 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
 }
 
 
+class PipelineHandle:
+    """A pipeline running on a thread of this process (see
+    :meth:`DataFileStreamReproducer.start`)."""
+
+    def __init__(self, summary: RunSummary, stop: threading.Event) -> None:
+        self._summary, self._stop = summary, stop
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self._done.is_set()
+
+    def progress(self) -> Progress:
+        """The counts so far: messages, bytes, files read and failed, results, files in
+        analysis."""
+        return self._summary.progress()
+
+    def wait(self, timeout: float | None = None) -> RunSummary | None:
+        """The run's summary once it has ended (``None`` if still running after
+        ``timeout`` seconds); raises what stopped it, if it failed."""
+        if not self._done.wait(timeout):
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._summary
+
+    def stop(self, timeout: float | None = 300.0) -> RunSummary | None:
+        """Stop reading, drain what is in flight, commit, and return the summary (as
+        ``q`` or SIGTERM do); ``None`` if it has not ended within ``timeout``."""
+        self._stop.set()
+        return self.wait(timeout)
+
+
 class DataFileStreamReproducer:
     """Base class: implement ``_get_processing_result_message_for_file(datafile, lock)``."""
 
@@ -281,9 +323,32 @@ class DataFileStreamReproducer:
 
     def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
         """Run the pipeline until stopped; return the reference's five values."""
-        summary: RunSummary = run_pipeline(self, self._settings)
+        summary = self._run(threading.Event(), RunSummary())
         self.last_run = summary  # everything the run counted, beyond the reference's five
         return ProcessingResults(*summary.as_tuple())
+
+    def start(self) -> PipelineHandle:
+        """Run the pipeline on a thread of its own and return at once (a notebook stays
+        usable): ``handle.progress()`` while it runs, ``handle.stop()`` to drain and
+        stop it, ``handle.wait()`` for a batch run (``stop_when_idle``) to end."""
+        summary, stop = RunSummary(), threading.Event()
+        handle = PipelineHandle(summary, stop)
+
+        def body() -> None:
+            try:
+                self.last_run = self._run(stop, summary)
+            except BaseException as exc:  # noqa: BLE001 - raised by the handle's wait()
+                handle._error = exc
+            finally:
+                handle._done.set()
+
+        handle._thread = threading.Thread(target=body, name=type(self).__name__, daemon=True)
+        handle._thread.start()
+        return handle
+
+    def _run(self, stop: threading.Event, summary: RunSummary) -> RunSummary:
+        """One run of the pipeline (a subclass running other targets overrides it)."""
+        return run_pipeline(self, self._settings, stop, summary)
 
     def close(self) -> None:
         """Nothing to release: the pipeline's actors stop when the run ends."""

@@ -61,6 +61,7 @@ class TelemetrySettings:
     update_seconds: float = 300.0
     progress_line: bool | None = None  # None: when stderr is a terminal
     ray_metrics: bool = True
+    topic: str = ""  # the chunk topic, a tag of every metric
 
 
 class _LogBuffer(logging.Handler):
@@ -83,14 +84,26 @@ class _LogBuffer(logging.Handler):
         return out
 
 
-class _RayMetrics:
-    """Counters and gauges in Ray's metrics system (the dashboard, Prometheus)."""
+# Seconds of one file's analysis: from a quick look at a small file to a heavy image
+ANALYSIS_SECONDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0)
 
-    def __init__(self) -> None:
-        from ray.util.metrics import Counter, Gauge  # noqa: PLC0415
+
+class _RayMetrics:
+    """Counters, gauges and a histogram in Ray's metrics system (the dashboard,
+    Prometheus as ``ray_reproducer_*``), tagged with the program id and the chunk topic;
+    per analysis, the time each file took and how many ended well or not."""
+
+    def __init__(self, program: str, topic: str) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram  # noqa: PLC0415
+
+        tags = {"program": program, "topic": topic}
+
+        def tagged(metric: Any) -> Any:
+            metric.set_default_tags(tags)
+            return metric
 
         def counter(name: str, what: str) -> Any:
-            return Counter(f"reproducer_{name}", description=what)
+            return tagged(Counter(f"reproducer_{name}", description=what, tag_keys=tuple(tags)))
 
         self._counters = {
             "n_messages": counter("chunks", "chunk messages consumed"),
@@ -99,14 +112,36 @@ class _RayMetrics:
             "n_files_failed": counter("files_failed", "files that failed or were poison"),
             "n_results": counter("results_acknowledged", "results the broker acknowledged"),
         }
+
+        def gauge(name: str, what: str) -> Any:
+            return tagged(Gauge(f"reproducer_{name}", description=what, tag_keys=tuple(tags)))
+
         self._gauges = {
-            "held_bytes": Gauge("reproducer_bytes_held", description="bytes of files held"),
-            "commit_lag": Gauge(
-                "reproducer_commit_lag", description="messages consumed and not committed"
-            ),
-            "n_in_analysis": Gauge("reproducer_files_in_analysis", description="files analysed"),
+            "held_bytes": gauge("bytes_held", "bytes of files held"),
+            "commit_lag": gauge("commit_lag", "messages consumed and not committed"),
+            "n_in_analysis": gauge("files_in_analysis", "files in analysis"),
         }
+        per_analysis = (*tags, "analysis")
+        self._seconds = tagged(
+            Histogram(
+                "reproducer_analysis_seconds",
+                description="seconds one file's analysis took on its actor",
+                boundaries=list(ANALYSIS_SECONDS),
+                tag_keys=per_analysis,
+            )
+        )
+        self._analysed = tagged(
+            Counter(
+                "reproducer_analyses",
+                description="files an analysis ended with, by outcome (ok, failed)",
+                tag_keys=(*per_analysis, "outcome"),
+            )
+        )
         self._last = Progress()
+
+    def analysed(self, analysis: str, seconds: float, ok: bool) -> None:
+        self._seconds.observe(seconds, tags={"analysis": analysis})
+        self._analysed.inc(1, tags={"analysis": analysis, "outcome": "ok" if ok else "failed"})
 
     def update(self, progress: Progress) -> None:
         for name, metric in self._counters.items():
@@ -137,7 +172,7 @@ class Telemetry:
         self._metrics: _RayMetrics | None = None
         if settings.ray_metrics:
             try:
-                self._metrics = _RayMetrics()
+                self._metrics = _RayMetrics(settings.program_id, settings.topic)
             except Exception as exc:  # noqa: BLE001 - metrics are optional
                 log.warning("Ray metrics are off: %s", exc)
         tty = sys.stderr.isatty()
@@ -148,6 +183,11 @@ class Telemetry:
         self._rate = _Rate()
         self._heartbeat_base = Progress()
         self.last = Progress()
+
+    def analysed(self, analysis: str, seconds: float, ok: bool) -> None:
+        """One file's analysis ended (``ok``: with a result to produce)."""
+        if self._metrics is not None:
+            self._metrics.analysed(analysis, seconds, ok)
 
     def tick(self, progress: Progress) -> None:
         now = time.monotonic()

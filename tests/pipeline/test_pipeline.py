@@ -805,6 +805,30 @@ def test_replays_start_where_asked_and_reprocess_ignores_the_done_list(
         )
 
 
+def test_a_notebook_starts_a_run_watches_it_and_stops_it(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """``start()`` returns at once; ``progress()`` counts while it runs; ``stop()`` drains,
+    commits and returns the summary."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(3):
+        (tree / f"f{i}.txt").write_text(str(i) * 100)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    run = SizeReproducer(config_file, topic, results_topic, consumer_group_id=group)
+    handle = run.start()  # no stop_when_idle: it runs until stopped
+    try:
+        assert handle.running
+        wait_for(lambda: handle.progress().n_results == 3, 120, "three results, counted live")
+        assert handle.wait(0.1) is None  # still running: it waits for more files
+    finally:
+        summary = handle.stop(120)
+    assert summary is not None and not handle.running
+    assert summary.n_results_produced == 3 and run.last_run is summary
+    assert _committed(kafka_bootstrap, group, topic) == _end_offsets(kafka_bootstrap, topic)
+
+
 def _end_offsets(bootstrap: str, topic: str) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends"})
     try:
