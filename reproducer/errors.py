@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "OutputUnavailable",
     "ReproducerError",
+    "RunInterrupted",
     "UnsafePathError",
     "UploadError",
     "first_line",
@@ -21,6 +22,13 @@ __all__ = [
 
 class ReproducerError(Exception):
     """Root of every error raised by ray-reproducer."""
+
+
+class RunInterrupted(ReproducerError):
+    """The run stopped at a point a restart resumes from, as if it had been restarted:
+    exactly once, its partitions were taken away (the group session expired while the
+    broker was unreachable) or its transaction could not commit. Nothing uncommitted
+    counts; the pipeline resumes in-process from the last committed transaction."""
 
 
 class ConfigError(ReproducerError):

@@ -35,7 +35,12 @@ from typing import Any, TypeVar
 
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
-from reproducer.errors import ChunkDecodeError, OutputUnavailable, ReproducerError
+from reproducer.errors import (
+    ChunkDecodeError,
+    OutputUnavailable,
+    ReproducerError,
+    RunInterrupted,
+)
 from reproducer.kafka_log import logged
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
@@ -166,6 +171,7 @@ class Ingest:
         # partition -> position (None: not read yet) where, chosen, it gave nothing
         self._stalled: dict[int, int | None] = {}
         self._lost_partitions: str = ""
+        self._interrupted = False  # exactly once, partitions taken away: resumable
         self._closing = False
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
         consumer_settings["enable.auto.commit"] = False
@@ -207,6 +213,8 @@ class Ingest:
     def step(self, timeout: float = 0.1) -> None:
         """One pass: consume a batch, feed the reassembler, apply finishes, maybe commit."""
         if self._lost_partitions:
+            if self._interrupted:
+                raise RunInterrupted(self._lost_partitions)
             raise ReproducerError(self._lost_partitions)
         if not self._subscribed:
             self._subscribed = True
@@ -622,6 +630,7 @@ class Ingest:
         self._assigned |= {tp.partition for tp in partitions}
         self.stats.assigned = bool(self._assigned)
         if len(self._assigned) < self._n_partitions:
+            self._interrupted = False  # another member: resuming would not help
             self._lost_partitions = (
                 f"only partitions {sorted(self._assigned)} of the {self._n_partitions} of "
                 f"{self.settings.topic} were assigned: another consumer is in this reproducer's "
@@ -677,11 +686,11 @@ class Ingest:
         taken = sorted(tp.partition for tp in partitions)
         self.stats.n_rebalances += 1
         if self.settings.transactional:
-            self._lost_partitions = (
-                f"partitions {taken} of {self.settings.topic} were {why}; exactly once, the "
-                "run stops here and a restart resumes from the last committed transaction"
-            )
-            log.error("%s", self._lost_partitions)
+            # The open transaction's offsets belong to the old assignment: this run's
+            # state goes, and the pipeline resumes from the last committed transaction.
+            self._lost_partitions = f"partitions {taken} of {self.settings.topic} were {why}"
+            self._interrupted = True
+            log.warning("%s", self._lost_partitions)
             return
         for partition in taken:
             self._tracker.forget_partition(partition)

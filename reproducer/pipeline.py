@@ -36,6 +36,7 @@ from reproducer.actors import (
     IngestActor,
     LockActor,
     ProducerActor,
+    ProducerError,
     Target,
     owner_id,
 )
@@ -43,7 +44,7 @@ from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
 from reproducer.delivery import broker_refusal
-from reproducer.errors import ReproducerError, first_line
+from reproducer.errors import ReproducerError, RunInterrupted, first_line
 from reproducer.ingest import IngestSettings, IngestStats
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
@@ -170,6 +171,8 @@ class _Books:
     uncovered: set[int] = field(default_factory=set)  # finished, not covered by offsets yet
     last_txn: float = 0.0
     last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
+    n_messages: int = 0  # what this run's ingest has read so far
+    base_messages: int = 0  # what earlier runs read, when this one resumes theirs
     transaction: int = 0  # the number of the open transaction (the producer's count)
     targets: dict[str, Target] = field(default_factory=dict)  # by name: for failure reports
 
@@ -302,9 +305,55 @@ def run_targets(
         start_from=settings.start_from,
     )
     summary = summary if summary is not None else RunSummary()
+    fruitless = 0  # resumes in a row that produced nothing
+    while True:
+        produced = summary.n_results_produced
+        try:
+            return _run_once(
+                targets,
+                settings,
+                stop,
+                summary,
+                shared=shared,
+                consumer=consumer,
+                ingest_settings=ingest_settings,
+            )
+        except RunInterrupted as exc:
+            fruitless = fruitless + 1 if summary.n_results_produced == produced else 1
+            if stop.is_set() or fruitless > MAX_FRUITLESS_RESUMES:
+                raise ReproducerError(
+                    f"{exc}; exactly once, the run stops here and a restart resumes from the "
+                    "last committed transaction"
+                ) from exc
+            log.warning(
+                "%s: exactly once, resuming from the last committed transaction (all of this "
+                "run's state is dropped, and read again)",
+                exc,
+            )
+            # a replay's start applies once: from here on, the committed offsets
+            ingest_settings = dataclasses.replace(ingest_settings, start_from=None)
+
+
+# Resumes in a row, each without a result, before an interrupted run stops instead.
+MAX_FRUITLESS_RESUMES = 3
+_INTERRUPTED = f"{RunInterrupted.__name__}: "  # the ingest actor's error, as a string
+
+
+def _run_once(
+    targets: list[Target],
+    settings: PipelineSettings,
+    stop: threading.Event,
+    summary: RunSummary,
+    *,
+    shared: dict[str, Any],
+    consumer: dict[str, Any],
+    ingest_settings: IngestSettings,
+) -> RunSummary:
+    """Start the actors, run the driver loop until the run ends, drain, stop them."""
     books = _Books(
         dedupe=len(targets) == 1 and targets[0].kind == "reproducer" and not settings.reprocess,
         targets={t.name: t for t in targets},
+        base_messages=summary.n_msgs_read,
     )
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / LOGS_DIR, settings.producer_topic)
@@ -532,14 +581,20 @@ class _Driver:
                         "restart resumes from the committed offsets"
                     ) from exc
                 taking = None
+                if error.startswith(_INTERRUPTED):
+                    raise RunInterrupted(error.removeprefix(_INTERRUPTED))
                 if error:
                     raise ReproducerError(f"the ingest actor stopped: {error}")
                 for task in files:
                     self._fan_out(task, patterns)
                 self.summary.n_files_failed += len(failures)
                 # chunks read are work too: a large file takes many seconds to arrive
-                reading = stats.n_messages > self.summary.n_msgs_read
-                self.summary.n_msgs_read = self.summary.n_msgs_processed = stats.n_messages
+                reading = stats.n_messages > self.books.n_messages
+                self.books.n_messages = stats.n_messages
+                # counted over the whole run: a resumed run's ingest counts from zero
+                self.summary.n_msgs_read = self.summary.n_msgs_processed = (
+                    self.books.base_messages + stats.n_messages
+                )
                 self.summary.n_files_read = stats.n_files_completed
                 self.summary.stats = stats
                 consuming = stats.assigned
@@ -741,7 +796,10 @@ class _Driver:
                 f"and a restart resumes from the committed offsets: {exc}"
             ) from exc
         except ray.exceptions.RayError as exc:
-            raise ReproducerError(
+            # a fatal producer error (fenced by another run of this group, say) stops the
+            # run; otherwise it resumes from the last committed transaction, in-process
+            fatal = isinstance(getattr(exc, "cause", None), ProducerError)
+            raise (ReproducerError if fatal else RunInterrupted)(
                 f"the transaction of {len(results)} results could not commit; nothing of it "
                 f"counts, and a restart redoes it: {first_line(exc)}"
             ) from exc
@@ -891,7 +949,9 @@ class _Driver:
             log.error("could not drain the pipeline: %s", first_line(exc))
             return
         self.summary.stats = stats
-        self.summary.n_msgs_read = self.summary.n_msgs_processed = stats.n_messages
+        self.summary.n_msgs_read = self.summary.n_msgs_processed = (
+            self.books.base_messages + stats.n_messages
+        )
         self.summary.n_files_read = stats.n_files_completed
         log.info("stopped; committed offsets %s", stats.committed)
 
