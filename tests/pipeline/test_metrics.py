@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from cluster import create_topic
+from reproducer.chunk import encode_value, make_chunk
 from reproducer.config import KafkaConfig
 from reproducer.upload import upload
 from tests.results import wait_for
@@ -65,6 +67,11 @@ def test_metrics_carry_tags_and_time_each_analysis(
         (tree / f"f{i}.bin").write_bytes(bytes([i]) * 1000)
     (tree / "empty.bin").write_bytes(b"")
     upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    # and a file whose bytes do not match its hash: a failure, counted
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    bad = make_chunk(b"not what was hashed", filename="bad.bin", file_hash=bytes(64))
+    producer.produce(topic, key=bad.key, value=encode_value(bad))
+    assert producer.flush(30) == 0
     results_topic = topic + "-results"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
     config_file = tmp_path / "test.config"
@@ -102,7 +109,9 @@ def test_metrics_carry_tags_and_time_each_analysis(
     ok = [line for line in lines if "reproducer_analyses" in line and 'outcome="ok"' in line]
     assert ok and float(ok[0].rsplit(" ", 1)[1]) == 6, lines
     chunks = [line for line in lines if re.match(r"ray_reproducer_chunks(_total)?\{", line)]
-    assert chunks and float(chunks[0].rsplit(" ", 1)[1]) == 6, lines
+    assert chunks and float(chunks[0].rsplit(" ", 1)[1]) == 7, lines
+    failed = [line for line in lines if line.startswith("ray_reproducer_files_failed")]
+    assert failed and float(failed[0].rsplit(" ", 1)[1]) == 1, lines
 
     # the Grafana dashboard draws only metrics a run exports
     dashboard = json.loads((REPO / "cluster/examples/grafana_dashboard.json").read_text())
