@@ -833,8 +833,13 @@ class ProducerActor:
                         _left(deadline),
                     )
                 self._commit_transaction(deadline)
-            except (KafkaException, RuntimeError):
-                self._abort()
+            except (KafkaException, RuntimeError) as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                if error is not None and error.fatal() and not self._fatal:
+                    self._fatal = error.str()
+                self._abort()  # which tells a fatal state too (fenced: another run has its id)
+                if self._fatal:
+                    raise ProducerError(f"the producer cannot go on: {self._fatal}") from exc
                 raise
             self._producer.begin_transaction()
             self._next_transaction()
@@ -878,6 +883,9 @@ class ProducerActor:
             self._producer.abort_transaction(30)
         except KafkaException as exc:
             log.error("the transaction could not be aborted either: %s", exc)
+            error = exc.args[0] if exc.args else None
+            if error is not None and error.fatal() and not self._fatal:
+                self._fatal = error.str()
 
     def _produce(self, result: AnalysisResult) -> None:
         """Queue one result. What ``produce()`` refuses is judged by :mod:`reproducer.delivery`:
@@ -964,6 +972,10 @@ class ProducerActor:
             failed, self._failed = self._failed, []
             rejected, self._rejected = self._rejected, []
         return acked, failed, rejected
+
+    def fatal_error(self) -> str:
+        """Why the producer can produce nothing more (fenced, say), or empty."""
+        return self._fatal
 
     def flush(self, timeout: float = 30.0) -> int:
         left: int = self._producer.flush(timeout)

@@ -305,6 +305,7 @@ def run_targets(
         start_from=settings.start_from,
     )
     summary = summary if summary is not None else RunSummary()
+    console = Console(stop)  # q and c on standard input, for every resume of the run
     fruitless = 0  # resumes in a row that produced nothing
     while True:
         produced = summary.n_results_produced
@@ -317,6 +318,7 @@ def run_targets(
                 shared=shared,
                 consumer=consumer,
                 ingest_settings=ingest_settings,
+                console=console,
             )
         except RunInterrupted as exc:
             fruitless = fruitless + 1 if summary.n_results_produced == produced else 1
@@ -348,6 +350,7 @@ def _run_once(
     shared: dict[str, Any],
     consumer: dict[str, Any],
     ingest_settings: IngestSettings,
+    console: Console,
 ) -> RunSummary:
     """Start the actors, run the driver loop until the run ends, drain, stop them."""
     books = _Books(
@@ -397,7 +400,7 @@ def _run_once(
         ingest = IngestActor.options(  # type: ignore[attr-defined]
             name=name, namespace=NAMESPACE, **placement
         ).remote(ingest_settings)
-        driver = _Driver(settings, ingest, producer, pools, summary, books)
+        driver = _Driver(settings, ingest, producer, pools, summary, books, console)
         lock = ClusterLock(lock_actor)
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:
@@ -522,6 +525,7 @@ class _Driver:
     pools: dict[str, AnalysisPool]
     summary: RunSummary
     books: _Books
+    console: Console  # one per process run: a resumed run keeps it
     telemetry: Telemetry | None = None  # set by loop()
 
     def loop(self, stop: threading.Event, targets: list[Target]) -> None:
@@ -539,8 +543,7 @@ class _Driver:
             ),
             self.settings.config,
         )
-        self.telemetry = telemetry
-        Console(stop, telemetry)
+        self.telemetry = self.console.telemetry = telemetry
         try:
             self._passes(stop, targets, telemetry)
         finally:
@@ -735,6 +738,14 @@ class _Driver:
                     exc,
                 )
 
+    def _producer_fatal(self) -> bool:
+        """Whether the producer is in a fatal state (fenced by another run of this group:
+        resuming would fence it in turn)."""
+        try:
+            return bool(ray.get(self.producer.fatal_error.remote(), timeout=30))
+        except ray.exceptions.RayError:
+            return True  # it is gone or stuck: do not resume on a guess
+
     def _result_ended(self, file_id: int) -> None:
         """One result of the file ended; when all have, its offsets may be committed
         (exactly-once: with the open transaction)."""
@@ -798,7 +809,7 @@ class _Driver:
         except ray.exceptions.RayError as exc:
             # a fatal producer error (fenced by another run of this group, say) stops the
             # run; otherwise it resumes from the last committed transaction, in-process
-            fatal = isinstance(getattr(exc, "cause", None), ProducerError)
+            fatal = isinstance(exc, ProducerError) or self._producer_fatal()
             raise (ReproducerError if fatal else RunInterrupted)(
                 f"the transaction of {len(results)} results could not commit; nothing of it "
                 f"counts, and a restart redoes it: {first_line(exc)}"

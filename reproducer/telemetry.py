@@ -289,9 +289,9 @@ class Console:
     pipe or a file, or a terminal this process has in the foreground.
     """
 
-    def __init__(self, stop: threading.Event, telemetry: Telemetry) -> None:
+    def __init__(self, stop: threading.Event, telemetry: Telemetry | None = None) -> None:
         self._stop = stop
-        self._telemetry = telemetry
+        self.telemetry = telemetry  # the current run's (a resumed run brings its own)
         if _can_read_stdin():
             threading.Thread(target=self._read, name="console", daemon=True).start()
 
@@ -302,8 +302,8 @@ class Console:
                 log.info("quit: stopping after in-flight work")
                 self._stop.set()
                 return
-            if command in ("c", "check"):
-                self._telemetry.report(sys.stdout)
+            if command in ("c", "check") and self.telemetry is not None:
+                self.telemetry.report(sys.stdout)
 
 
 def _can_read_stdin() -> bool:
