@@ -116,7 +116,6 @@ class MemoryStore(Store):
     like chunks claiming more than they send.)
     """
 
-    _SMALL = HEAP_LIMIT
     _FIRST_MAP = 64 << 20
     # MAP_PRIVATE: a shared anonymous map (the default) is shmem, and growing it with
     # mremap leaves the new pages unbacked (SIGBUS on first write). No MADV_HUGEPAGE: with
@@ -141,7 +140,7 @@ class MemoryStore(Store):
             return
         try:
             if self._buf is None:
-                if self._hint <= self._SMALL:
+                if self._hint <= HEAP_LIMIT:
                     self._buf = bytearray(max(end, self._hint))
                 else:
                     size = max(end, min(self._hint, self._FIRST_MAP))

@@ -130,6 +130,7 @@ class IngestActor:
         self._ready = threading.Condition()
         self._node = ray.get_runtime_context().get_node_id()
         self._topic, self._started = settings.topic, time.time()
+        self._driver_progress: dict[str, Any] = {}  # as the driver last noted it
         self._init_error = ""
         _return_large_buffers()
         try:
@@ -237,7 +238,7 @@ class IngestActor:
             "topic": self._topic,
             "node": self._node,
             "started": self._started,
-            "driver": dict(getattr(self, "_driver_progress", {})),
+            "driver": dict(self._driver_progress),
             "ingest": dataclasses.asdict(self._ingest.snapshot()),
         }
 
@@ -834,9 +835,8 @@ class ProducerActor:
                     )
                 self._commit_transaction(deadline)
             except (KafkaException, RuntimeError) as exc:
-                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
-                if error is not None and error.fatal() and not self._fatal:
-                    self._fatal = error.str()
+                if isinstance(exc, KafkaException):
+                    self._note_fatal(exc)
                 self._abort()  # which tells a fatal state too (fenced: another run has its id)
                 if self._fatal:
                     raise ProducerError(f"the producer cannot go on: {self._fatal}") from exc
@@ -883,9 +883,14 @@ class ProducerActor:
             self._producer.abort_transaction(30)
         except KafkaException as exc:
             log.error("the transaction could not be aborted either: %s", exc)
-            error = exc.args[0] if exc.args else None
-            if error is not None and error.fatal() and not self._fatal:
-                self._fatal = error.str()
+            self._note_fatal(exc)
+
+    def _note_fatal(self, exc: Exception) -> None:
+        """Keep the first fatal error a transaction call raised (as the delivery reports
+        keep theirs): after it, the producer can produce nothing more."""
+        error = exc.args[0] if exc.args else None
+        if error is not None and error.fatal() and not self._fatal:
+            self._fatal = error.str()
 
     def _produce(self, result: AnalysisResult) -> None:
         """Queue one result. What ``produce()`` refuses is judged by :mod:`reproducer.delivery`:

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from reproducer._storage import write_atomically
+
 __all__ = ["InProgressLog", "InProgressRow", "ResultsLog", "timestamp"]
 
 _RESULT_COLUMNS = ["filename", "rel_filepath", "n_chunks", "first_message", "processed_at"]
@@ -43,10 +45,7 @@ def _write_atomically(path: Path, columns: list[str], rows: Iterable[list[object
     writer = csv.writer(buffer, delimiter=";", lineterminator="\n")
     writer.writerow(columns)
     writer.writerows(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(buffer.getvalue(), encoding="utf-8")
-    temp.replace(path)
+    write_atomically(path, buffer.getvalue().encode("utf-8"))
 
 
 class ResultsLog:

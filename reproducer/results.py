@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from reproducer._storage import write_atomically
 from reproducer.config import KafkaConfig, load_config
 from reproducer.errors import ReproducerError
 from reproducer.kafka_log import logged
@@ -320,39 +322,43 @@ def _record(message: Any) -> dict[str, Any]:
 def write_rows(records: Iterable[Mapping[str, Any]], fmt: str, out: IO[str] | Path) -> int:
     """Write records as ``jsonl`` (each record whole, one a line), ``csv`` (flat rows,
     the union of their columns) or ``parquet`` (flat rows; needs pyarrow, and a file).
-    Returns how many were written."""
+    A file is written whole or not at all. Returns how many were written."""
+    if fmt not in ("jsonl", "csv", "parquet"):
+        raise ReproducerError(f"unknown format {fmt!r}: jsonl, csv or parquet")
     if fmt == "jsonl":
-        with _text(out) as stream:
-            n = 0
-            for record in records:
-                stream.write(strict_json(record)[0] + "\n")
-                n += 1
-            return n
+        lines = [strict_json(record)[0] + "\n" for record in records]
+        _write_text(out, "".join(lines))
+        return len(lines)
     rows = [flat_row(record) for record in records]
+    columns = _columns(rows)
     if fmt == "csv":
-        columns = _columns(rows)
-        with _text(out) as stream:
-            writer = csv.DictWriter(stream, columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        _write_text(out, text.getvalue())
         return len(rows)
-    if fmt == "parquet":
-        if not isinstance(out, Path):
-            raise ReproducerError("parquet is written to a file: give --output FILE.parquet")
-        try:
-            import pyarrow as pa  # noqa: PLC0415
-            import pyarrow.parquet as pq  # noqa: PLC0415
-        except ImportError as exc:
-            raise ReproducerError(
-                "parquet needs pyarrow: pip install 'ray-reproducer[results]'"
-            ) from exc
-        columns = _columns(rows)
-        table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
-        temp = out.with_name(f".{out.name}.partial")
-        pq.write_table(table, temp)
-        temp.replace(out)
-        return len(rows)
-    raise ReproducerError(f"unknown format {fmt!r}: jsonl, csv or parquet")
+    if not isinstance(out, Path):
+        raise ReproducerError("parquet is written to a file: give --output FILE.parquet")
+    try:
+        import pyarrow as pa  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+    except ImportError as exc:
+        raise ReproducerError(
+            "parquet needs pyarrow: pip install 'ray-reproducer[results]'"
+        ) from exc
+    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+    data = io.BytesIO()
+    pq.write_table(table, data)
+    write_atomically(out, data.getvalue())
+    return len(rows)
+
+
+def _write_text(out: IO[str] | Path, text: str) -> None:
+    if isinstance(out, Path):
+        write_atomically(out, text.encode("utf-8"))
+    else:
+        out.write(text)
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -360,28 +366,3 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:
         seen.update(dict.fromkeys(row))
     return list(seen)
-
-
-class _text:
-    """A text stream to write to: the one given, or a file written whole then renamed."""
-
-    def __init__(self, out: IO[str] | Path) -> None:
-        self._out = out
-        self._temp: Path | None = None
-        self._stream: IO[str] | None = None
-
-    def __enter__(self) -> IO[str]:
-        if isinstance(self._out, Path):
-            self._temp = self._out.with_name(f".{self._out.name}.partial")
-            self._stream = self._temp.open("w", encoding="utf-8", newline="")
-            return self._stream
-        return self._out
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        if self._stream is None or self._temp is None or not isinstance(self._out, Path):
-            return
-        self._stream.close()
-        if kind is None:
-            self._temp.replace(self._out)
-        else:
-            self._temp.unlink(missing_ok=True)

@@ -190,7 +190,6 @@ class PipelineHandle:
         self._summary, self._stop = summary, stop
         self._done = threading.Event()
         self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -342,8 +341,7 @@ class DataFileStreamReproducer:
             finally:
                 handle._done.set()
 
-        handle._thread = threading.Thread(target=body, name=type(self).__name__, daemon=True)
-        handle._thread.start()
+        threading.Thread(target=body, name=type(self).__name__, daemon=True).start()
         return handle
 
     def _run(self, stop: threading.Event, summary: RunSummary) -> RunSummary:
