@@ -717,8 +717,11 @@ class ProducerActor:
             forced["message.max.bytes"] = min(user, limit)
             forced["batch.size"] = min(int(settings.get("batch.size", limit)), limit)
         self._topic = topic
+        self._fatal = ""  # the producer can produce nothing more: the run must stop
         try:
-            self._producer = Producer(logged({**defaults, **settings, **forced}))
+            self._producer = Producer(
+                logged({**defaults, **settings, **forced, "error_cb": self._client_error})
+            )
         except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
             self._init_error = f"the [producer] settings are refused: {exc}"
             return
@@ -728,7 +731,6 @@ class ProducerActor:
         self._acked: list[int] = []
         self._failed: list[tuple[int, str]] = []  # refused for now (the cluster's state)
         self._rejected: list[tuple[int, str]] = []  # never sendable (too large, invalid)
-        self._fatal = ""  # the producer can produce nothing more: the run must stop
         self._queued: set[int] = set()  # exactly once: results queued in the transaction
         self._retry_s = retry_s
         self._reported = threading.Condition()
@@ -885,6 +887,12 @@ class ProducerActor:
             log.error("the transaction could not be aborted either: %s", exc)
             self._note_fatal(exc)
 
+    def _client_error(self, error: Any) -> None:
+        """librdkafka's error callback: a fatal error (fenced by a newer instance with
+        this transactional id) is kept at once, whatever error a call then raises."""
+        if error.fatal() and not self._fatal:
+            self._fatal = error.str()
+
     def _note_fatal(self, exc: Exception) -> None:
         """Keep the first fatal error a transaction call raised (as the delivery reports
         keep theirs): after it, the producer can produce nothing more."""
@@ -977,10 +985,6 @@ class ProducerActor:
             failed, self._failed = self._failed, []
             rejected, self._rejected = self._rejected, []
         return acked, failed, rejected
-
-    def fatal_error(self) -> str:
-        """Why the producer can produce nothing more (fenced, say), or empty."""
-        return self._fatal
 
     def flush(self, timeout: float = 30.0) -> int:
         left: int = self._producer.flush(timeout)

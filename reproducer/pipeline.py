@@ -36,7 +36,6 @@ from reproducer.actors import (
     IngestActor,
     LockActor,
     ProducerActor,
-    ProducerError,
     Target,
     owner_id,
 )
@@ -336,6 +335,8 @@ def run_targets(
             ingest_settings = dataclasses.replace(ingest_settings, start_from=None)
 
 
+# The broker's words for offsets of a member or generation the group no longer has
+_GROUP_MOVED_ON = re.compile(r"Unknown member|Illegal generation|rebalance in progress", re.I)
 # Resumes in a row, each without a result, before an interrupted run stops instead.
 MAX_FRUITLESS_RESUMES = 3
 _INTERRUPTED = f"{RunInterrupted.__name__}: "  # the ingest actor's error, as a string
@@ -738,14 +739,6 @@ class _Driver:
                     exc,
                 )
 
-    def _producer_fatal(self) -> bool:
-        """Whether the producer is in a fatal state (fenced by another run of this group:
-        resuming would fence it in turn)."""
-        try:
-            return bool(ray.get(self.producer.fatal_error.remote(), timeout=30))
-        except ray.exceptions.RayError:
-            return True  # it is gone or stuck: do not resume on a guess
-
     def _result_ended(self, file_id: int) -> None:
         """One result of the file ended; when all have, its offsets may be committed
         (exactly-once: with the open transaction)."""
@@ -807,10 +800,12 @@ class _Driver:
                 f"and a restart resumes from the committed offsets: {exc}"
             ) from exc
         except ray.exceptions.RayError as exc:
-            # a fatal producer error (fenced by another run of this group, say) stops the
-            # run; otherwise it resumes from the last committed transaction, in-process
-            fatal = isinstance(exc, ProducerError) or self._producer_fatal()
-            raise (ReproducerError if fatal else RunInterrupted)(
+            # The group moved on (a lost session: the offsets name an old member or
+            # generation): resumed like a lost partition. Anything else stops the run: it
+            # may be fatal (fenced by another run of this group) though the error that
+            # reaches here does not always say so, and resuming would fence the other run.
+            lost = _GROUP_MOVED_ON.search(str(exc)) is not None
+            raise (RunInterrupted if lost else ReproducerError)(
                 f"the transaction of {len(results)} results could not commit; nothing of it "
                 f"counts, and a restart redoes it: {first_line(exc)}"
             ) from exc
