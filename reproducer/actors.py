@@ -39,7 +39,8 @@ from reproducer.datafile import (
     encode_message_value,
     json_default,
 )
-from reproducer.delivery import Verdict, classify, classify_exception
+from reproducer.delivery import Verdict, classify, classify_exception, resumable
+from reproducer.errors import RunInterrupted
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
 from reproducer.reassembly import CompletedFile, FileFailure
@@ -671,6 +672,25 @@ class ProducerError(RuntimeError):
     """The producer cannot produce results any more (fatal error, or refused too long)."""
 
 
+class Undelivered(RuntimeError):
+    """Exactly once: results of the transaction were not acknowledged before the commit's
+    deadline (``unreachable``: none was refused, the broker did not answer in time)."""
+
+    def __init__(self, message: str, *, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def _mended_by_resuming(exc: Exception) -> bool:
+    """Whether a transaction that failed with ``exc`` (not fatal) is mended by starting
+    again from the committed offsets: see :func:`reproducer.delivery.resumable`."""
+    from confluent_kafka import KafkaException  # noqa: PLC0415
+
+    if isinstance(exc, KafkaException):
+        return bool(exc.args) and resumable(exc.args[0])
+    return isinstance(exc, Undelivered) and exc.unreachable
+
+
 @dataclass(frozen=True)
 class TransactionOutcome:
     """What :meth:`ProducerActor.commit` did: ``rejected`` results (never sendable, to
@@ -820,9 +840,10 @@ class ProducerActor:
                 if self._fatal:
                     raise ProducerError(f"the producer cannot go on: {self._fatal}")
                 if left or failed:
-                    raise RuntimeError(
+                    raise Undelivered(
                         f"{left} results undelivered, {len(failed)} refused "
-                        f"({failed[0][1] if failed else 'timeout'})"
+                        f"({failed[0][1] if failed else 'timeout'})",
+                        unreachable=not failed,
                     )
                 if refused:
                     self._producer.abort_transaction(30)
@@ -842,6 +863,8 @@ class ProducerActor:
                 self._abort()  # which tells a fatal state too (fenced: another run has its id)
                 if self._fatal:
                     raise ProducerError(f"the producer cannot go on: {self._fatal}") from exc
+                if _mended_by_resuming(exc):  # a lost session, an unreachable broker
+                    raise RunInterrupted(f"the transaction could not commit: {exc}") from exc
                 raise
             self._producer.begin_transaction()
             self._next_transaction()

@@ -14,6 +14,16 @@ case is a result given up while its file's offsets go on.
 <Verdict.TRANSIENT: 'transient'>
 >>> classify(KafkaError(KafkaError._FENCED))
 <Verdict.FATAL: 'fatal'>
+
+A transaction that cannot commit is mended by a fresh start from the committed offsets
+only when the group moved on (a lost session) or its coordinators could not be reached:
+
+>>> resumable(KafkaError(KafkaError._TIMED_OUT))
+True
+>>> resumable(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))
+True
+>>> resumable(KafkaError(KafkaError._FENCED))
+False
 """
 
 from __future__ import annotations
@@ -54,6 +64,31 @@ _FATAL = _codes(
     "SASL_AUTHENTICATION_FAILED",
     "UNSUPPORTED_FOR_MESSAGE_FORMAT",
 )
+
+
+# A transaction's errors that a fresh attempt from the committed offsets mends: the group
+# moved on (its session expired: offsets of an old member or generation) or a coordinator
+# could not be reached in time. Never a fenced producer (another run holds the
+# transactional id, which a fresh attempt would fence in turn), nor anything unknown.
+_RESUMABLE = _codes(
+    "UNKNOWN_MEMBER_ID",
+    "ILLEGAL_GENERATION",
+    "REBALANCE_IN_PROGRESS",
+    "_TIMED_OUT",
+    "_TIMED_OUT_QUEUE",
+    "REQUEST_TIMED_OUT",
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "COORDINATOR_NOT_AVAILABLE",
+    "NOT_COORDINATOR",
+    "COORDINATOR_LOAD_IN_PROGRESS",
+)
+
+
+def resumable(error: Any) -> bool:
+    """Whether a transaction that failed with ``error`` (a ``KafkaError``) is mended by
+    starting again from the committed offsets, as a restart would."""
+    return not error.fatal() and error.code() not in _FATAL and error.code() in _RESUMABLE
 
 
 def classify(error: Any) -> Verdict:

@@ -335,8 +335,6 @@ def run_targets(
             ingest_settings = dataclasses.replace(ingest_settings, start_from=None)
 
 
-# The broker's words for offsets of a member or generation the group no longer has
-_GROUP_MOVED_ON = re.compile(r"Unknown member|Illegal generation|rebalance in progress", re.I)
 # Resumes in a row, each without a result, before an interrupted run stops instead.
 MAX_FRUITLESS_RESUMES = 3
 _INTERRUPTED = f"{RunInterrupted.__name__}: "  # the ingest actor's error, as a string
@@ -800,11 +798,11 @@ class _Driver:
                 f"and a restart resumes from the committed offsets: {exc}"
             ) from exc
         except ray.exceptions.RayError as exc:
-            # The group moved on (a lost session: the offsets name an old member or
-            # generation): resumed like a lost partition. Anything else stops the run: it
-            # may be fatal (fenced by another run of this group) though the error that
-            # reaches here does not always say so, and resuming would fence the other run.
-            lost = _GROUP_MOVED_ON.search(str(exc)) is not None
+            # The producer judged it (reproducer.delivery.resumable): the group moved on (a
+            # lost session) or the broker did not answer in time; resumed like a lost
+            # partition. Anything else stops the run: a fenced producer is not always named
+            # by its error, and resuming would fence the other run of this group in turn.
+            lost = isinstance(exc, RunInterrupted)
             raise (RunInterrupted if lost else ReproducerError)(
                 f"the transaction of {len(results)} results could not commit; nothing of it "
                 f"counts, and a restart redoes it: {first_line(exc)}"

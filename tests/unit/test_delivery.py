@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from reproducer.delivery import Verdict, classify, classify_exception
+from reproducer.delivery import Verdict, classify, classify_exception, resumable
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,29 @@ def test_any_error_librdkafka_calls_fatal_is_fatal() -> None:
 def test_a_bad_argument_is_permanent_and_anything_else_is_not() -> None:
     assert classify_exception(TypeError("key must be bytes")) is Verdict.PERMANENT
     assert classify_exception(RuntimeError("?")) is Verdict.TRANSIENT
+
+
+@pytest.mark.parametrize(
+    ("code", "fatal", "resumes"),
+    [
+        # a broker unreachable for a while: the coordinator call timed out (ci, 2 Dec)
+        (KafkaError._TIMED_OUT, False, True),
+        (KafkaError.COORDINATOR_NOT_AVAILABLE, False, True),
+        (KafkaError.NOT_COORDINATOR, False, True),
+        # the group's session expired: offsets of an old member or generation
+        (KafkaError.UNKNOWN_MEMBER_ID, False, True),
+        (KafkaError.ILLEGAL_GENERATION, False, True),
+        # another run holds the transactional id: resuming would fence it in turn
+        (KafkaError._FENCED, False, False),
+        (KafkaError.PRODUCER_FENCED, False, False),
+        (KafkaError.INVALID_PRODUCER_EPOCH, False, False),
+        (KafkaError._TIMED_OUT, True, False),
+        # not known to be mended by a fresh start
+        (KafkaError._STATE, False, False),
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, False, False),
+    ],
+)
+def test_only_a_lost_session_or_an_unreachable_coordinator_resumes_a_transaction(
+    code: int, fatal: bool, resumes: bool
+) -> None:
+    assert resumable(KafkaError(code, fatal=fatal)) is resumes
