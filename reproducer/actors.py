@@ -40,11 +40,12 @@ from reproducer.datafile import (
     json_default,
 )
 from reproducer.delivery import Verdict, classify, classify_exception, resumable
-from reproducer.errors import RunInterrupted
+from reproducer.errors import ReproducerError, RunInterrupted, TopicUnavailable
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
 from reproducer.reassembly import CompletedFile, FileFailure
 from reproducer.results import SCHEMA_VERSION, strict_json
+from reproducer.topics import partitions_of
 
 __all__ = [
     "AnalysisActor",
@@ -144,6 +145,7 @@ class IngestActor:
         self._peak_anon = self._start_anon
         self._stop = threading.Event()
         self._error = ""
+        self._interrupted = False  # the error is a RunInterrupted: the run resumes
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
 
     def ready(self) -> str:
@@ -164,6 +166,9 @@ class IngestActor:
                 if time.monotonic() - sampled >= 0.25:  # private memory has no kernel peak
                     sampled = time.monotonic()
                     self._peak_anon = max(self._peak_anon, _memory()["anon"])
+        except RunInterrupted as exc:  # exactly once: the driver resumes the run
+            self._error, self._interrupted = str(exc), True
+            log.warning("ingest loop stopped: %s", exc)
         except Exception as exc:  # reported to the driver, which stops the run
             self._error = f"{type(exc).__name__}: {exc}"
             log.exception("ingest loop stopped")
@@ -199,11 +204,14 @@ class IngestActor:
         timeout: float = 0.0,
         linger: float = 0.01,
         finished: list[int] | None = None,
-    ) -> tuple[list[FileTask], list[FileFailure], IngestStats, str]:
-        """Completed files (up to ``max_files``), failures, stats and a fatal error, if any;
-        waits up to ``timeout`` for something to report, then up to ``linger`` more for
-        others, so that a stream of files costs the driver a few calls, not one per file.
-        ``finished``: files to mark finished first (as :meth:`finish`), one call fewer."""
+    ) -> tuple[list[FileTask], list[FileFailure], IngestStats]:
+        """Completed files (up to ``max_files``), failures and stats; waits up to
+        ``timeout`` for something to report, then up to ``linger`` more for others, so that
+        a stream of files costs the driver a few calls, not one per file. ``finished``:
+        files to mark finished first (as :meth:`finish`), one call fewer.
+
+        Once the consume loop has stopped, raises why: :class:`RunInterrupted` (exactly
+        once, partitions lost: the driver resumes the run) or :class:`ReproducerError`."""
         if finished:
             self.finish(finished)
         with self._ready:
@@ -211,6 +219,8 @@ class IngestActor:
                 lambda: (self._outbox and max_files > 0) or self._failures or self._error, timeout
             ):
                 self._ready.wait_for(lambda: len(self._outbox) >= max_files or self._error, linger)
+            if self._error:
+                raise (RunInterrupted if self._interrupted else ReproducerError)(self._error)
             files: list[tuple[FileMeta, memoryview | None] | None] = [
                 self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))
             ]
@@ -222,7 +232,7 @@ class IngestActor:
                 self._outbox.extendleft(reversed([f for f in files if f is not None]))
                 self._failures.extendleft(reversed(failures))
             raise
-        return tasks, failures, self._ingest.snapshot(), self._error
+        return tasks, failures, self._ingest.snapshot()
 
     def finish(self, file_ids: list[int]) -> None:
         for file_id in file_ids:
@@ -780,16 +790,9 @@ class ProducerActor:
 
     def _check_topic(self, topic: str) -> str:
         try:
-            metadata = self._producer.list_topics(topic, timeout=30)
-        except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
-            return f"cannot reach the broker to check topic {topic}: {exc}"
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None:
-            return (
-                f"the result topic {topic} does not exist"
-                f"{f' ({found.error.str()})' if found is not None else ''}: create it, or "
-                "check --producer_topic_name"
-            )
+            partitions_of(self._producer, topic)
+        except TopicUnavailable as exc:  # told to the driver by ready()
+            return f"the result {exc}: create it, or check --producer_topic_name"
         return ""
 
     def _poll(self) -> None:

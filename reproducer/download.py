@@ -26,6 +26,7 @@ from reproducer.reassembly import (
     Outcome,
     Reassembler,
 )
+from reproducer.topics import partitions_of
 
 __all__ = ["DownloadReport", "download"]
 
@@ -64,10 +65,7 @@ def download(
     report = DownloadReport()
     start = time.monotonic()
     try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        partitions = metadata.topics[topic].partitions
-        if not partitions:
-            raise ReproducerError(f"topic {topic} does not exist or has no partitions")
+        partitions = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         deadline = start + timeout
         while len(report.completed) + len(report.failed) < n_files:

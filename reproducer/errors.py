@@ -14,6 +14,7 @@ __all__ = [
     "OutputUnavailable",
     "ReproducerError",
     "RunInterrupted",
+    "TopicUnavailable",
     "UnsafePathError",
     "UploadError",
     "first_line",
@@ -96,6 +97,16 @@ class OutputUnavailable(ReproducerError):
             f"the output folder cannot take file={relative_path} ({detail}); nothing is "
             "committed past it: free space (or fix the folder) and restart"
         )
+
+
+class TopicUnavailable(ReproducerError):
+    """A topic that does not exist, has no partitions, or could not be described (the
+    broker unreachable, or refusing): ``reason`` says which."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"topic {topic} {reason}")
 
 
 class UploadError(ReproducerError):

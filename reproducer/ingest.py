@@ -40,12 +40,14 @@ from reproducer.errors import (
     OutputUnavailable,
     ReproducerError,
     RunInterrupted,
+    TopicUnavailable,
 )
 from reproducer.kafka_log import logged
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
 from reproducer.reassembly import CompletedFile, FailureReason, FileFailure, Outcome, Reassembler
 from reproducer.results import SCHEMA_VERSION, strict_json
+from reproducer.topics import partitions_of
 
 __all__ = ["CommitPoint", "Ingest", "IngestSettings", "IngestStats"]
 
@@ -176,17 +178,13 @@ class Ingest:
         consumer_settings = {"enable.auto.commit": False, **settings.consumer}
         consumer_settings["enable.auto.commit"] = False
         self._consumer = Consumer(logged(consumer_settings))
-        metadata = self._consumer.list_topics(settings.topic, timeout=30)
-        topic_metadata = metadata.topics.get(settings.topic)
-        if (
-            topic_metadata is None
-            or topic_metadata.error is not None
-            or not topic_metadata.partitions
-        ):
+        try:
+            partitions = partitions_of(self._consumer, settings.topic)
+        except TopicUnavailable:
             self._consumer.close()
-            raise ReproducerError(f"topic {settings.topic} does not exist or has no partitions")
-        self._n_partitions = len(topic_metadata.partitions)
-        self._start_offsets = self._replay_offsets(sorted(topic_metadata.partitions))
+            raise
+        self._n_partitions = len(partitions)
+        self._start_offsets = self._replay_offsets(partitions)
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
         self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None

@@ -115,7 +115,7 @@ class RunSummary:
     n_bytes_read: int = 0
     n_result_bytes: int = 0
     n_in_analysis: int = 0
-    stats: IngestStats = field(default_factory=IngestStats)
+    stats: IngestStats = field(default_factory=IngestStats)  # the last attempt's, if resumed
     ingest_memory: dict[str, int] = field(default_factory=dict)  # rss, peak_rss (bytes)
 
     def progress(self) -> Progress:
@@ -171,7 +171,8 @@ class _Books:
     last_txn: float = 0.0
     last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
     n_messages: int = 0  # what this run's ingest has read so far
-    base_messages: int = 0  # what earlier runs read, when this one resumes theirs
+    base_messages: int = 0  # what earlier attempts read, when this one resumes theirs
+    base_files: int = 0  # the files they completed (the ingest's counts start from zero)
     transaction: int = 0  # the number of the open transaction (the producer's count)
     targets: dict[str, Target] = field(default_factory=dict)  # by name: for failure reports
 
@@ -337,7 +338,6 @@ def run_targets(
 
 # Resumes in a row, each without a result, before an interrupted run stops instead.
 MAX_FRUITLESS_RESUMES = 3
-_INTERRUPTED = f"{RunInterrupted.__name__}: "  # the ingest actor's error, as a string
 
 
 def _run_once(
@@ -356,6 +356,7 @@ def _run_once(
         dedupe=len(targets) == 1 and targets[0].kind == "reproducer" and not settings.reprocess,
         targets={t.name: t for t in targets},
         base_messages=summary.n_msgs_read,
+        base_files=summary.n_files_read,
     )
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / LOGS_DIR, settings.producer_topic)
@@ -576,29 +577,22 @@ class _Driver:
             busy = False
             if taking in ready_set:
                 try:
-                    files, failures, stats, error = ray.get(taking)
+                    files, failures, stats = ray.get(taking)
+                except RunInterrupted as exc:  # partitions lost: run_targets resumes
+                    raise RunInterrupted(first_line(exc)) from exc
                 except ray.exceptions.RayTaskError as exc:
                     raise ReproducerError(
-                        f"the ingest actor could not hand files on: {first_line(exc)}; a "
-                        "restart resumes from the committed offsets"
+                        f"the ingest actor stopped: {first_line(exc)}; a restart resumes "
+                        "from the committed offsets"
                     ) from exc
                 taking = None
-                if error.startswith(_INTERRUPTED):
-                    raise RunInterrupted(error.removeprefix(_INTERRUPTED))
-                if error:
-                    raise ReproducerError(f"the ingest actor stopped: {error}")
                 for task in files:
                     self._fan_out(task, patterns)
                 self.summary.n_files_failed += len(failures)
                 # chunks read are work too: a large file takes many seconds to arrive
                 reading = stats.n_messages > self.books.n_messages
                 self.books.n_messages = stats.n_messages
-                # counted over the whole run: a resumed run's ingest counts from zero
-                self.summary.n_msgs_read = self.summary.n_msgs_processed = (
-                    self.books.base_messages + stats.n_messages
-                )
-                self.summary.n_files_read = stats.n_files_completed
-                self.summary.stats = stats
+                self._count(stats)
                 consuming = stats.assigned
                 busy = bool(files or failures or stats.in_flight or reading)
             if self.books.acking in ready_set:
@@ -651,6 +645,15 @@ class _Driver:
                 and now - last_work >= self.settings.stop_when_idle
             ):
                 return
+
+    def _count(self, stats: IngestStats) -> None:
+        """The ingest's counts, over the whole run: a resumed attempt's ingest counts from
+        zero (``stats`` itself, partial files and memory, is this attempt's)."""
+        self.summary.stats = stats
+        self.summary.n_msgs_read = self.summary.n_msgs_processed = (
+            self.books.base_messages + stats.n_messages
+        )
+        self.summary.n_files_read = self.books.base_files + stats.n_files_completed
 
     def _fan_out(self, task: FileTask, patterns: dict[str, re.Pattern[str] | None]) -> None:
         """Send a completed file to every target that wants it; a file none wants (or whose
@@ -952,11 +955,7 @@ class _Driver:
             # the run is failing already: say what else went wrong, keep its error
             log.error("could not drain the pipeline: %s", first_line(exc))
             return
-        self.summary.stats = stats
-        self.summary.n_msgs_read = self.summary.n_msgs_processed = (
-            self.books.base_messages + stats.n_messages
-        )
-        self.summary.n_files_read = stats.n_files_completed
+        self._count(stats)
         log.info("stopped; committed offsets %s", stats.committed)
 
     def _deliver_the_rest(self) -> None:

@@ -32,8 +32,9 @@ from typing import IO, Any
 
 from reproducer._storage import write_atomically
 from reproducer.config import KafkaConfig, load_config
-from reproducer.errors import ReproducerError
+from reproducer.errors import ReproducerError, TopicUnavailable
 from reproducer.kafka_log import logged
+from reproducer.topics import partitions_of
 
 __all__ = [
     "SCHEMAS",
@@ -243,7 +244,6 @@ def _records(
         OFFSET_END,
         Consumer,
         KafkaError,
-        KafkaException,
         TopicPartition,
     )
 
@@ -259,15 +259,9 @@ def _records(
     consumer = Consumer(logged(settings))
     try:
         try:
-            described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        except KafkaException as exc:
-            raise ReproducerError(f"cannot reach the broker to read {topic}: {exc}") from exc
-        error = described.error if described is not None else None
-        if described is None or error is not None or not described.partitions:
-            known = error is not None and error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
-            why = error.str() if known and error is not None else "no such topic"
-            raise ReproducerError(f"cannot read results from {topic!r}: {why}")
-        partitions = sorted(described.partitions)
+            partitions = partitions_of(consumer, topic, timeout=timeout)
+        except TopicUnavailable as exc:
+            raise ReproducerError(f"cannot read results: {exc}") from exc
         start = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         if since is not None:
             when = parse_time(since) if isinstance(since, str) else since

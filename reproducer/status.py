@@ -24,6 +24,7 @@ from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.kafka_log import logged
+from reproducer.topics import partitions_of
 
 __all__ = [
     "NAMESPACE",
@@ -130,10 +131,7 @@ def _lags(
     consumer = Consumer(logged(config.consumer_settings(group, **{"enable.auto.commit": False})))
     try:
         try:
-            described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if described is None or described.error is not None or not described.partitions:
-                raise ReproducerError(f"topic {topic!r} does not exist or has no partitions")
-            partitions = sorted(described.partitions)
+            partitions = partitions_of(consumer, topic, timeout=timeout)
             committed = consumer.committed(
                 [TopicPartition(topic, p) for p in partitions], timeout=timeout
             )

@@ -80,6 +80,7 @@ class _Going:
     config: Path
     names: list[str]
     options: dict[str, Any]
+    run: SizeReproducer
     thread: threading.Thread
     outcome: list[Any]
 
@@ -96,7 +97,7 @@ def _started(tmp_path: Path, bootstrap: str, *, exactly_once: bool) -> _Going:
     run = SizeReproducer(config, topic, results_topic, delay=0.5, **options)
     thread, outcome = run_in_thread(run)
     wait_for(lambda: count_results(bootstrap, results_topic) >= 1, 120, "a first result")
-    return _Going(topic, results_topic, config, names, options, thread, outcome)
+    return _Going(topic, results_topic, config, names, options, run, thread, outcome)
 
 
 def _freeze(broker: LocalBroker) -> None:
@@ -169,6 +170,10 @@ def test_exactly_once_resumes_in_process_and_completes(
     resumed = [r.getMessage() for r in caplog.records if "resuming from the last" in r.getMessage()]
     assert resumed, "the freeze did not interrupt the run"
     assert "another consumer" not in resumed[0]  # a true reason, as the lost session
+    # counted over the whole run, not the last attempt's (which reads only what the
+    # transactions before the freeze had not committed)
+    summary = going.run.last_run
+    assert summary is not None and summary.n_files_read >= len(going.names)
 
 
 @pytest.fixture
