@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import json
 import logging
 import socket
 import tempfile
@@ -634,9 +633,8 @@ class AnalysisActor:
             "result": output,
         }
         key = f"{result_key(meta.subdir_str, meta.filename)}_{target.name}"
-        value, non_finite = strict_json(envelope, json_default)
-        if non_finite:  # named, so a reader can tell a null from a NaN the analysis made
-            value = json.dumps({**json.loads(value), "non_finite": non_finite})
+        # NaN named, so a reader can tell a null from a NaN the analysis made
+        value, _ = strict_json(envelope, json_default, note="non_finite")
         return dataclasses.replace(base, key=key.encode(), value=value.encode())
 
     def ping(self) -> str:

@@ -64,9 +64,12 @@ def schema(name: str) -> dict[str, Any]:
     return loaded
 
 
-def strict_json(value: Any, default: Callable[[Any], Any] | None = None) -> tuple[str, list[str]]:
+def strict_json(
+    value: Any, default: Callable[[Any], Any] | None = None, *, note: str | None = None
+) -> tuple[str, list[str]]:
     """``value`` as strict JSON text, and the JSON Pointers of the non-finite numbers that
-    became ``null`` (empty when there were none: then it costs one ``json.dumps``)."""
+    became ``null`` (empty when there were none: then it costs one ``json.dumps``). With
+    ``note``, a mapping ``value`` also lists them in the text, under that key."""
     try:
         return json.dumps(value, default=default, allow_nan=False), []
     except ValueError as exc:
@@ -74,6 +77,8 @@ def strict_json(value: Any, default: Callable[[Any], Any] | None = None) -> tupl
             raise
     found: list[str] = []
     clean = _finite(value, "", found, default)
+    if note is not None and isinstance(clean, dict):
+        clean[note] = found
     return json.dumps(clean, default=default, allow_nan=False), found
 
 

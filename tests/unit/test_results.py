@@ -40,6 +40,14 @@ def test_nan_and_infinity_become_null_and_are_named() -> None:
     )
 
 
+def test_the_non_finite_pointers_can_be_noted_in_the_text() -> None:
+    text, non_finite = strict_json({"r": [1.0, math.nan]}, note="non_finite")
+    assert json.loads(text) == {"r": [1.0, None], "non_finite": ["/r/1"]}
+    assert non_finite == ["/r/1"]
+    clean, _ = strict_json({"r": 1.0}, note="non_finite")
+    assert json.loads(clean) == {"r": 1.0}  # no key when there is nothing to note
+
+
 def test_what_json_cannot_hold_still_raises() -> None:
     with pytest.raises(TypeError, match="object"):
         strict_json({"x": float("nan"), "y": object()}, json_default)
