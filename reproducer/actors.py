@@ -143,8 +143,7 @@ class IngestActor:
         self._start_rss, self._start_anon = start["rss"], start["anon"]
         self._peak_anon = self._start_anon
         self._stop = threading.Event()
-        self._error = ""
-        self._interrupted = False  # the error is a RunInterrupted: the run resumes
+        self._stopped: ReproducerError | None = None  # why the consume loop stopped
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
 
     def ready(self) -> str:
@@ -166,13 +165,19 @@ class IngestActor:
                     sampled = time.monotonic()
                     self._peak_anon = max(self._peak_anon, _memory()["anon"])
         except RunInterrupted as exc:  # exactly once: the driver resumes the run
-            self._error, self._interrupted = str(exc), True
+            self._stopped = exc
             log.warning("ingest loop stopped: %s", exc)
         except Exception as exc:  # reported to the driver, which stops the run
-            self._error = f"{type(exc).__name__}: {exc}"
+            self._stopped = ReproducerError(f"the ingest loop stopped: {type(exc).__name__}: {exc}")
             log.exception("ingest loop stopped")
             with self._ready:
                 self._ready.notify_all()
+
+    def _raise_if_stopped(self) -> None:
+        """Tell the caller (the driver) why the consume loop stopped, if it did: a
+        :class:`RunInterrupted` resumes the run, anything else stops it."""
+        if self._stopped is not None:
+            raise type(self._stopped)(str(self._stopped))
 
     def _failed(self, failure: FileFailure) -> None:
         with self._ready:
@@ -215,11 +220,13 @@ class IngestActor:
             self.finish(finished)
         with self._ready:
             if self._ready.wait_for(
-                lambda: (self._outbox and max_files > 0) or self._failures or self._error, timeout
+                lambda: (self._outbox and max_files > 0) or self._failures or self._stopped,
+                timeout,
             ):
-                self._ready.wait_for(lambda: len(self._outbox) >= max_files or self._error, linger)
-            if self._error:
-                raise (RunInterrupted if self._interrupted else ReproducerError)(self._error)
+                self._ready.wait_for(
+                    lambda: len(self._outbox) >= max_files or self._stopped, linger
+                )
+            self._raise_if_stopped()
             files: list[tuple[FileMeta, memoryview | None] | None] = [
                 self._outbox.popleft() for _ in range(min(max_files, len(self._outbox)))
             ]
@@ -266,8 +273,7 @@ class IngestActor:
         answer = self._ingest.commit_point([*finished, *(waiting or [])])
         deadline = time.monotonic() + timeout
         while True:  # the loop thread answers; if it died meanwhile, say so, do not wait
-            if self._error:
-                raise RuntimeError(f"the ingest loop stopped: {self._error}")
+            self._raise_if_stopped()
             try:
                 return answer.result(min(0.5, max(0.0, deadline - time.monotonic())))
             except FutureTimeout:

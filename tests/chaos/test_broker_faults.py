@@ -176,6 +176,50 @@ def test_exactly_once_resumes_in_process_and_completes(
     assert summary is not None and summary.n_files_read >= len(going.names)
 
 
+def test_the_ingest_actor_tells_every_caller_its_partitions_were_lost(
+    local_ray: None, broker: LocalBroker
+) -> None:
+    """Exactly once, partitions lost under the ingest actor: whichever call the driver
+    makes next, ``take`` or ``commit_point`` (inside a transaction), raises
+    RunInterrupted, which resumes the run. ``commit_point`` used to raise a plain error,
+    and the run stopped instead (CI, 2 Dec: "the transaction of 0 results could not
+    commit ... the ingest loop stopped: RunInterrupted ...")."""
+    import ray  # noqa: PLC0415
+
+    from reproducer.actors import IngestActor  # noqa: PLC0415
+    from reproducer.errors import RunInterrupted  # noqa: PLC0415
+    from reproducer.ingest import IngestSettings  # noqa: PLC0415
+
+    bootstrap = broker.bootstrap_servers
+    topic = f"lost-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic, partitions=3)
+    consumer = {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"g-{topic}",
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": 1000,
+    }
+    ingest = IngestActor.remote(IngestSettings(topic, consumer, transactional=True))  # type: ignore[attr-defined]
+    try:
+        assert ray.get(ingest.ready.remote(), timeout=60) == ""
+        ray.get(ingest.start.remote(), timeout=60)
+        wait_for(lambda: ray.get(ingest.take.remote(0, 0.5))[2].assigned, 60, "partitions")
+        _freeze(broker)
+
+        def interrupted() -> bool:
+            try:
+                ray.get(ingest.take.remote(0, 0.5), timeout=30)
+            except RunInterrupted:
+                return True
+            return False
+
+        wait_for(interrupted, 120, "the ingest to find its partitions lost")
+        with pytest.raises(RunInterrupted, match="were lost"):
+            ray.get(ingest.commit_point.remote([]), timeout=60)
+    finally:
+        ray.kill(ingest)
+
+
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[tuple[LocalBroker, CuttableProxy]]:
     """A broker that tells its clients to connect through a proxy in front of it (its
