@@ -933,9 +933,10 @@ class ProducerActor:
     def _produce(self, result: AnalysisResult) -> None:
         """Queue one result. What ``produce()`` refuses is judged by :mod:`reproducer.delivery`:
         never sendable, it is reported as rejected; the cluster's state, it is produced again
-        with back-off for up to ``retry_s`` (at least once; exactly once, the transaction is
-        aborted instead); anything else raises :class:`ProducerError`, and the run stops
-        with nothing committed past the result."""
+        with back-off for up to ``retry_s`` (at least once; exactly once, it raises
+        :class:`RunInterrupted`: the transaction is aborted and the run resumes from the last
+        commit, as a restart would); anything else raises :class:`ProducerError`, and the
+        run stops with nothing committed past the result."""
 
         def delivered(err: Any, _msg: Any, result_id: int = result.result_id) -> None:
             with self._reported:
@@ -976,10 +977,15 @@ class ProducerActor:
                         self._reported.notify_all()
                     log.error("result for %s can never be produced: %s", result.relative_path, why)
                     return
-                if verdict is Verdict.FATAL or self._transactional:
+                if verdict is Verdict.FATAL:
                     raise ProducerError(
                         f"the result for {result.relative_path} cannot be produced ({why}); "
                         "nothing is committed past it"
+                    ) from exc
+                if self._transactional:  # the open transaction cannot carry it: it is
+                    raise RunInterrupted(  # aborted, and the run resumed from the last commit
+                        f"the result for {result.relative_path} cannot be produced now "
+                        f"({why}); its transaction does not commit"
                     ) from exc
                 now = time.monotonic()
                 if not deadline:
