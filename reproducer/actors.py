@@ -38,7 +38,7 @@ from reproducer.datafile import (
     encode_message_value,
     json_default,
 )
-from reproducer.delivery import Verdict, classify, classify_exception, resumable
+from reproducer.delivery import Refusal, Verdict, classify, on_refusal, resumable
 from reproducer.errors import ReproducerError, RunInterrupted, TopicUnavailable
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
@@ -970,20 +970,20 @@ class ProducerActor:
                 self._stop.wait(0.05)  # queue full: the poll thread makes room
             except Exception as exc:  # judged by its verdict
                 why = f"{type(exc).__name__}: {exc}"
-                verdict = classify_exception(exc)
-                if verdict is Verdict.PERMANENT:
+                refusal = on_refusal(exc, transactional=self._transactional)
+                if refusal is Refusal.REJECT:
                     with self._reported:
                         self._rejected.append((result.result_id, why))
                         self._reported.notify_all()
                     log.error("result for %s can never be produced: %s", result.relative_path, why)
                     return
-                if verdict is Verdict.FATAL:
+                if refusal is Refusal.STOP:
                     raise ProducerError(
                         f"the result for {result.relative_path} cannot be produced ({why}); "
                         "nothing is committed past it"
                     ) from exc
-                if self._transactional:  # the open transaction cannot carry it: it is
-                    raise RunInterrupted(  # aborted, and the run resumed from the last commit
+                if refusal is Refusal.RESUME:
+                    raise RunInterrupted(
                         f"the result for {result.relative_path} cannot be produced now "
                         f"({why}); its transaction does not commit"
                     ) from exc

@@ -100,6 +100,32 @@ def classify(error: Any) -> Verdict:
     return Verdict.TRANSIENT
 
 
+class Refusal(enum.Enum):
+    """What becomes of a result ``produce()`` refused."""
+
+    REJECT = "reject"  # a recorded failure; the rest goes on
+    RETRY = "retry"  # produced again with back-off, for a while (at least once)
+    RESUME = "resume"  # exactly once: its transaction is aborted, the run resumes from the last
+    STOP = "stop"  # the producer can produce nothing more: the run stops
+
+
+def on_refusal(exc: BaseException, *, transactional: bool) -> Refusal:
+    """What to do with a result ``produce()`` refused with ``exc``. Exactly once, a refusal
+    for the cluster's state cannot wait inside the open transaction (it may be abortable
+    already): it is aborted and the run resumes from the last commit, as a restart would.
+
+    >>> from confluent_kafka import KafkaError, KafkaException
+    >>> on_refusal(KafkaException(KafkaError(KafkaError._STATE)), transactional=True)
+    <Refusal.RESUME: 'resume'>
+    """
+    verdict = classify_exception(exc)
+    if verdict is Verdict.PERMANENT:
+        return Refusal.REJECT
+    if verdict is Verdict.FATAL:
+        return Refusal.STOP
+    return Refusal.RESUME if transactional else Refusal.RETRY
+
+
 def classify_exception(exc: BaseException) -> Verdict:
     """The verdict on what ``Producer.produce`` raised: a ``KafkaException``'s error, or
     a bad argument (a key or value of the wrong type: permanent)."""

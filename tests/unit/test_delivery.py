@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from reproducer.delivery import Verdict, classify, classify_exception, resumable
+from reproducer.delivery import (
+    Refusal,
+    Verdict,
+    classify,
+    classify_exception,
+    on_refusal,
+    resumable,
+)
 
 
 @pytest.mark.parametrize(
@@ -63,3 +70,23 @@ def test_only_a_lost_session_or_an_unreachable_coordinator_resumes_a_transaction
     code: int, fatal: bool, resumes: bool
 ) -> None:
     assert resumable(KafkaError(code, fatal=fatal)) is resumes
+
+
+@pytest.mark.parametrize(
+    ("exc", "at_least_once", "exactly_once"),
+    [
+        (KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), Refusal.REJECT, Refusal.REJECT),
+        (TypeError("value must be bytes"), Refusal.REJECT, Refusal.REJECT),
+        (KafkaException(KafkaError(KafkaError._FENCED)), Refusal.STOP, Refusal.STOP),
+        (KafkaException(KafkaError(KafkaError._STATE, fatal=True)), Refusal.STOP, Refusal.STOP),
+        # the cluster's state: waited out at least once; exactly once the open transaction
+        # cannot wait (an abortable one refuses everything): it is aborted and resumed
+        (KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC)), Refusal.RETRY, Refusal.RESUME),
+        (KafkaException(KafkaError(KafkaError._STATE)), Refusal.RETRY, Refusal.RESUME),
+    ],
+)
+def test_a_refused_result_is_rejected_retried_resumed_or_stops_the_run(
+    exc: BaseException, at_least_once: Refusal, exactly_once: Refusal
+) -> None:
+    assert on_refusal(exc, transactional=False) is at_least_once
+    assert on_refusal(exc, transactional=True) is exactly_once
