@@ -170,6 +170,7 @@ class IngestActor:
         except Exception as exc:  # reported to the driver, which stops the run
             self._stopped = ReproducerError(f"the ingest loop stopped: {type(exc).__name__}: {exc}")
             log.exception("ingest loop stopped")
+        finally:  # a waiting take() hears of it now
             with self._ready:
                 self._ready.notify_all()
 
@@ -320,6 +321,8 @@ class IngestActor:
 COMMIT_TIMEOUT_S = 90.0
 """Exactly-once: the most a transaction's commit may take (flush, offsets, commit and its
 retries together); the driver waits a little longer for the answer."""
+ABORT_TIMEOUT_S = 30.0
+"""Exactly-once: the most aborting a transaction may take (after a commit that failed)."""
 
 
 def _left(deadline: float) -> float:
@@ -687,22 +690,20 @@ class ProducerError(RuntimeError):
 
 
 class Undelivered(RuntimeError):
-    """Exactly once: results of the transaction were not acknowledged before the commit's
-    deadline (``unreachable``: none was refused, the broker did not answer in time)."""
-
-    def __init__(self, message: str, *, unreachable: bool) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
+    """Exactly once, the producer not fatal: results of the transaction were not
+    acknowledged before the commit's deadline, or the broker refused them for the
+    cluster's state (a delivery timed out, a topic unknown right now). A refusal for the
+    result's own sake is a rejection, and a fatal one stops the run, so neither is this."""
 
 
 def _mended_by_resuming(exc: Exception) -> bool:
-    """Whether a transaction that failed with ``exc`` (not fatal) is mended by starting
-    again from the committed offsets: see :func:`reproducer.delivery.resumable`."""
+    """Whether a transaction that failed with ``exc`` (the producer not fatal) is mended by
+    starting again from the committed offsets: see :func:`reproducer.delivery.resumable`."""
     from confluent_kafka import KafkaException  # noqa: PLC0415
 
     if isinstance(exc, KafkaException):
         return bool(exc.args) and resumable(exc.args[0])
-    return isinstance(exc, Undelivered) and exc.unreachable
+    return isinstance(exc, Undelivered)
 
 
 @dataclass(frozen=True)
@@ -800,8 +801,14 @@ class ProducerActor:
         return ""
 
     def _poll(self) -> None:
+        from confluent_kafka import KafkaException  # noqa: PLC0415
+
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # a fatal error is raised here too: kept, and
+                self._note_fatal(exc)  # told by the next call; the thread serves on
+                self._stop.wait(0.05)
 
     def produce(self, results: list[AnalysisResult], transaction: int | None = None) -> None:
         """Produce ``results``; exactly-once, into transaction number ``transaction``
@@ -846,14 +853,13 @@ class ProducerActor:
                     self._queued.clear()
                 if self._fatal:
                     raise ProducerError(f"the producer cannot go on: {self._fatal}")
-                if left or failed:
+                if left or failed:  # (failed: for the cluster's state; a fatal one is above)
                     raise Undelivered(
                         f"{left} results undelivered, {len(failed)} refused "
-                        f"({failed[0][1] if failed else 'timeout'})",
-                        unreachable=not failed,
+                        f"({failed[0][1] if failed else 'timeout'})"
                     )
                 if refused:
-                    self._producer.abort_transaction(30)
+                    self._producer.abort_transaction(ABORT_TIMEOUT_S)
                     self._producer.begin_transaction()
                     self._next_transaction()
                     return TransactionOutcome(rejected, redo=True)
@@ -912,15 +918,22 @@ class ProducerActor:
         with self._turn:
             self._turn.notify_all()  # produce calls waiting for a turn give up
         try:
-            self._producer.abort_transaction(30)
+            self._producer.abort_transaction(ABORT_TIMEOUT_S)
         except KafkaException as exc:
             log.error("the transaction could not be aborted either: %s", exc)
             self._note_fatal(exc)
 
+    def fatal(self) -> str:
+        """Why the producer can produce nothing more (fenced by another instance with its
+        transactional id, say); empty while it can."""
+        return self._fatal
+
     def _client_error(self, error: Any) -> None:
         """librdkafka's error callback: a fatal error (fenced by a newer instance with
-        this transactional id) is kept at once, whatever error a call then raises."""
-        if error.fatal() and not self._fatal:
+        this transactional id) is kept at once, whatever error a call then raises.
+        (confluent-kafka raises most fatal errors from the call that serves them instead:
+        see :meth:`_poll` and :meth:`_note_fatal`.)"""
+        if classify(error) is Verdict.FATAL and not self._fatal:
             self._fatal = error.str()
 
     def _note_fatal(self, exc: Exception) -> None:
@@ -977,7 +990,7 @@ class ProducerActor:
                         self._reported.notify_all()
                     log.error("result for %s can never be produced: %s", result.relative_path, why)
                     return
-                if refusal is Refusal.STOP:
+                if refusal is Refusal.STOP or self._fatal:  # fatal: never resumed
                     raise ProducerError(
                         f"the result for {result.relative_path} cannot be produced ({why}); "
                         "nothing is committed past it"

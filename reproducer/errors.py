@@ -7,6 +7,8 @@ without parsing messages.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ChunkDecodeError",
     "ChunkHashError",
@@ -23,6 +25,19 @@ __all__ = [
 
 class ReproducerError(Exception):
     """Root of every error raised by ray-reproducer."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt as it is, not by calling the class with its message (subclasses take
+        # other arguments): an actor's error reaches the driver through pickle whole, not
+        # as Ray's "failed to deserialize exception".
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[ReproducerError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class RunInterrupted(ReproducerError):

@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from reproducer._storage import Mode, write_atomically
 from reproducer.actors import (
+    ABORT_TIMEOUT_S,
     COMMIT_TIMEOUT_S,
     AnalysisActor,
     AnalysisResult,
@@ -581,9 +582,12 @@ class _Driver:
                 except RunInterrupted as exc:  # partitions lost: run_targets resumes
                     raise RunInterrupted(first_line(exc)) from exc
                 except ray.exceptions.RayTaskError as exc:
+                    # its loop stopped (it says so), or the files could not be packed
+                    why = first_line(exc)
+                    if not isinstance(exc, ReproducerError):
+                        why = f"the ingest actor could not hand files on: {why}"
                     raise ReproducerError(
-                        f"the ingest actor stopped: {first_line(exc)}; a restart resumes "
-                        "from the committed offsets"
+                        f"{why}; a restart resumes from the committed offsets"
                     ) from exc
                 taking = None
                 for task in files:
@@ -645,6 +649,16 @@ class _Driver:
                 and now - last_work >= self.settings.stop_when_idle
             ):
                 return
+
+    def _producer_fatal(self) -> str:
+        """The producer's fatal error, if it has one and answers (it may have died). Its
+        open transaction is aborted first (once is enough), which tells a fatal state
+        whatever the failed call itself raised."""
+        try:
+            ray.get(self.producer.abort.remote(), timeout=ABORT_TIMEOUT_S + 10)
+            return str(ray.get(self.producer.fatal.remote(), timeout=10))
+        except ray.exceptions.RayError:
+            return ""
 
     def _count(self, stats: IngestStats) -> None:
         """The ingest's counts, over the whole run: a resumed attempt's ingest counts from
@@ -786,7 +800,7 @@ class _Driver:
                     self.producer.commit.remote(
                         point.offsets, point.group_metadata, self.settings.consumer_topic
                     ),
-                    timeout=COMMIT_TIMEOUT_S + 30,
+                    timeout=COMMIT_TIMEOUT_S + ABORT_TIMEOUT_S + 30,
                 )
                 self.books.transaction += 1
                 never = {result_id for result_id, _ in outcome.rejected}
@@ -800,15 +814,26 @@ class _Driver:
                 f"committed is unknown (a read_committed reader sees it whole or not at all), "
                 f"and a restart resumes from the committed offsets: {exc}"
             ) from exc
+        except RunInterrupted as exc:
+            # The actors judged it: the ingest lost its partitions, or the producer's
+            # transaction failed for the lost session or a broker that did not answer in
+            # time (reproducer.delivery). run_targets resumes, as a restart would.
+            raise RunInterrupted(
+                f"{first_line(exc)} (the open transaction, {len(results)} results, does not count)"
+            ) from exc
         except ray.exceptions.RayError as exc:
-            # The producer judged it (reproducer.delivery.resumable): the group moved on (a
-            # lost session) or the broker did not answer in time; resumed like a lost
-            # partition. Anything else stops the run: a fenced producer is not always named
-            # by its error, and resuming would fence the other run of this group in turn.
-            lost = isinstance(exc, RunInterrupted)
-            raise (RunInterrupted if lost else ReproducerError)(
+            # Anything else stops the run: resuming a fenced producer would fence the other
+            # run of this group in turn. The error that reaches here does not always name
+            # the cause (confluent-kafka raises a fatal error from whichever call serves it,
+            # and one that serves it silently leaves a SystemError for the thread's next
+            # call), so the producer is asked for its fatal error too.
+            why = first_line(exc)
+            fatal = self._producer_fatal()
+            if fatal and fatal not in why:
+                why = f"the producer cannot go on: {fatal} ({why})"
+            raise ReproducerError(
                 f"the transaction of {len(results)} results could not commit; nothing of it "
-                f"counts, and a restart redoes it: {first_line(exc)}"
+                f"counts, and a restart redoes it: {why}"
             ) from exc
         self._acknowledged([r.result_id for r in results], [])  # committed: they count
         self.books.uncovered = (self.books.uncovered | set(done)) - set(point.covered)

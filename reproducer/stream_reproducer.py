@@ -137,7 +137,8 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "produce_retry_secs": {
         "type": float,
         "help": "keep producing a result the cluster refuses for now (a topic not known, a "
-        "broker restarting) this long, then stop the run without committing past it",
+        "broker restarting) this long, then stop the run without committing past it (at "
+        "least once; exactly once, its transaction is aborted and the run resumes instead)",
     },
     "file_idle_timeout": {
         "type": float,
