@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from reproducer._storage import write_atomically
+from reproducer.chunk import LOGS_DIR
 from reproducer.errors import ReproducerError
 
 __all__ = [
@@ -75,10 +76,20 @@ class Analysis:
             raise ValueError(
                 f"an attachment needs a relative path inside the output folder, not {relative!r}"
             )
+        if parts[0] == LOGS_DIR:
+            raise ValueError(
+                f"an attachment may not go under {LOGS_DIR}/, where the reproducer keeps its "
+                f"logs and records: {relative!r}"
+            )
         clean = "/".join(parts)
         check = {"path": clean, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         if self.output_dir is not None:
             target = Path(self.output_dir).joinpath(*parts)
+            if not target.resolve().is_relative_to(Path(self.output_dir).resolve()):
+                raise ValueError(
+                    f"an attachment needs a relative path inside the output folder, not "
+                    f"{relative!r} (it resolves outside it)"
+                )
             write_atomically(target, data)
             check["path"] = str(target)
         self._attachments[clean] = bytes(data)

@@ -3,7 +3,8 @@
 The methods that touch the bytes (:meth:`PartialFile.write_and_hash`,
 :meth:`PartialFile.finish`) may run on the reassembler's worker thread; they never raise,
 they record problems. Bookkeeping fields (``chunks``, ``bytes_received``, ``last_seen``)
-belong to the caller's thread.
+belong to the caller's thread. The caller adds other copies of chunks (``copies``) while
+the file is partial; :meth:`PartialFile.finish` uses them once it is whole.
 """
 
 from __future__ import annotations
@@ -32,17 +33,38 @@ class Reopened:
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """Identity of one version of a file, for the reference's generation policy."""
+    """Identity of one version of a file (its content hash), and what tells which of two
+    versions of a path is newer: see :meth:`older_than`."""
 
     file_hash: bytes
     n_total: int
-    mtime: float
+    mtime: float  # 0 from legacy producers, which send none
 
-    def is_newer(self, other: Generation) -> bool:
-        """Reference policy: more chunks, or as many and a newer mtime, is a new generation."""
-        return self.n_total > other.n_total or (
-            self.n_total == other.n_total and self.mtime > other.mtime
-        )
+    def __str__(self) -> str:
+        return f"{self.file_hash[:4].hex()} ({self.n_total} chunks, mtime {self.mtime})"
+
+    def older_than(self, other: Generation, *, completed: bool = False) -> str:
+        """Why this version (a different file hash at the same path) is older than
+        ``other``, so that its chunks are stale; ``""`` if it is newer and replaces it.
+
+        When both have an mtime and they differ, the newer mtime wins, whatever the chunk
+        counts (a file edited to be smaller has fewer chunks). Otherwise (equal mtimes, or
+        one missing) it depends on what ``other`` is: against a version being rebuilt, the
+        reference policy holds (more chunks, or as many and a newer mtime, is newer); against
+        one that ``completed``, any other content is a new version (the file was modified
+        and sent again: `cp -p` keeps an mtime, legacy producers always send 0).
+        """
+        if self.mtime and other.mtime and self.mtime != other.mtime:
+            return f"mtime {self.mtime} < {other.mtime}" if self.mtime < other.mtime else ""
+        if completed:
+            return ""
+        if self.n_total != other.n_total:
+            return (
+                f"{self.n_total} chunks < {other.n_total}" if self.n_total < other.n_total else ""
+            )
+        if self.mtime > other.mtime:
+            return ""
+        return f"as many chunks, and mtime {self.mtime} not newer than {other.mtime}"
 
 
 @dataclass(eq=False, slots=True)
@@ -62,6 +84,11 @@ class PartialFile:
     waiting: dict[int, int] = field(default_factory=dict)  # offset -> length, not yet hashed
     # chunk_i -> (offset, length, chunk hash): names the corrupt chunks if the file hash fails
     chunk_hashes: dict[int, tuple[int, int, bytes]] = field(default_factory=dict)
+    # chunk_i -> other copies of a stored chunk, each matching its own chunk hash: the good
+    # one, should the stored copy prove corrupt when the file hash fails (see finish)
+    copies: dict[int, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    copy_bytes: int = 0
+    dropped: dict[int, int] = field(default_factory=dict)  # offset -> length, of corrupt chunks
     reopened: int = 0  # times corrupt chunks were dropped to wait for good copies
     mismatch: str = ""  # why, the last time (its failure if no copy comes)
     last_task: Future[object] | None = None  # the last worker task queued for this file
@@ -72,6 +99,44 @@ class PartialFile:
     @property
     def complete(self) -> bool:
         return len(self.chunks) == self.generation.n_total
+
+    @property
+    def held_bytes(self) -> int:
+        """What this file counts against the memory budget: what its store holds and
+        claims (see :class:`~reproducer._storage.MemoryStore`), and the copies it keeps."""
+        return self.store.held_bytes + self.store.claimed_bytes + self.copy_bytes
+
+    @property
+    def excess(self) -> int:
+        """What it counts beyond the bytes that arrived for it."""
+        return self.held_bytes - self.bytes_received - self.copy_bytes
+
+    def another_copy(
+        self, chunk_i: int, offset: int, data: bytes, chunk_hash: bytes
+    ) -> tuple[bool, str]:
+        """A chunk whose index is stored already: whether it is kept (it differs from the
+        copies held and matches its own chunk hash: the stored copy may be the corrupt one,
+        see :meth:`finish`), and if not, why it is rejected (``""``: the same bytes are held,
+        a duplicate). The worker must be done with the stored bytes."""
+        stored_offset, length, _ = self.chunk_hashes[chunk_i]
+        kept = self.copies.get(chunk_i, [])
+        if offset == stored_offset and (
+            data == self.store.read(offset, length) or any(data == c for c, _ in kept)
+        ):
+            return False, ""
+        if hashlib.sha512(data).digest() != chunk_hash:
+            return False, (
+                f"chunk {chunk_i} differs from the copy stored and does not match its chunk "
+                "hash: corrupt"
+            )
+        if (offset, len(data)) != (stored_offset, length):
+            return False, (
+                f"chunk {chunk_i} at offset {offset} ({len(data)} bytes) does not fit where "
+                f"the copy stored is: offset {stored_offset} ({length} bytes)"
+            )
+        self.copies.setdefault(chunk_i, []).append((bytes(data), chunk_hash))
+        self.copy_bytes += len(data)
+        return True, ""
 
     def info(self) -> PartialFileInfo:
         return PartialFileInfo(
@@ -130,12 +195,16 @@ class PartialFile:
                 return self.discard(self.problem_reason(), self.problem)
             if self.hasher.digest() != self.generation.file_hash:
                 bad = self.corrupt_chunks()
-                if bad and self.reopened < MAX_REOPEN:
-                    self.mismatch = self._mismatch(bad)
-                    self._drop(bad)
-                    return Reopened(self.file_id, self.mismatch)
-                return self.discard(FailureReason.HASH_MISMATCH, self._mismatch(bad))
+                if self._use_copies(bad):
+                    bad = self.corrupt_chunks()
+                if self.hasher.digest() != self.generation.file_hash:
+                    if bad and self.reopened < MAX_REOPEN:
+                        self.mismatch = self._mismatch(bad)
+                        self._drop(bad)
+                        return Reopened(self.file_id, self.mismatch)
+                    return self.discard(FailureReason.HASH_MISMATCH, self._mismatch(bad))
             buffer, path = self.store.finish(self.hashed_to)
+            self._free_copies()
         except StoreError as exc:
             reason = FailureReason.OUTPUT_UNAVAILABLE if exc.unavailable else FailureReason.STORAGE
             return self.discard(reason, str(exc))
@@ -172,14 +241,42 @@ class PartialFile:
             return f"{detail}; corrupt chunk(s), not matching their chunk hash: {shown}"
         return f"{detail}; every chunk matches its chunk hash: the file hash itself is wrong"
 
+    def _use_copies(self, bad: list[int]) -> bool:
+        """Put a good copy kept for each corrupt chunk that has one over it, and hash the
+        file again; whether there was any."""
+        used = False
+        for chunk_i in bad:
+            kept = self.copies.pop(chunk_i, None)
+            if not kept:
+                continue
+            offset, length, declared = self.chunk_hashes[chunk_i]
+            # a copy with the hash the stored one declared, if any: else any good one
+            data, digest = next((c for c in kept if c[1] == declared), kept[0])
+            self.copy_bytes -= sum(len(c) for c, _ in kept)
+            self.store.rewrite(offset, data)
+            self.chunk_hashes[chunk_i] = (offset, length, digest)
+            used = True
+        if used:
+            self._rehash()
+        return used
+
+    def _free_copies(self) -> None:
+        self.copies = {}
+        self.copy_bytes = 0
+
     def _drop(self, bad: list[int]) -> None:
         """Forget the corrupt chunks (their copies are awaited) and hash again from the
         start, over what is stored, up to the first one missing."""
         for chunk_i in bad:
-            _, length, _ = self.chunk_hashes.pop(chunk_i)
+            offset, length, _ = self.chunk_hashes.pop(chunk_i)
             self.chunks.discard(chunk_i)
             self.bytes_received -= length
+            self.dropped[offset] = length  # its memory stays taken: a copy goes there
         self.reopened += 1
+        self._rehash()
+
+    def _rehash(self) -> None:
+        """Hash again from the start, over what is stored, up to the first chunk missing."""
         self.hasher = hashlib.sha512()
         self.hashed_to = 0
         self.waiting = {offset: length for offset, length, _ in self.chunk_hashes.values()}
@@ -190,4 +287,5 @@ class PartialFile:
 
     def discard(self, reason: FailureReason, detail: str) -> FileFailure:
         self.store.discard()
+        self._free_copies()
         return self.failure(reason, detail)

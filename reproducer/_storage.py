@@ -1,9 +1,11 @@
 """Where the bytes of a partial file live while it is rebuilt: memory, disk or both.
 
-Memory uses an anonymous ``mmap`` sized from the chunk metadata: pages cost memory only
-once written, so a generous estimate is free, and chunks are written in place (no
-concatenation, no second copy at completion). Disk writes go to a hidden temporary file
-next to the final path, renamed over it only when the file is complete and verified.
+Memory keeps a small file's chunks as they arrived (joined once, at completion) and writes
+a larger one's in place into an anonymous ``mmap`` sized from the chunk metadata: pages cost
+memory only once written, so a generous estimate is free (no concatenation, no second copy
+at completion). Either way a partial file holds about what arrived for it, whatever its
+chunks claim. Disk writes go to a hidden temporary file next to the final path, renamed
+over it only when the file is complete and verified.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ Mode = Literal["memory", "disk", "both"]
 
 # Above this, a buffer is its own mmap (the ingest fixes glibc's threshold at it too).
 HEAP_LIMIT = 128 << 10
+PAGE = mmap.PAGESIZE
 
 
 class StoreError(Exception):
@@ -86,11 +89,25 @@ class Store:
         """Bytes of this file held in memory."""
         return 0
 
-    def copy_in(self, offset: int, data: bytes) -> None:
-        """Put the bytes in memory, on the caller's thread (a quick copy)."""
+    @property
+    def claimed_bytes(self) -> int:
+        """Memory a small file's only chunk claims for it beyond what it holds (see
+        :class:`MemoryStore`): counted in the budget, though not taken."""
+        return 0
+
+    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
+        """Put the bytes in memory, on the caller's thread (a quick copy). ``again``: the
+        same bytes range was stored before (a corrupt chunk's good copy), so the memory it
+        takes is counted already."""
 
     def write(self, offset: int, data: bytes) -> None:
         """Put the bytes on disk, on the worker thread (a system call that drops the GIL)."""
+
+    def rewrite(self, offset: int, data: bytes) -> None:
+        """Put a good copy of a chunk over the corrupt bytes stored at the same place, on
+        the worker thread while the file is being finished."""
+        self.copy_in(offset, data, again=True)
+        self.write(offset, data)
 
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
@@ -104,16 +121,28 @@ class Store:
 
 
 class MemoryStore(Store):
-    """One buffer per file, written in place.
+    """The bytes of one file in memory, holding about what arrived for it.
 
-    Small files (a size hint up to ``HEAP_LIMIT``) use a ``bytearray`` from the heap,
-    whose memory the allocator reuses file after file (fresh pages cost a fault each,
-    which is slow on VMs). Larger ones use an anonymous mmap: pages cost memory only once
+    A small file (a size hint up to ``HEAP_LIMIT``) keeps its chunks as they are and joins
+    them into one buffer when it completes (a small copy, from the heap, whose memory the
+    allocator reuses file after file). It holds what arrived, in
+    whatever order, and nothing for the chunks that did not. (A buffer of the claimed size,
+    zeroed whole at the first chunk, made every half-arrived small file look like a chunk
+    claiming more than it sends, and under a tight budget good ones were given up.)
+
+    A larger file is written in place into an anonymous mmap: pages cost memory only once
     written, and it grows with mremap (no copy), so a wrong hint from a bad chunk costs
-    nothing, and what a partial file holds is what arrived for it. (A heap buffer of a
-    few MiB is an mmap of glibc's anyway, zeroed whole at once: every partial file of a
-    stream of 2 MiB files then held 2 MiB, and under a tight budget the good ones looked
-    like chunks claiming more than they send.)
+    nothing. It counts the pages its chunks touch, not the bytes: one byte a page apart
+    takes a page each. A chunk's pages other than its first and last are its own (chunks
+    of a good file do not overlap), and so are those two when it covers them whole; only a
+    page it covers in part can be shared with a neighbour, so those alone are remembered,
+    to count each once.
+
+    The only chunk of a small file that claims more chunks is what a flood of lies
+    consists of: until a second one arrives, the size it claims counts in the budget
+    (:attr:`claimed_bytes`), as when a buffer of that size was taken for it, so such a
+    flood is given up before it grows past the budget. A file whose second chunk has come
+    counts what it holds.
     """
 
     _FIRST_MAP = 64 << 20
@@ -123,56 +152,101 @@ class MemoryStore(Store):
 
     def __init__(self, capacity: int) -> None:
         self._hint = capacity
-        self._buf: mmap.mmap | bytearray | None = None
-        self._held = 0
+        self._pieces: dict[int, bytes] | None = {} if capacity <= HEAP_LIMIT else None
+        self._map: mmap.mmap | None = None
+        self._held = 0  # bytes of the pieces, or pages of the map touched (in bytes)
+        self._shared: set[int] = set()  # pages of the map written in part, maybe shared
 
     @property
     def held_bytes(self) -> int:
-        """Memory the file takes now: a heap buffer all of its size (allocated and zeroed
-        at the first chunk, from the size hint), a map the bytes written to it."""
-        if isinstance(self._buf, bytearray):
-            return len(self._buf)
+        """Memory the file takes now: the bytes of a small file's chunks, the pages of a
+        larger file's map that were written to."""
         return self._held
 
-    def copy_in(self, offset: int, data: bytes) -> None:
-        end = offset + len(data)
+    @property
+    def claimed_bytes(self) -> int:
+        if self._pieces is not None and len(self._pieces) == 1:
+            return max(0, self._hint - self._held)
+        return 0
+
+    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
         if not data:
             return
+        if self._pieces is not None:
+            replaced = self._pieces.get(offset)
+            self._pieces[offset] = bytes(data)
+            self._held += len(data) - (len(replaced) if replaced is not None else 0)
+            return
+        end = offset + len(data)
         try:
-            if self._buf is None:
-                if self._hint <= HEAP_LIMIT:
-                    self._buf = bytearray(max(end, self._hint))
-                else:
-                    size = max(end, min(self._hint, self._FIRST_MAP))
-                    self._buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            elif end > len(self._buf):
-                grown = max(end, min(2 * len(self._buf), max(self._hint, end)))
-                if isinstance(self._buf, bytearray):
-                    self._buf.extend(bytes(grown - len(self._buf)))
-                else:
-                    self._buf.resize(grown)
+            if self._map is None:
+                size = max(end, min(self._hint, self._FIRST_MAP))
+                self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            elif end > len(self._map):
+                self._map.resize(max(end, min(2 * len(self._map), max(self._hint, end))))
         except (OSError, ValueError, MemoryError) as exc:
             raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
-        self._buf[offset:end] = data
-        self._held += len(data)
+        self._map[offset:end] = data
+        if not again:
+            self._held += self._pages_touched(offset, end) * PAGE
+
+    def _pages_touched(self, offset: int, end: int) -> int:
+        """Pages of ``[offset, end)`` not counted before."""
+        first, last = offset // PAGE, (end - 1) // PAGE
+        whole = last - first + 1
+        new = 0
+        if offset % PAGE:  # its first page in part: maybe a neighbour's too
+            whole -= 1
+            if first not in self._shared:
+                self._shared.add(first)
+                new += 1
+        if end % PAGE and (last != first or not offset % PAGE):
+            whole -= 1
+            if last not in self._shared:
+                self._shared.add(last)
+                new += 1
+        return whole + new
 
     def read(self, offset: int, length: int) -> bytes:
-        assert self._buf is not None
-        return bytes(self._buf[offset : offset + length])
+        if self._pieces is None:
+            assert self._map is not None
+            return self._map[offset : offset + length]
+        piece = self._pieces.get(offset)
+        if piece is not None and len(piece) == length:
+            return piece
+        out = bytearray(length)
+        for start, piece in list(self._pieces.items()):
+            lo, hi = max(start, offset), min(start + len(piece), offset + length)
+            if lo < hi:
+                out[lo - offset : hi - offset] = piece[lo - start : hi - start]
+        return bytes(out)
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
-        if size == 0 or self._buf is None:
+        if size == 0:
+            self.discard()
             return memoryview(b""), None
-        view = memoryview(self._buf)[:size].toreadonly()
-        self._buf = None  # the view keeps the buffer alive; it is freed with the view
+        if self._pieces is not None:
+            pieces = [self._pieces[offset] for offset in sorted(self._pieces)]
+            whole = b"".join(pieces)
+            if len(whole) != size:  # checked by the caller: a store that disagrees is broken
+                raise StoreError(f"{len(whole)} bytes stored for a file of {size}")
+            self.discard()
+            return memoryview(whole), None
+        assert self._map is not None
+        view = memoryview(self._map)[:size].toreadonly()
+        self._map = None  # the view keeps the map alive; it is freed with the view
         self._held = 0
+        self._shared = set()
         return view, None
 
     def discard(self) -> None:
-        if isinstance(self._buf, mmap.mmap):
-            self._buf.close()
-        self._buf = None
+        if self._map is not None:
+            self._map.close()
+        self._map = None
+        if self._pieces is not None:
+            self._pieces = {}
         self._held = 0
+        self._shared = set()
 
 
 _WRITEBACK_EVERY = 32 << 20
@@ -307,8 +381,12 @@ class _BothStore(Store):
     def held_bytes(self) -> int:
         return self._memory.held_bytes
 
-    def copy_in(self, offset: int, data: bytes) -> None:
-        self._memory.copy_in(offset, data)
+    @property
+    def claimed_bytes(self) -> int:
+        return self._memory.claimed_bytes
+
+    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
+        self._memory.copy_in(offset, data, again=again)
 
     def write(self, offset: int, data: bytes) -> None:
         self._disk.write(offset, data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import os
 import socket
 import tempfile
 import threading
@@ -39,12 +40,12 @@ from reproducer.datafile import (
     json_default,
 )
 from reproducer.delivery import Refusal, Verdict, classify, on_refusal, resumable
-from reproducer.errors import ReproducerError, RunInterrupted, TopicUnavailable
+from reproducer.errors import FileReplaced, ReproducerError, RunInterrupted, TopicUnavailable
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
 from reproducer.reassembly import CompletedFile, FileFailure
 from reproducer.results import SCHEMA_VERSION, strict_json
-from reproducer.topics import partitions_of
+from reproducer.topics import connection_only, partitions_of
 
 __all__ = [
     "AnalysisActor",
@@ -260,18 +261,17 @@ class IngestActor:
             "ingest": dataclasses.asdict(self._ingest.snapshot()),
         }
 
-    def report_failures(self, reports: list[dict[str, Any]]) -> None:
+    def report_failures(self, reports: list[tuple[int, dict[str, Any]]]) -> None:
         """To the dead-letter topic, if there is one (librdkafka's producer is thread-safe)."""
         self._ingest.report_failures(reports)
 
     def commit_point(
-        self, finished: list[int], waiting: list[int] | None = None, timeout: float = 30.0
+        self, done: dict[int, tuple[str, ...]] | None = None, timeout: float = 30.0
     ) -> CommitPoint:
-        """Mark ``finished`` done, then return the offsets now safe to commit, the group
-        metadata (exactly-once mode: the producer commits them in its transaction) and which
-        of ``finished`` and ``waiting`` (finished before, not covered then) they cover."""
-        self.finish(finished)
-        answer = self._ingest.commit_point([*finished, *(waiting or [])])
+        """Exactly once: mark ``done`` (file id -> analyses carried) finished, then return
+        the offsets now safe to commit, the group metadata and the state records, for the
+        producer's transaction (see :meth:`Ingest.commit_point`)."""
+        answer = self._ingest.commit_point(done)
         deadline = time.monotonic() + timeout
         while True:  # the loop thread answers; if it died meanwhile, say so, do not wait
             self._raise_if_stopped()
@@ -289,13 +289,19 @@ class IngestActor:
         return str(self._node)
 
     @ray.method(concurrency_group="files")
-    def read_file(self, path: str) -> np.ndarray:
+    def read_file(self, path: str, identity: tuple[int, int, int] | None = None) -> np.ndarray:
         """The bytes of a file this actor rebuilt on disk, for an analysis actor on a node
-        that cannot read it there; only files under the output folder are served."""
+        that cannot read it there; only files under the output folder are served, and
+        only the very file rebuilt (``identity``: its inode, size and mtime), not a newer
+        version renamed over it since (:class:`FileReplaced`)."""
         resolved = Path(path).resolve()
         if self._output_dir is None or not resolved.is_relative_to(self._output_dir):
             raise PermissionError(f"{path} is not a rebuilt file under the output folder")
-        return np.fromfile(resolved, dtype=np.uint8)
+        with resolved.open("rb") as handle:
+            st = os.fstat(handle.fileno())
+            if identity is not None and (st.st_ino, st.st_size, st.st_mtime_ns) != tuple(identity):
+                raise FileReplaced(path)
+            return np.fromfile(handle, dtype=np.uint8, count=st.st_size)
 
     def memory(self) -> dict[str, int]:
         """This process's resident memory (``rss``; ``anon``: its private part, without the
@@ -566,7 +572,7 @@ class AnalysisActor:
             data,
             local_dir=self._local_dir,
             fetch=(
-                (lambda: ray.get(source.ingest.read_file.remote(meta.path)))
+                (lambda: ray.get(source.ingest.read_file.remote(meta.path, meta.identity)))
                 if meta.path is not None and source.ingest is not None
                 else None
             ),
@@ -655,7 +661,6 @@ class AnalysisActor:
             self._instance.close()
 
 
-_CONNECTION_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.", "socket.")
 _BATCH_OVERHEAD = 1024  # record batch and record headers, with room to spare
 
 
@@ -669,9 +674,7 @@ def _message_limit(settings: dict[str, Any], topics: tuple[str, ...]) -> int | N
         ResourceType,
     )
 
-    admin = AdminClient(
-        logged({k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)})
-    )
+    admin = AdminClient(logged(connection_only(settings)))
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in dict.fromkeys(topics)]
     limits = []
     try:
@@ -827,10 +830,16 @@ class ProducerActor:
 
     @ray.method(concurrency_group="transaction")  # never behind produce calls that wait
     def commit(
-        self, offsets: dict[int, int], group_metadata: bytes, topic: str
+        self,
+        offsets: dict[int, int],
+        group_metadata: bytes,
+        topic: str,
+        state: list[tuple[bytes, bytes | None]] | None = None,
+        state_topic: str | None = None,
     ) -> TransactionOutcome:
         """Exactly-once: commit the results produced so far together with the consumer
-        offsets, in one transaction, and begin the next. Raises if the transaction cannot
+        offsets and the ``state`` records (to ``state_topic``: see
+        :mod:`reproducer.state`), in one transaction, and begin the next. Raises if the transaction cannot
         commit (it is aborted: neither its results nor its offsets count).
 
         Results that can never be produced (too large, invalid) are returned, as failures
@@ -845,6 +854,8 @@ class ProducerActor:
         deadline = time.monotonic() + COMMIT_TIMEOUT_S
         with self._txn:
             try:
+                if state and state_topic:
+                    self._produce_state(state_topic, state, deadline)
                 left = self._producer.flush(_left(deadline))
                 with self._reported:
                     failed, self._failed = self._failed, []
@@ -882,6 +893,29 @@ class ProducerActor:
             self._producer.begin_transaction()
             self._next_transaction()
         return TransactionOutcome(rejected, redo=False)
+
+    def _produce_state(
+        self, topic: str, records: list[tuple[bytes, bytes | None]], deadline: float
+    ) -> None:
+        """Queue the transaction's state records; one not delivered fails the commit as a
+        result would (the cluster's state: the run resumes)."""
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                with self._reported:
+                    self._failed.append((0, f"state record: {err}"))
+                    if classify(err) is Verdict.FATAL and not self._fatal:
+                        self._fatal = str(err)
+
+        for key, value in records:
+            while True:
+                try:
+                    self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    break
+                except BufferError:  # queue full: the poll thread makes room
+                    if time.monotonic() >= deadline:
+                        raise Undelivered("the producer's queue stayed full") from None
+                    self._stop.wait(0.05)
 
     def _next_transaction(self) -> None:
         with self._turn:
@@ -979,8 +1013,19 @@ class ProducerActor:
                 if self._transactional:
                     self._queued.add(result.result_id)
                 return
-            except BufferError:
-                self._stop.wait(0.05)  # queue full: the poll thread makes room
+            except BufferError as exc:  # queue full: the poll thread makes room, unless
+                now = time.monotonic()  # the broker takes nothing for retry_s
+                if not deadline:
+                    deadline = now + self._retry_s
+                elif now >= deadline:
+                    why = (
+                        f"the producer's queue stayed full for {self._retry_s:g} s (the broker "
+                        f"takes no results): the result for {result.relative_path} waits"
+                    )
+                    if self._transactional:
+                        raise RunInterrupted(f"{why}; its transaction does not commit") from exc
+                    raise ProducerError(f"{why}; nothing is committed past it") from exc
+                self._stop.wait(0.05)
             except Exception as exc:  # judged by its verdict
                 why = f"{type(exc).__name__}: {exc}"
                 refusal = on_refusal(exc, transactional=self._transactional)

@@ -85,6 +85,39 @@ _RESUMABLE = _codes(
 )
 
 
+# Consumer errors that no retry mends: the consumer may read no more of the topic.
+_CONSUMER_STOPS = _codes(
+    "TOPIC_AUTHORIZATION_FAILED",
+    "GROUP_AUTHORIZATION_FAILED",
+    "CLUSTER_AUTHORIZATION_FAILED",
+    "_AUTHENTICATION",
+    "SASL_AUTHENTICATION_FAILED",
+    "_FATAL",
+)
+_TOPIC_GONE = _codes("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION")
+
+
+def consumer_error(error: Any) -> str:
+    """What a consumer error means for the run: ``"stop"`` (fatal, or refused by the
+    broker's authorization: reading cannot go on), ``"topic"`` (the topic or a partition
+    is unknown: deleted, or the cluster's metadata is catching up; ask whether it exists),
+    or ``"retry"`` (the client retries by itself: a connection, a broker restarting).
+
+    >>> from confluent_kafka import KafkaError
+    >>> consumer_error(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    'stop'
+    >>> consumer_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+    'topic'
+    >>> consumer_error(KafkaError(KafkaError._TRANSPORT))
+    'retry'
+    """
+    if error.fatal() or error.code() in _CONSUMER_STOPS:
+        return "stop"
+    if error.code() in _TOPIC_GONE:
+        return "topic"
+    return "retry"
+
+
 def resumable(error: Any) -> bool:
     """Whether a transaction that failed with ``error`` (a ``KafkaError``) is mended by
     starting again from the committed offsets, as a restart would."""

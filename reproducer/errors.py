@@ -13,6 +13,7 @@ __all__ = [
     "ChunkDecodeError",
     "ChunkHashError",
     "ConfigError",
+    "FileReplaced",
     "OutputUnavailable",
     "ReproducerError",
     "RunInterrupted",
@@ -141,3 +142,15 @@ def first_line(exc: BaseException) -> str:
     if isinstance(cause, BaseException) and cause is not exc:
         return first_line(cause)
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+class FileReplaced(ReproducerError):
+    """The file at a rebuilt file's path is no longer the one rebuilt (a newer version
+    was renamed over it before an analysis on another node could read it)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} was replaced since it was rebuilt (a newer version of the file?): its "
+            "bytes are gone, and it is not analysed as the newer one"
+        )
+        self.path = path

@@ -27,14 +27,16 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from reproducer._partial import Generation
 from reproducer._storage import Mode
 from reproducer.chunk import decode_value
+from reproducer.delivery import consumer_error
 from reproducer.errors import (
     ChunkDecodeError,
     OutputUnavailable,
@@ -45,9 +47,17 @@ from reproducer.errors import (
 from reproducer.kafka_log import logged
 from reproducer.logs import InProgressLog, InProgressRow
 from reproducer.offsets import OffsetTracker
-from reproducer.reassembly import CompletedFile, FailureReason, FileFailure, Outcome, Reassembler
+from reproducer.reassembly import (
+    ChunkStatus,
+    CompletedFile,
+    FailureReason,
+    FileFailure,
+    Outcome,
+    Reassembler,
+)
 from reproducer.results import SCHEMA_VERSION, strict_json
-from reproducer.topics import partitions_of
+from reproducer.state import FileRecord, FileState, StateChange, ensure_state_topic, read_state
+from reproducer.topics import connection_only, partitions_of
 
 __all__ = ["CommitPoint", "Ingest", "IngestSettings", "IngestStats"]
 
@@ -81,17 +91,26 @@ class IngestSettings:
     # produced at or after a Unix time, on its first assignment in this run (later ones,
     # after a rebalance, resume from what this run committed).
     start_from: str | float | None = None
+    # The group's state topic (see reproducer.state), read back at the start (files
+    # recorded there with every one of ``analyses`` done are not rebuilt, unless not
+    # ``remember_state``) and kept by the records each commit writes: exactly once in the
+    # transaction (the commit point says which), at least once after the offsets commit.
+    state_topic: str | None = None
+    analyses: tuple[str, ...] = ()
+    remember_state: bool = True
 
 
 @dataclass(frozen=True)
 class CommitPoint:
-    """What a transaction may commit: the offsets, the group's metadata, and the finished
-    files those offsets cover whole (only their results may go in it: a result committed
-    without its file's offsets would be produced again after a crash)."""
+    """What a transaction commits besides the results of the files it carries: the
+    offsets now safe (below every file not carried or failed), the group's metadata, and
+    the state records that keep a restart from producing the carried files again (those
+    with a chunk at or above the offsets), with tombstones for records no longer needed."""
 
     offsets: dict[int, int]
     group_metadata: bytes
     covered: list[int]
+    state: StateChange = field(default_factory=list)
 
 
 @dataclass
@@ -161,9 +180,9 @@ class Ingest:
         )
         self._last_log = 0.0
         self._last_commit = time.monotonic()
-        self._commit_requests: queue.SimpleQueue[tuple[list[int], Future[CommitPoint]]] = (
-            queue.SimpleQueue()
-        )
+        self._commit_requests: queue.SimpleQueue[
+            tuple[dict[int, tuple[str, ...]], Future[CommitPoint]]
+        ] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[dict[int, int]] = queue.SimpleQueue()
         self._assigned: set[int] = set()
         self._paused: set[int] = set()
@@ -185,22 +204,41 @@ class Ingest:
             raise
         self._n_partitions = len(partitions)
         self._start_offsets = self._replay_offsets(partitions)
+        try:
+            self._state = self._read_state() if settings.state_topic else None
+            self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
+        except Exception:
+            self._consumer.close()
+            raise
+        # at least once: the files finished since the last commit (their records, if their
+        # chunks lie above it), and the producer that writes the records after it
+        self._unrecorded: list[FileRecord] = []
+        self._state_writer = (
+            _StateWriter(settings)
+            if self._state is not None and settings.state_topic and not settings.transactional
+            else None
+        )
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
-        self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
+        # file id -> its dead-letter reports not acknowledged yet; files finished meanwhile
+        self._reports_pending: dict[int, int] = {}
+        self._finish_deferred: set[int] = set()
+        self._reports_lock = threading.Lock()  # the driver's calls add, the loop removes
         self._subscribed = False  # the group is joined by the first step, not before
+        self._topic_checked = time.monotonic()
 
     # ------------------------------------------------------------------ thread-safe
     def finish(self, file_id: int) -> None:
         """The file's result was acknowledged, or it failed: its offsets may be committed."""
         self._finished.put(file_id)
 
-    def commit_point(self, candidates: list[int] | None = None) -> Future[CommitPoint]:
-        """Offsets safe to commit now (everything finished so far, disk files made durable),
-        the consumer group's metadata, for a transaction, and which of ``candidates``
-        (finished files) those offsets cover whole; answered by the loop thread."""
+    def commit_point(self, done: dict[int, tuple[str, ...]] | None = None) -> Future[CommitPoint]:
+        """Exactly once: mark ``done`` (file id -> the analyses whose results the
+        transaction carries) finished, and answer the offsets now safe (disk files made
+        durable), the consumer group's metadata and the state records to write with them;
+        answered by the loop thread."""
         request: Future[CommitPoint] = Future()
-        self._commit_requests.put((list(candidates or ()), request))
+        self._commit_requests.put((dict(done or {}), request))
         return request
 
     def confirm(self, offsets: dict[int, int]) -> None:
@@ -213,6 +251,7 @@ class Ingest:
         if self._lost_partitions:
             if self._interrupted:
                 raise RunInterrupted(self._lost_partitions)
+            self._check_topic()  # fewer partitions assigned: was the topic deleted?
             raise ReproducerError(self._lost_partitions)
         if not self._subscribed:
             self._subscribed = True
@@ -231,7 +270,7 @@ class Ingest:
             messages = self._consumer.consume(1, wait)
         for message in messages:
             if message.error():
-                log.warning("consume error on %s: %s", self.settings.topic, message.error())
+                self._consume_error(message.error())
                 continue
             self._handle(message)
             # A file's first chunk may take the size the chunk claims for it: a flood of
@@ -241,8 +280,10 @@ class Ingest:
                     self._failed(failure)
         self._outcomes(self._reassembler.poll())
         if self._dead_letters is not None:
-            for poison_id in self._dead_letters.delivered():
-                self._tracker.finish(poison_id)
+            self._dead_lettered(self._dead_letters.delivered())
+        if time.monotonic() - self._topic_checked >= _TOPIC_CHECK_S:
+            # librdkafka says nothing of a subscribed topic deleted: it would poll on
+            self._check_topic()
         if self.settings.file_idle_timeout is not None:
             for failure in self._reassembler.expire(self.settings.file_idle_timeout):
                 self._failed(failure)
@@ -261,6 +302,40 @@ class Ingest:
         ):
             self._write_in_progress()
         self._publish()
+
+    def _consume_error(self, error: Any) -> None:
+        """A consumer error: logged if the client retries it; one no retry mends (an
+        authorization refused, a fatal error, the topic deleted) stops the run, saying so,
+        rather than polling on forever."""
+        verdict = consumer_error(error)
+        if verdict == "stop":
+            raise ReproducerError(
+                f"the consumer cannot read {self.settings.topic}: {error.str()}; nothing is "
+                "committed past what was not finished"
+            )
+        if verdict == "topic":
+            self._check_topic()
+        log.warning("consume error on %s: %s", self.settings.topic, error.str())
+
+    def _check_topic(self) -> None:
+        """Stop, saying so, if the chunk topic no longer exists or changed its partitions
+        (a metadata request: every few seconds, and after a consumer error or a short
+        assignment)."""
+        self._topic_checked = time.monotonic()
+        try:
+            partitions = partitions_of(self._consumer, self.settings.topic, timeout=10)
+        except TopicUnavailable as exc:
+            if "does not exist" in exc.reason or "no partitions" in exc.reason:
+                raise ReproducerError(
+                    f"the chunk {exc}: it was deleted while the run read it; nothing is "
+                    "committed past what was not finished"
+                ) from exc
+            return  # the broker did not answer: the client retries
+        if len(partitions) != self._n_partitions:
+            raise ReproducerError(
+                f"the chunk topic {self.settings.topic} now has {len(partitions)} partitions, "
+                f"not the {self._n_partitions} it had at the start: restart the run"
+            )
 
     def _write_in_progress(self) -> None:
         assert self._in_progress is not None
@@ -315,40 +390,100 @@ class Ingest:
         self._apply_finished()
         self._last_commit = time.monotonic()
         moved = self._tracker.advanced()
-        if not moved:
-            return
-        offsets = [TopicPartition(self.settings.topic, p, o) for p, o in moved.items()]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("commit of %s failed, will retry: %s", moved, exc)
-            return
-        self._tracker.confirm(moved)
-        self.stats.committed.update(moved)
-        log.debug("committed %s", moved)
+        if moved:
+            offsets = [TopicPartition(self.settings.topic, p, o) for p, o in moved.items()]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                if exc.args and consumer_error(exc.args[0]) == "topic":
+                    self._check_topic()
+                log.warning("commit of %s failed, will retry: %s", moved, exc)
+                return
+            self._tracker.confirm(moved)
+            self.stats.committed.update(moved)
+            log.debug("committed %s", moved)
+        if self._state_writer is not None and self._state is not None:
+            # after the commit: records for the files it could not pass, tombstones for
+            # those it now passes (a crash before they are written costs a duplicate)
+            change = self._state.plan(self._unrecorded, self._tracker.committed)
+            self._unrecorded = []
+            self._state_writer.write(change)
 
     def _transactional_commits(self) -> None:
         for moved in _take_all(self._confirmed):
             self._tracker.confirm(moved)
             self.stats.committed.update(moved)
-        for candidates, request in _take_all(self._commit_requests):
+        for done, request in _take_all(self._commit_requests):
             try:
                 self._outcomes(self._reassembler.flush())
+                records = [self._record(file_id, analyses) for file_id, analyses in done.items()]
+                for file_id in done:
+                    self._finished.put(file_id)
                 self._apply_finished()
-                # never past a message of a finished file whose result it does not carry
-                offsets, carried = self._tracker.transaction_point(set(candidates))
-                covered = [f for f in candidates if f in carried]
+                offsets = self._tracker.advanced()
+                state: StateChange = []
+                if self._state is not None:
+                    after = {**self._tracker.committed, **offsets}
+                    state = self._state.plan([r for r in records if r is not None], after)
                 metadata = self._consumer.consumer_group_metadata()
-                request.set_result(CommitPoint(offsets, metadata, covered))
+                request.set_result(CommitPoint(offsets, metadata, list(done), state))
             except Exception as exc:  # noqa: BLE001 - the asker raises it
                 request.set_exception(exc)
+
+    def _record(self, file_id: int, analyses: tuple[str, ...]) -> FileRecord | None:
+        """The state record of a file whose results a transaction carries: where its
+        chunks lie (taken before its messages are released)."""
+        done = self._in_flight.get(file_id)
+        if done is None:
+            return None
+        return FileRecord(
+            done.relative_path.as_posix(),
+            done.file_hash,
+            done.n_chunks,
+            done.file_mtime,
+            tuple(analyses),
+            self._tracker.extent(file_id),
+        )
+
+    def _remember_recorded(self, records: Iterable[FileRecord]) -> int:
+        """Have the reassembler take the chunks of recorded files for duplicates (those
+        with every analysis of this run done); returns how many."""
+        if not self.settings.remember_state:
+            return 0
+        wanted, seeded = set(self.settings.analyses), 0
+        for record in records:
+            if wanted <= set(record.analyses):
+                self._reassembler.remember(
+                    PurePosixPath(record.path),
+                    Generation(record.file_hash, record.n_chunks, record.mtime),
+                )
+                seeded += 1
+        return seeded
+
+    def _read_state(self) -> FileState:
+        """Exactly once, at the start: the files the group's earlier transactions
+        committed results for whose chunks lie above the committed offsets. Their chunks,
+        read again, are duplicates (if every analysis of this run is among theirs)."""
+        topic = self.settings.state_topic
+        assert topic is not None
+        created = ensure_state_topic(self.settings.consumer, topic)
+        records = [] if created else read_state(self.settings.consumer, topic)
+        seeded = self._remember_recorded(records)
+        if records:
+            log.info(
+                "%d files have committed results with chunks still to be read (%s): "
+                "%d of them are not rebuilt",
+                len(records),
+                topic,
+                seeded,
+            )
+        return FileState(records)
 
     def close(self) -> None:
         self._closing = True
         try:
             if self._dead_letters is not None:
-                for poison_id in self._dead_letters.delivered(flush=True):
-                    self._tracker.finish(poison_id)
+                self._dead_lettered(self._dead_letters.delivered(flush=True), closing=True)
             if self.settings.transactional:
                 self._transactional_commits()
             else:
@@ -358,6 +493,8 @@ class Ingest:
         finally:
             self._reassembler.close()
             self._consumer.close()
+            if self._state_writer is not None:
+                self._state_writer.close()
 
     def snapshot(self) -> IngestStats:
         """The stats as of the end of the last step (safe from any thread)."""
@@ -397,6 +534,7 @@ class Ingest:
             self._tracker.record(partition, offset, None)
             return
         result = self._reassembler.add(chunk)
+        file_id = result.file_id
         if result.reason:
             log.warning(
                 "file=%s topic=%s[%d] offset=%d chunk %s: %s",
@@ -407,7 +545,16 @@ class Ingest:
                 result.status.value,
                 result.reason,
             )
-        self._tracker.record(partition, offset, result.file_id)
+        if result.status in _SKIPPED and self._dead_letters is not None:
+            # a copy, as for poison: its offset is released once the copy is acknowledged
+            file_id = self._dead_letters.send(
+                message.key(),
+                value,
+                f"chunk {result.status.value} ({chunk.relative_path} chunk {chunk.chunk_i}"
+                f"/{chunk.n_total_chunks} at {message.topic()}[{partition}]@{offset}): "
+                f"{result.reason or 'skipped'}",
+            )
+        self._tracker.record(partition, offset, file_id)
         self._outcomes(result.finished)
 
     def _outcomes(self, outcomes: list[Outcome] | tuple[Outcome, ...]) -> None:
@@ -433,13 +580,50 @@ class Ingest:
         log.warning(
             "file=%s failed (%s): %s", failure.relative_path, failure.reason.value, failure.detail
         )
-        self._tracker.finish(failure.file_id)
-        if self._dead_letters is not None:
+        if self._dead_letters is not None:  # finished once its report is acknowledged
             self._dead_letters.send_failure(failure)
+        else:
+            self._tracker.finish(failure.file_id)
         self._on_failure(failure)
+
+    def _dead_lettered(self, delivered: tuple[list[int], list[str]], closing: bool = False) -> None:
+        """Copies and reports the dead-letter topic acknowledged: what they stand for is
+        finished (offsets of poison and skipped chunks, failed files, files whose analysis
+        failed). One that was not delivered stops the run, nothing committed past it."""
+        ids, undelivered = delivered
+        for owner in ids:
+            with self._reports_lock:
+                reported = owner in self._reports_pending
+                if reported:
+                    self._reports_pending[owner] -= 1
+                    if self._reports_pending[owner] == 0:
+                        del self._reports_pending[owner]
+                        if owner in self._finish_deferred:
+                            self._finish_deferred.discard(owner)
+                            self._finished.put(owner)
+            if not reported:
+                self._tracker.finish(owner)
+        if undelivered:
+            why = (
+                f"{len(undelivered)} dead-letter copies or reports were not delivered to "
+                f"{self.settings.dead_letter_topic} ({undelivered[0]}); nothing is committed "
+                "past them, and a restart sends them again"
+            )
+            if closing:
+                log.error("%s", why)
+                return
+            raise ReproducerError(why)
 
     def _apply_finished(self) -> None:
         for file_id in _take_all(self._finished):
+            with self._reports_lock:
+                if file_id in self._reports_pending:  # finished once its report is acked
+                    self._finish_deferred.add(file_id)
+                    continue
+            if self._state_writer is not None and file_id in self._in_flight:
+                record = self._record(file_id, self.settings.analyses)
+                if record is not None:
+                    self._unrecorded.append(record)
             done = self._in_flight.pop(file_id, None)
             if done is not None:
                 self._in_flight_bytes -= done.size
@@ -511,14 +695,19 @@ class Ingest:
             held,
         )
 
-    def report_failures(self, reports: list[dict[str, Any]]) -> None:
-        """Dead-letter reports of files whose analysis or result failed (see the driver);
-        nothing without a dead-letter topic (they are counted and logged anyway)."""
+    def report_failures(self, reports: list[tuple[int, dict[str, Any]]]) -> None:
+        """Dead-letter reports of files whose analysis or result failed (see the driver),
+        by file id: the file's offsets are released only once its reports are
+        acknowledged. Nothing without a dead-letter topic (they are counted and logged
+        anyway). Called by the driver before it finishes the file."""
         if self._dead_letters is None:
             return
-        for report in reports:
+        with self._reports_lock:
+            for file_id, _ in reports:
+                self._reports_pending[file_id] = self._reports_pending.get(file_id, 0) + 1
+        for file_id, report in reports:
             self._dead_letters.send_report(
-                report["file"], report, f"{report['analysis']} {report['reason']}"
+                file_id, report["file"], report, f"{report['analysis']} {report['reason']}"
             )
 
     def _reading_clock(self) -> float:
@@ -696,6 +885,8 @@ class Ingest:
             self._paused.discard(partition)
         self.stats.assigned = bool(self._assigned)
         dropped = self._reassembler.restart()
+        if self._state is not None:  # what has results stays done, read again or not
+            self._remember_recorded(self._state)
         log.warning(
             "partitions %s of %s were %s; %d partial files dropped, reading resumes from the "
             "committed offsets once they are assigned again",
@@ -707,39 +898,50 @@ class Ingest:
 
 
 class _DeadLetters:
-    """Copies poison messages, and reports of failed files, to the dead-letter topic."""
+    """Copies poison and skipped messages, and reports of failed files, to the dead-letter
+    topic; :meth:`delivered` says which were acknowledged (by the id each was sent for)
+    and which could not be delivered."""
 
     def __init__(self, settings: IngestSettings) -> None:
         from confluent_kafka import Producer  # noqa: PLC0415
 
         assert settings.dead_letter_topic is not None
         self._topic = settings.dead_letter_topic
-        self._producer = Producer(logged(settings.dead_letter_producer))
+        producer = {"enable.idempotence": True, "acks": "all", **settings.dead_letter_producer}
+        self._producer = Producer(logged(producer))
+        partitions_of(self._producer, self._topic)  # TopicUnavailable: said at the start
         self._ids = itertools.count(-1, -1)  # negative: never a file id
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._undelivered: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def _send(self, owner: int, key: bytes | None, value: bytes | None, error: str) -> None:
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is None:
+                self._done.put(owner)
+            else:
+                self._undelivered.put(f"{err}: {error}")
+
+        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, key=key, value=value, headers=headers, on_delivery=delivered
+                )
+                break
+            except BufferError:  # its queue is full: serve delivery reports, then again
+                self._producer.poll(0.1)
+        self._producer.poll(0)
 
     def send(self, key: bytes | None, value: bytes | None, error: str) -> int:
-        poison_id = next(self._ids)
+        """A copy of a message that is not a chunk, or a skipped chunk; returns the id its
+        offset is recorded against (released once the copy is acknowledged)."""
+        owner = next(self._ids)
+        self._send(owner, key, value, error)
+        return owner
 
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                log.error("dead-letter copy not delivered (%s): %s", err, error)
-            self._done.put(poison_id)  # delivered or not, the poison must not pin the offset
-
-        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
-        self._producer.produce(
-            self._topic, key=key, value=value, headers=headers, on_delivery=delivered
-        )
-        self._producer.poll(0)
-        return poison_id
-
-    def send_report(self, key: str, report: dict[str, Any], error: str) -> None:
+    def send_report(self, file_id: int, key: str, report: dict[str, Any], error: str) -> None:
         """A report of a file that failed after the ingest (its analysis, its result)."""
-        headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
-        self._producer.produce(
-            self._topic, key=key.encode(), value=strict_json(report)[0].encode(), headers=headers
-        )
-        self._producer.poll(0)
+        self._send(file_id, key.encode(), strict_json(report)[0].encode(), error)
 
     def send_failure(self, failure: FileFailure) -> None:
         report = {
@@ -751,25 +953,59 @@ class _DeadLetters:
             "n_chunks_received": failure.n_chunks_received,
             "n_total_chunks": failure.n_total_chunks,
         }
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reproducer.error", f"file {failure.reason.value}")
-        ]
-        self._producer.produce(
-            self._topic,
-            key=failure.relative_path.as_posix().encode(),
-            value=strict_json(report)[0].encode(),
-            headers=headers,
+        self._send(
+            failure.file_id,
+            failure.relative_path.as_posix().encode(),
+            strict_json(report)[0].encode(),
+            f"file {failure.reason.value}",
         )
-        self._producer.poll(0)
 
-    def delivered(self, *, flush: bool = False) -> list[int]:
+    def delivered(self, *, flush: bool = False) -> tuple[list[int], list[str]]:
         if flush:
             self._producer.flush(30)
         else:
             self._producer.poll(0)
-        return list(_take_all(self._done))
+        return list(_take_all(self._done)), list(_take_all(self._undelivered))
 
 
+class _StateWriter:
+    """At least once: writes state records after the offsets commit (exactly once, the
+    transaction carries them instead). They only spare a restart duplicates, so one not
+    delivered is logged, not a reason to stop."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        from confluent_kafka import Producer  # noqa: PLC0415
+
+        assert settings.state_topic is not None
+        self._topic = settings.state_topic
+        producer = {"enable.idempotence": True, "acks": "all", "linger.ms": 50}
+        self._producer = Producer(logged({**connection_only(settings.consumer), **producer}))
+
+    def write(self, change: StateChange) -> None:
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                log.warning(
+                    "state record %r not written (%s): a restart may redo it", msg.key(), err
+                )
+
+        for key, value in change:
+            try:
+                self._producer.produce(self._topic, key=key, value=value, on_delivery=delivered)
+            except BufferError:
+                log.warning(
+                    "state records not written (the queue is full): a restart may redo them"
+                )
+                break
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        if self._producer.flush(30):
+            log.warning("state records not written at the end: a restart may redo their files")
+
+
+_SKIPPED = frozenset({ChunkStatus.STALE, ChunkStatus.REJECTED})  # chunks dead-lettered
+
+_TOPIC_CHECK_S = 10.0  # seconds between checks that the chunk topic still exists
 _CLAIMS_CHECKED = 1 << 20  # claimed beyond the bytes received, before the budget is checked
 
 T = TypeVar("T")

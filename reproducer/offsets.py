@@ -44,6 +44,8 @@ class OffsetTracker:
         self._finished: set[int] = set()
         self._committed: dict[int, int] = {}
         self._first: dict[int, int] = {}  # partition -> first offset recorded
+        # file id -> partition -> its highest offset there, while the file is pending
+        self._extent: dict[int, dict[int, int]] = {}
 
     def record(self, partition: int, offset: int, file_id: int | None) -> None:
         """A message was consumed; ``file_id`` owns it, or ``None`` if nothing does."""
@@ -58,6 +60,12 @@ class OffsetTracker:
             return
         self._pending.setdefault(partition, deque()).append((offset, file_id))
         self._refs[file_id] = self._refs.get(file_id, 0) + 1
+        self._extent.setdefault(file_id, {})[partition] = offset
+
+    def extent(self, file_id: int) -> dict[int, int]:
+        """Per partition, the highest offset of a message of the file (while any is
+        pending): all of them lie below offsets past these."""
+        return dict(self._extent.get(file_id, {}))
 
     def finish(self, file_id: int) -> None:
         """The file's work is done (result acknowledged, or recorded as failed).
@@ -93,49 +101,12 @@ class OffsetTracker:
                 moved[partition] = safe
         return moved
 
-    def transaction_point(self, waiting: set[int]) -> tuple[dict[int, int], set[int]]:
-        """Exactly once: offsets to commit in a transaction, and which of ``waiting``
-        (finished files whose results are not committed yet) it carries.
-
-        A transaction must never commit past a message of a file whose result it does not
-        carry: if the run then stopped, that file's messages below the offsets would never
-        be read again, and it would be lost. So the files of ``waiting`` that cannot be
-        carried whole (one of their messages is at or above the offsets) count as
-        unfinished, which lowers the offsets, which may leave more of them uncarried: to a
-        fixed point. Offsets beyond the last confirmed commit only (as :meth:`advanced`);
-        nothing is released until :meth:`confirm`.
-        """
-        held: set[int] = set()
-        while True:
-            offsets = {p: self._first_pending(p, held) for p in self._next}
-            blocked = {
-                file_id
-                for partition, queue in self._pending.items()
-                for offset, file_id in queue
-                if file_id in waiting
-                and file_id not in held
-                and offset >= offsets.get(partition, offset + 1)
-            }
-            if not blocked:
-                break
-            held |= blocked
-        moved = {p: o for p, o in offsets.items() if o > self._committed.get(p, -1)}
-        return moved, waiting - held
-
-    def _first_pending(self, partition: int, held: set[int]) -> int:
-        """The first offset of ``partition`` whose file is unfinished or in ``held``."""
-        for offset, file_id in self._pending.get(partition, ()):
-            if file_id not in self._finished or file_id in held:
-                return offset
-        return self._next[partition]
-
     def confirm(self, committed: dict[int, int]) -> None:
         """The broker accepted the commit of these offsets."""
         for partition, offset in committed.items():
             if partition in self._next:
                 self._committed[partition] = max(offset, self._committed.get(partition, -1))
-                # what is below a commit is done: release it (exactly once never pops
-                # finished files off the front otherwise, see transaction_point)
+                # what is below a commit is done: release it
                 queue = self._pending.get(partition)
                 while queue and queue[0][0] < offset and queue[0][1] in self._finished:
                     _, file_id = queue.popleft()
@@ -180,3 +151,4 @@ class OffsetTracker:
         else:
             del self._refs[file_id]
             self._finished.discard(file_id)
+            self._extent.pop(file_id, None)

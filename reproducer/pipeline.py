@@ -50,6 +50,7 @@ from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 from reproducer.ray_launch import connect
 from reproducer.results import SCHEMA_VERSION
+from reproducer.state import state_topic
 from reproducer.status import NAMESPACE, ingest_actor_name
 from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
 
@@ -100,7 +101,7 @@ class PipelineSettings:
     # a replay: "beginning" or a Unix time to start every partition at on the first
     # assignment (None: the group's committed offsets)
     start_from: str | float | None = None
-    reprocess: bool = False  # produce again files the LOGS .hashes list as done
+    reprocess: bool = False  # produce again files the group's state records list as done
 
 
 @dataclass
@@ -163,12 +164,10 @@ class _Books:
     acking: Any = None  # the driver's pending take_acked call
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     results_log: ResultsLog | None = None
-    dedupe: bool = True  # skip files the results CSV lists (one reference reproducer only)
     last_flush: float = 0.0
-    # exactly-once: results wait for a transaction whose offsets cover their file whole
+    # exactly-once: a file's results wait for the next transaction once all have ended
     held: dict[int, list[AnalysisResult]] = field(default_factory=dict)  # by file id
     txn_done: list[int] = field(default_factory=list)  # files finished since the last one
-    uncovered: set[int] = field(default_factory=set)  # finished, not covered by offsets yet
     last_txn: float = 0.0
     last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
     n_messages: int = 0  # what this run's ingest has read so far
@@ -193,7 +192,6 @@ class _Books:
                 meta.filename,
                 meta.relative_path,
                 n_chunks=meta.n_total_chunks,
-                file_hash=meta.file_hash,
                 first_message=meta.first_seen,
                 now=now,
             )
@@ -240,7 +238,7 @@ def run_targets(
     if len({t.name for t in targets}) != len(targets):
         raise ReproducerError(f"two analyses share a name: {[t.name for t in targets]}")
     group = settings.group_id or settings.config.consumer.get("group.id")
-    if settings.exactly_once and group in (None, "", "create_new"):
+    if settings.exactly_once and group in _NEW_GROUPS:
         raise ReproducerError(
             "--exactly_once needs a consumer group that stays the same across restarts: with "
             f"{group or 'no group'!r} each start is a new group with a new transactional id, "
@@ -304,6 +302,12 @@ def run_targets(
         hash_threads=settings.hash_threads,
         transactional=settings.exactly_once,
         start_from=settings.start_from,
+        # a group named for the long run keeps state; a new one at every start has none
+        state_topic=state_topic(consumer["group.id"]) if group not in _NEW_GROUPS else None,
+        analyses=tuple(t.name for t in targets),
+        # --reprocess, or a replay: files the state records list as done are rebuilt and
+        # produced again
+        remember_state=not settings.reprocess and settings.start_from is None,
     )
     summary = summary if summary is not None else RunSummary()
     console = Console(stop)  # q and c on standard input, for every resume of the run
@@ -335,10 +339,40 @@ def run_targets(
             )
             # a replay's start applies once: from here on, the committed offsets
             ingest_settings = dataclasses.replace(ingest_settings, start_from=None)
+            _wait_for_the_broker(settings, stop)
 
+
+def _wait_for_the_broker(settings: PipelineSettings, stop: threading.Event) -> None:
+    """Before a resume: until the broker answers for the chunk topic (a broker restarting
+    after a crash), so that the new attempt's actors start rather than fail on it; at most
+    ``BROKER_WAIT_S``, then the attempt tries anyway and says what is wrong."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    from reproducer.kafka_log import logged  # noqa: PLC0415
+    from reproducer.topics import connection_only, partitions_of  # noqa: PLC0415
+
+    admin = AdminClient(logged(connection_only(settings.config.producer_settings())))
+    deadline = time.monotonic() + BROKER_WAIT_S
+    said = False
+    while not stop.is_set():
+        try:
+            partitions_of(admin, settings.consumer_topic, timeout=5)
+            return
+        except ReproducerError as exc:
+            if time.monotonic() >= deadline:
+                return
+            if not said:
+                log.warning("waiting for the broker before resuming: %s", exc)
+                said = True
+            stop.wait(1.0)
+
+
+_NEW_GROUPS = (None, "", "create_new")  # a new consumer group at every start
 
 # Resumes in a row, each without a result, before an interrupted run stops instead.
 MAX_FRUITLESS_RESUMES = 3
+# The most a resume waits for a broker that does not answer.
+BROKER_WAIT_S = 120.0
 
 
 def _run_once(
@@ -354,7 +388,6 @@ def _run_once(
 ) -> RunSummary:
     """Start the actors, run the driver loop until the run ends, drain, stop them."""
     books = _Books(
-        dedupe=len(targets) == 1 and targets[0].kind == "reproducer" and not settings.reprocess,
         targets={t.name: t for t in targets},
         base_messages=summary.n_msgs_read,
         base_files=summary.n_files_read,
@@ -401,7 +434,16 @@ def _run_once(
         ingest = IngestActor.options(  # type: ignore[attr-defined]
             name=name, namespace=NAMESPACE, **placement
         ).remote(ingest_settings)
-        driver = _Driver(settings, ingest, producer, pools, summary, books, console)
+        driver = _Driver(
+            settings,
+            ingest,
+            producer,
+            pools,
+            summary,
+            books,
+            console,
+            state_topic=ingest_settings.state_topic,
+        )
         lock = ClusterLock(lock_actor)
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:
@@ -419,7 +461,10 @@ def _run_once(
         started = True
         for pool in pools.values():
             pool.wait_started(settings.startup_timeout)
-        ray.get(ingest.start.remote())
+        try:
+            ray.get(ingest.start.remote(), timeout=60)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise ReproducerError("the ingest actor did not start consuming within 60 s") from exc
         _log_placement(ray.get(ingest.node.remote()), pools)
         driver.loop(stop, targets)
         ended_cleanly = True
@@ -528,6 +573,7 @@ class _Driver:
     books: _Books
     console: Console  # one per process run: a resumed run keeps it
     telemetry: Telemetry | None = None  # set by loop()
+    state_topic: str | None = None  # exactly once: the group's (reproducer.state)
 
     def loop(self, stop: threading.Event, targets: list[Target]) -> None:
         """Run the passes with the run's telemetry and console around them."""
@@ -674,21 +720,11 @@ class _Driver:
         results the results CSV already lists) ends at once."""
         meta = task.meta
         self.books.metas[meta.file_id] = meta
-        # The results CSV (the reference's format) says which files have a result, not which
-        # analyses made it: it is trusted to skip a file only for one reference reproducer.
-        if (
-            self.books.dedupe
-            and self.books.results_log
-            and self.books.results_log.already_produced(meta.relative_path, meta.file_hash)
-        ):
-            log.info("file=%s result already produced (results CSV): skipped", meta.relative_path)
-            names = []
-        else:
-            names = [
-                name
-                for name, pattern in patterns.items()
-                if pattern is None or pattern.match(meta.relative_path)
-            ]
+        names = [
+            name
+            for name, pattern in patterns.items()
+            if pattern is None or pattern.match(meta.relative_path)
+        ]
         if not names:
             self.books.open_results[meta.file_id] = 1
             self._result_ended(meta.file_id)
@@ -724,8 +760,8 @@ class _Driver:
         if not good:
             return
         if self.settings.exactly_once:
-            # Held until a transaction's offsets cover the file whole (see
-            # _commit_transaction); the file is finished as far as offsets go.
+            # Held until the next transaction (see _commit_transaction), which carries
+            # them once every result of their file has ended.
             for result in good:
                 self.books.held.setdefault(result.file_id, []).append(result)
                 self._result_ended(result.file_id)
@@ -742,6 +778,8 @@ class _Driver:
         for relative, data in result.attachments:
             target = root.joinpath(*relative.split("/"))
             try:
+                if relative.split("/")[0] == LOGS_DIR:
+                    raise ValueError(f"{LOGS_DIR}/ holds the reproducer's own logs and records")
                 if not target.resolve().is_relative_to(root.resolve()):
                     raise ValueError("it resolves outside the output folder")
                 write_atomically(target, data)
@@ -769,25 +807,33 @@ class _Driver:
             self.books.file_ended(file_id, time.time())
 
     def _commit_transaction(self) -> None:
-        """Exactly-once: commit, in one transaction, the offsets that the files finished so
-        far make safe and the results of the files those offsets cover whole.
+        """Exactly-once: commit, in one transaction, the results of every file finished
+        since the last one, the state records that keep a restart from producing them
+        again, and the offsets now safe.
 
-        1. the ingest marks the files finished since the last commit, and answers with the
-           safe offsets and which finished files they cover (all their messages below);
-        2. the held results of those files are produced into the open transaction;
-        3. the producer flushes and commits them with the offsets.
+        1. the ingest marks the files finished and answers with the safe offsets (below
+           every file neither carried nor failed) and the state records: one for each
+           carried file with a chunk at or above those offsets (an older, slower file
+           pins its partition), tombstones for records now wholly below them
+           (:mod:`reproducer.state`);
+        2. the results are produced into the open transaction;
+        3. the producer produces the state records, flushes, and commits them all with the
+           offsets.
 
-        A result whose file is not covered yet (an older file in the same partition is
-        unfinished) waits for a later transaction: committed without its offsets, a crash
-        would have it produced again. A failure raises: nothing of the transaction counts,
-        and a restart redoes it.
+        No result waits for another file: one slow file holds back only the offsets. A
+        failure raises: nothing of the transaction counts. One the run can mend (a lost
+        session, a broker that does not answer, a commit whose outcome is unknown) raises
+        :class:`RunInterrupted`: the run resumes from the last commit, whose state records
+        say which files not to produce again; anything else stops it.
         """
         self.books.last_txn = time.monotonic()
         done, self.books.txn_done = self.books.txn_done, []
-        waiting = sorted(self.books.uncovered)
+        analyses = tuple(self.books.targets)
         results: list[AnalysisResult] = []
         try:
-            point = ray.get(self.ingest.commit_point.remote(done, waiting), timeout=60)
+            point = ray.get(
+                self.ingest.commit_point.remote(dict.fromkeys(done, analyses)), timeout=60
+            )
             results = [r for f in point.covered for r in self.books.held.pop(f, [])]
             while True:  # again without a result the broker refused (see ProducerActor.commit)
                 if results:
@@ -798,7 +844,11 @@ class _Driver:
                 # waits add up to less than this (see ProducerActor.commit).
                 outcome = ray.get(
                     self.producer.commit.remote(
-                        point.offsets, point.group_metadata, self.settings.consumer_topic
+                        point.offsets,
+                        point.group_metadata,
+                        self.settings.consumer_topic,
+                        point.state,
+                        self.state_topic,
                     ),
                     timeout=COMMIT_TIMEOUT_S + ABORT_TIMEOUT_S + 30,
                 )
@@ -809,10 +859,13 @@ class _Driver:
                 if not outcome.redo:
                     break
         except ray.exceptions.GetTimeoutError as exc:
-            raise ReproducerError(
-                f"the transaction of {len(results)} results did not finish in time; whether it "
-                f"committed is unknown (a read_committed reader sees it whole or not at all), "
-                f"and a restart resumes from the committed offsets: {exc}"
+            # Whether it committed is unknown. A new producer with the same transactional
+            # id completes or aborts it (init_transactions), so resuming from the committed
+            # offsets and state is safe, as after a lost session.
+            raise RunInterrupted(
+                f"the transaction of {len(results)} results did not finish in time (a broker "
+                f"that does not answer?); whether it committed is unknown until a new "
+                f"producer takes its transactional id: {first_line(exc)}"
             ) from exc
         except RunInterrupted as exc:
             # The actors judged it: the ingest lost its partitions, or the producer's
@@ -836,9 +889,7 @@ class _Driver:
                 f"counts, and a restart redoes it: {why}"
             ) from exc
         self._acknowledged([r.result_id for r in results], [])  # committed: they count
-        self.books.uncovered = (self.books.uncovered | set(done)) - set(point.covered)
-        # Recorded at once, before anything else can fail (the results CSV, and the hash
-        # list that keeps a restart with a fresh group from producing them again).
+        # Recorded at once, before anything else can fail (the results CSV).
         now = time.time()
         for file_id in point.covered:
             try:
@@ -890,7 +941,8 @@ class _Driver:
             "version": target.version if target is not None else None,
             "reason": reason,
         }
-        self.ingest.report_failures.remote([report])
+        # awaited before the file is finished: its offsets wait for the report's delivery
+        ray.get(self.ingest.report_failures.remote([(result.file_id, report)]), timeout=60)
 
     def _rejected(self, rejected: list[tuple[int, str]]) -> list[AnalysisResult]:
         """Results that can never be produced (too large, invalid: see

@@ -61,15 +61,18 @@ class ChunkStatus(enum.Enum):
     """What adding one chunk did."""
 
     STORED = "stored"
-    """New data for a file that is still partial."""
+    """New data for a file that is still partial (or a different copy of a chunk stored,
+    matching its chunk hash: kept until the file is whole, in case the first is corrupt)."""
     COMPLETING = "completing"
     """The last missing chunk: the file is being verified; its outcome follows."""
     DUPLICATE = "duplicate"
     """Already stored, or part of a file that already finished: nothing changed."""
     STALE = "stale"
-    """Part of an older generation of a file than the one being rebuilt: skipped."""
+    """Part of an older version of a file than the one being rebuilt or the last one that
+    completed (see ``Generation.older_than``): skipped; ``reason`` says why."""
     REJECTED = "rejected"
-    """Inconsistent with the other chunks of its file, or unstorable: see ``reason``."""
+    """Inconsistent with the other chunks of its file, a corrupt copy of a chunk stored, or
+    unstorable: see ``reason``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +135,9 @@ class Reassembler:
         self._clock = clock
         self._idle_clock = idle_clock or clock
         self.n_reopened = 0  # files that dropped corrupt chunks to wait for their copies
-        # bytes new partial files took beyond what arrived for them, since the last shed():
-        # the caller need not check its budget after every chunk, only after such claims
+        # bytes partial files came to count beyond what arrived for them (a small file's
+        # claim, pages touched in part), since the last shed(): the caller need not check
+        # its budget after every chunk, only after so much of these
         self.claimed_since_shed = 0
         self._ids = itertools.count(1)
         self._partials: dict[PurePosixPath, PartialFile] = {}
@@ -160,13 +164,12 @@ class Reassembler:
     # ------------------------------------------------------------------ queries
     @property
     def held_bytes(self) -> int:
-        """Bytes of unfinished files held in memory (0 in disk mode)."""
-        if self.mode == "disk":
-            return 0
-        # What the stores took, not what arrived: a file's first chunk can claim its whole
-        # size (see MemoryStore), and a lying claim must count in the budget.
-        held = sum(p.store.held_bytes for p in self._partials.values())
-        return held + sum(p.store.held_bytes for p in self._completing.values())
+        """Bytes of unfinished files counted against the memory budget: what their buffers
+        take (the pages they touch, not the bytes that arrived), the size a small file's
+        only chunk claims (see MemoryStore), and the other copies of chunks kept (in disk
+        mode, these alone)."""
+        held = sum(p.held_bytes for p in self._partials.values())
+        return held + sum(p.held_bytes for p in self._completing.values())
 
     @property
     def partial_bytes(self) -> int:
@@ -194,23 +197,34 @@ class Reassembler:
             return self._result(ChunkStatus.REJECTED, None, f"ends past {self._max_file_size}")
 
         ended: list[Outcome] = []
+        # A late copy of a version that completed is a duplicate, even while a later version
+        # is being rebuilt (one with fewer chunks and no mtime would be superseded by it).
+        versions = self._finished.get(relative, ())
+        if any(g.file_hash == gen.file_hash for g in versions):
+            return self._result(ChunkStatus.DUPLICATE, None)
         partial = self._partials.get(relative)
+        if versions and (partial is None or partial.generation.file_hash != gen.file_hash):
+            # Other content at a finished path is a new version (a file modified and sent
+            # again, maybe smaller) unless plainly older: see Generation.older_than.
+            older = gen.older_than(versions[-1], completed=True)
+            if older:
+                reason = (
+                    f"version {gen} is older than the version of {relative} that completed, "
+                    f"{versions[-1]}: {older}"
+                )
+                return self._result(ChunkStatus.STALE, None, reason)
         if partial is not None and partial.generation.file_hash != gen.file_hash:
-            if not gen.is_newer(partial.generation):
-                return self._result(ChunkStatus.STALE, None)
+            older = gen.older_than(partial.generation)
+            if older:
+                reason = (
+                    f"version {gen} is older than the version being rebuilt, "
+                    f"{partial.generation}: {older}"
+                )
+                return self._result(ChunkStatus.STALE, None, reason)
             # Unlike the reference (defect 3), the chunk that starts the new generation is kept.
             ended.append(self._fail(partial, FailureReason.SUPERSEDED, "a newer version arrived"))
             partial = None
         if partial is None:
-            # A late copy of a version that completed is a duplicate; other content at a
-            # finished path is a new version (a file modified and sent again) unless it is
-            # plainly older (fewer chunks, or an older mtime): an equal chunk count and mtime
-            # is new content (legacy producers always send mtime 0; `cp -p` keeps it).
-            versions = self._finished.get(relative, ())
-            if any(g.file_hash == gen.file_hash for g in versions):
-                return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
-            if versions and versions[-1].is_newer(gen):
-                return self._result(ChunkStatus.STALE, None, ended=ended)
             try:
                 partial = self._start(chunk, relative, gen)
             except StoreError as exc:
@@ -218,6 +232,8 @@ class Reassembler:
                     raise OutputUnavailable(relative, str(exc)) from exc
                 return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
 
+        if chunk.chunk_i in partial.chunks and partial.last_task is not None:
+            partial.last_task.result()  # another copy: compared below with the stored bytes
         if partial.problem:
             # The worker could not store an earlier chunk (e.g. disk full): fail the file now
             # rather than accept chunks that can never make it whole.
@@ -235,16 +251,20 @@ class Reassembler:
             )
             return self._result(ChunkStatus.REJECTED, None, reason, ended)
         if chunk.chunk_i in partial.chunks:
-            return self._result(ChunkStatus.DUPLICATE, None, ended=ended)
+            return self._another_copy(partial, chunk, ended)
 
+        excess = partial.excess
         try:
             # Memory copies here, disk writes and hashing on the worker: both threads busy.
-            partial.store.copy_in(chunk.chunk_offset_write, chunk.data)
+            if partial.dropped.get(chunk.chunk_offset_write) == len(chunk.data):
+                # a good copy of a corrupt chunk that was dropped: its memory is held still
+                del partial.dropped[chunk.chunk_offset_write]
+                partial.store.copy_in(chunk.chunk_offset_write, chunk.data, again=True)
+            else:
+                partial.store.copy_in(chunk.chunk_offset_write, chunk.data)
         except StoreError as exc:
             ended.append(self._fail(partial, FailureReason.STORAGE, str(exc)))
             return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
-        if not partial.chunks:  # its first chunk: the store may have taken the claimed size
-            self.claimed_since_shed += partial.store.held_bytes - len(chunk.data)
         partial.last_seen = self._clock()
         partial.last_read = self._idle_clock()
         partial.chunks.add(chunk.chunk_i)
@@ -254,6 +274,7 @@ class Reassembler:
             chunk.chunk_hash,
         )
         partial.bytes_received += len(chunk.data)
+        self.claimed_since_shed += max(0, partial.excess - excess)
         self._submit(
             partial,
             len(chunk.data),
@@ -312,10 +333,14 @@ class Reassembler:
         return None
 
     def shed(self, budget: int) -> list[FileFailure]:
-        """Over ``budget`` bytes held in memory: give up on the partial files whose buffers
-        took most beyond what arrived for them (a chunk that claims a large file it never
-        sends), until back within it. Files whose memory is what arrived are kept: a file
-        larger than the budget is the caller's to pause for, not to drop."""
+        """Over ``budget`` bytes held in memory: give up on the partial files that count
+        most beyond what arrived for them (the only chunk of a small file it claims and
+        never sends, bytes scattered a page apart), until back within it.
+
+        A file that counts no more than twice what arrived is kept, whatever its size: its
+        memory is about what arrived (a small file holds its chunks, a larger one the pages
+        they touch, pages it shares with a gap not filled yet included), and a file larger
+        than the budget is the caller's to pause for, not to drop."""
         failures: list[FileFailure] = []
         self.claimed_since_shed = 0
         if self.mode == "disk":
@@ -324,17 +349,19 @@ class Reassembler:
         if held <= budget:
             return failures
         waste = sorted(
-            (p.store.held_bytes - p.bytes_received, p.file_id, p) for p in self._partials.values()
+            (p.excess, p.file_id, p)
+            for p in self._partials.values()
+            if p.excess > p.bytes_received + p.copy_bytes
         )
-        while held > budget and waste and waste[-1][0] > 0:
+        while held > budget and waste:
             _, _, partial = waste.pop()
-            taken = partial.store.held_bytes
+            taken = partial.held_bytes
             failures.append(
                 self._fail(
                     partial,
                     FailureReason.ABANDONED,
-                    f"over the memory budget ({budget} bytes): it took {taken} bytes for the "
-                    f"{partial.bytes_received} that arrived (its chunks claim "
+                    f"over the memory budget ({budget} bytes): it counts {taken} bytes for "
+                    f"the {partial.bytes_received} that arrived (its chunks claim "
                     f"{partial.generation.n_total} of them)",
                 )
             )
@@ -351,6 +378,15 @@ class Reassembler:
             self._fail(partial, FailureReason.ABANDONED, "read again after a rebalance")
         self._finished.clear()
         return len(partials)
+
+    def remember(self, relative: PurePosixPath, generation: Generation) -> None:
+        """A version of a file completed before (in an earlier run whose results are
+        committed): its chunks read again are duplicates, not a file to rebuild."""
+        versions = self._finished.get(relative, ())
+        if generation not in versions:
+            self._finished[relative] = (*versions[-(_VERSIONS - 1) :], generation)
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
 
     def close(self) -> list[Outcome]:
         """Finish queued work, drop every partial file (removing temporary files), stop."""
@@ -400,6 +436,24 @@ class Reassembler:
             done, done_size = self._backlog.popleft()
             done.result()
             self._backlog_bytes -= done_size
+
+    def _another_copy(
+        self, partial: PartialFile, chunk: DataFileChunk, ended: list[Outcome]
+    ) -> AddResult:
+        """A chunk whose index is stored already: a duplicate, unless its bytes differ.
+        Then it is corrupt (rejected), or a good copy, kept until the file is whole: the
+        stored one may be corrupt, which only the file hash tells (see PartialFile.finish)."""
+        try:
+            kept, why = partial.another_copy(
+                chunk.chunk_i, chunk.chunk_offset_write, chunk.data, chunk.chunk_hash
+            )
+        except StoreError as exc:  # the stored copy cannot be read back: the worker says why
+            return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
+        if kept:
+            partial.last_seen, partial.last_read = self._clock(), self._idle_clock()
+            return self._result(ChunkStatus.STORED, partial.file_id, ended=ended)
+        status = ChunkStatus.REJECTED if why else ChunkStatus.DUPLICATE
+        return self._result(status, None, why, ended)
 
     def _sync_renames(self) -> None:
         try:

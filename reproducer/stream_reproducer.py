@@ -177,8 +177,9 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     },
     "reprocess": {
         "action": "store_true",
-        "help": "produce results again for files the output folder's LOGS list as done "
-        "(results_produced_to_<topic>.hashes); else a reused output folder skips them",
+        "help": "rebuild and produce again files the consumer group's state records "
+        "(<group>.reproducer-state) list as done; else their chunks, read again after a "
+        "restart, are skipped",
     },
 }
 

@@ -9,7 +9,16 @@ from typing import Any
 
 from reproducer.errors import TopicUnavailable
 
-__all__ = ["partitions_of"]
+__all__ = ["connection_only", "partitions_of"]
+
+_CONNECTION_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.", "socket.")
+
+
+def connection_only(settings: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a client's settings that say how to reach the broker (for an admin
+    client or a reader of another topic, which the producer's or consumer's own keys
+    would only make librdkafka warn about)."""
+    return {k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)}
 
 
 def partitions_of(client: Any, topic: str, *, timeout: float = 30.0) -> list[int]:

@@ -30,6 +30,7 @@ from cluster import create_topic
 from reproducer.chunk import encode_value, make_chunk, result_key
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
+from reproducer.state import read_state, state_topic
 from reproducer.status import Status, pipeline_status
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import FlakyReproducer, LockProbeReproducer, SizeReproducer
@@ -168,11 +169,9 @@ def test_failures_are_recorded_and_do_not_stop_the_run(
     assert sorted(payload["file"] for _, payload in got) == ["good1.txt", "good2.txt"]
     # the two failures are counted, and only the good files are listed as produced
     assert reproducer.last_run is not None and reproducer.last_run.n_files_failed == 2
-    listed = (tmp_path / "out" / "LOGS").glob("*.hashes")
-    assert sorted(line.split()[1] for p in listed for line in p.read_text().splitlines()) == [
-        "good1.txt",
-        "good2.txt",
-    ]
+    (listed,) = (tmp_path / "out" / "LOGS").glob("results_produced_to_*.csv")
+    rows = list(csv.reader(listed.read_text().splitlines(), delimiter=";"))[1:]
+    assert sorted(row[1] for row in rows) == ["good1.txt", "good2.txt"]
 
 
 XRD_CSV = """[Measurement conditions]
@@ -320,19 +319,52 @@ def test_offsets_committed_only_for_delivered_results(
     assert (second.n_msgs_read, second.n_results_produced) == (0, 0)
     assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
 
-    # a fresh group re-reads everything, but what the results CSV records is not produced again
-    fresh = SizeReproducer(config_file, topic, results_topic, stop_when_idle=3.0, output_dir=out)
-    third = fresh.produce_processing_results_for_files_as_read()
-    assert third.n_files_read == len(files) and third.n_results_produced == 0
-    assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
+    # every file passed by the offsets: no state record is left for the group
+    assert not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group))
+
+
+def _set_min_insync_replicas(bootstrap: str, topic: str, value: int) -> None:
+    """Set ``min.insync.replicas`` of ``topic``, and wait until the broker describes it so.
+    On this single-broker cluster (replication 1), 2 makes the broker refuse every acks=all
+    produce with NOT_ENOUGH_REPLICAS (retriable: a producer keeps retrying); 1 takes them."""
+    from confluent_kafka.admin import (  # noqa: PLC0415
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    entry = ConfigEntry(
+        "min.insync.replicas", str(value), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
+
+    def described() -> bool:
+        asked = ConfigResource(ResourceType.TOPIC, topic)
+        found = admin.describe_configs([asked])[asked].result(timeout=30)
+        return found["min.insync.replicas"].value == str(value)
+
+    wait_for(described, 30, f"min.insync.replicas={value} on {topic}")
 
 
 def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
-    """One file's analysis is held (a gate) while the others are delivered and committed:
-    in every partition the committed offset stays at or below that file's first chunk
-    there, until its result is out; then everything is committed."""
+    """One file's result is produced but the broker does not acknowledge it (its result
+    topic has min.insync.replicas=2 on a one-broker cluster: every try is refused with
+    NOT_ENOUGH_REPLICAS, retriable, and the producer keeps retrying), while the other
+    results are delivered and committed: in every partition the committed offset stays at
+    or below that file's first chunk there, for as long as the result is held; once the
+    topic takes it (min.insync.replicas=1) it is delivered and everything is committed."""
+    from confluent_kafka import KafkaError  # noqa: PLC0415
+
+    import tests.pipeline.fanout_analyses  # noqa: PLC0415 - registers byte-sum
+    from analyses import register  # noqa: PLC0415
+    from analyses.runner import AnalysesRun  # noqa: PLC0415
+
     tree = tmp_path / "tree"
     tree.mkdir()
     names = ["a0.bin", "a1.bin", "a2.bin", "gated.bin", "b0.bin", "b1.bin", "b2.bin"]
@@ -359,55 +391,112 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
                 )
     finally:
         reader.close()
-    results_topic = topic + "-results"
+    assert gated, "gated.bin's chunks were not found"
+    # the others' offsets are all committed: up to gated.bin's first chunk where it has one
+    held_back = [gated.get(p, ends[p]) for p in range(3)]
+    assert held_back != ends  # (else the check below could not tell a held file)
+
+    results_topic, held_topic = topic + "-results", topic + "-held"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
+    create_topic(kafka_bootstrap, held_topic, partitions=1)
+    _set_min_insync_replicas(kafka_bootstrap, held_topic, 2)
+    # the broker does refuse an acks=all produce there, and says why (not a timeout)
+    refusals: list[Any] = []
+    probe = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "acks": "all",
+            "enable.idempotence": False,
+            "retries": 0,
+            "message.timeout.ms": 20_000,
+        }
+    )
+    probe.produce(held_topic, b"probe", on_delivery=lambda err, _msg: refusals.append(err))
+    assert probe.flush(30) == 0
+    assert [e and e.code() for e in refusals] == [KafkaError.NOT_ENOUGH_REPLICAS], refusals
+
+    # byte-sum: every file, to the run's results topic; held: gated.bin only, to its own
+    held = f"held-{topic}"
+    register(held, files=r"gated\.bin$", topic=held_topic, num_cpus=0.5)(
+        tests.pipeline.fanout_analyses.ByteSum
+    )
     config_file = tmp_path / "test.config"
-    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    # librdkafka retries the refused result until message.timeout.ms (300 s by default):
+    # set here, so that it outlasts the hold whatever the default
+    config_file.write_text(
+        f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n"
+        "[producer]\nmessage.timeout.ms = 300000\n"
+    )
     group = f"group-{topic}"
-    gate = tmp_path / "gate"
-    run = SizeReproducer(
+    run = AnalysesRun(
         config_file,
         topic,
         results_topic,
+        analysis=f"byte-sum,{held}",
         consumer_group_id=group,
         stop_when_idle=3.0,
         output_dir=tmp_path / "out",
-        gate=str(gate),
-        gate_prefix="gated",
     )
-    thread = threading.Thread(target=run.produce_processing_results_for_files_as_read)
-    thread.start()
+
+    # `reproducer status` sees the held-back chunks as lag, and finds the running
+    # pipeline by its named ingest actor: its progress, as its driver last noted it
+    def status() -> Status:
+        return pipeline_status(
+            KafkaConfig.for_bootstrap(kafka_bootstrap),
+            topic,
+            group,
+            ray_address="auto",
+            measure_seconds=0.5,
+        )
+
+    def driver() -> list[tuple[Any, Any]]:
+        return [
+            (r["driver"].get("n_results"), r["driver"].get("n_in_analysis")) for r in status().live
+        ]
+
+    thread, outcome = run_in_thread(run)
     try:
         wait_for(
-            lambda: count_results(kafka_bootstrap, results_topic) == len(names) - 1,
+            lambda: count_results(kafka_bootstrap, results_topic) == len(names),
             120,
-            "the other results",
+            "the byte-sum results of every file",
         )
         wait_for(
-            lambda: any(_committed(kafka_bootstrap, group, topic)), 30, "a commit of the others"
+            lambda: _committed(kafka_bootstrap, group, topic) == held_back,
+            60,
+            f"the others' offsets committed up to gated.bin's first chunks {held_back}",
         )
-        committed = _committed(kafka_bootstrap, group, topic)
-        for partition, first in gated.items():
-            assert committed[partition] <= first, (partition, committed, gated)
-
-        # `reproducer status` sees the held-back chunks as lag, and finds the running
-        # pipeline by its named ingest actor: its progress, as its driver last noted it
-        def status() -> Status:
-            return pipeline_status(
-                KafkaConfig.for_bootstrap(kafka_bootstrap), topic, group, ray_address="auto"
-            )
-
+        # the held result left its analysis (none in analysis) and is with the producer,
+        # unacknowledged: counted nowhere, its topic empty
         wait_for(
-            lambda: [r["driver"].get("n_results") for r in status().live] == [len(names) - 1],
+            lambda: driver() == [(len(names), 0)],
             30,
-            "the running pipeline's progress in its status",
+            "the running pipeline's progress in its status: every analysis done",
         )
+        # held for a while: every read of the commits stays below it, the run goes on
+        deadline = time.monotonic() + 5
+        reads = 0
+        while time.monotonic() < deadline:
+            committed = _committed(kafka_bootstrap, group, topic)
+            for partition, first in gated.items():
+                assert committed[partition] <= first, (partition, committed, gated)
+            assert count_results(kafka_bootstrap, held_topic) == 0
+            assert thread.is_alive(), outcome
+            reads += 1
+            time.sleep(0.2)
+        assert reads >= 3
         now = status()
         assert now.lag > 0 and now.live[0]["actor"].startswith(f"ingest:{group}:")
         assert now.live[0]["topic"] == topic and now.live[0]["ingest"]["n_messages"] == sum(ends)
+        assert now.live[0]["driver"]["n_results"] == len(names)
     finally:
-        gate.touch()
+        _set_min_insync_replicas(kafka_bootstrap, held_topic, 1)  # the topic takes it now
         thread.join(120)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
+    assert outcome[0].n_results_produced == len(names) + 1
+    ((analysis, _, value),) = envelopes(kafka_bootstrap, held_topic)
+    assert (analysis, value["file"]["relative_path"]) == (held, "gated.bin")
     assert count_results(kafka_bootstrap, results_topic) == len(names)
     assert _committed(kafka_bootstrap, group, topic) == ends
 
@@ -764,8 +853,8 @@ def test_replays_start_where_asked_and_reprocess_ignores_the_done_list(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
     """A group that has read everything reads it again with ``from_beginning``, or from a
-    time with ``start_time``; files the output folder's LOGS list as done are skipped
-    (said in the log) unless ``reprocess``."""
+    time with ``start_time``, and produces what it reads again (a replay, e.g. for a new
+    analysis), with or without ``reprocess``."""
     config = KafkaConfig.for_bootstrap(kafka_bootstrap)
     first, second = tmp_path / "first", tmp_path / "second"
     for folder, names in ((first, ["a1.txt", "a2.txt"]), (second, ["b1.txt", "b2.txt"])):
@@ -796,7 +885,7 @@ def test_replays_start_where_asked_and_reprocess_ignores_the_done_list(
     everything = ["a1.txt", "a2.txt", "b1.txt", "b2.txt"]
     assert run() == everything
     assert run() == []  # the group has committed everything
-    assert run(from_beginning=True) == []  # read again, but LOGS lists them as done
+    assert run(from_beginning=True) == everything
     assert run(start_time=middle.isoformat(), reprocess=True) == ["b1.txt", "b2.txt"]
     assert run(from_beginning=True, reprocess=True) == everything
     with pytest.raises(ReproducerError, match="give one of them"):
@@ -1352,3 +1441,144 @@ def test_cluster_lock_excludes_and_survives_a_dead_holder(
     assert len(spans) == 7
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end  # never two holders at once, across actors
+
+
+def test_every_re_uploaded_version_gets_a_result_and_an_older_copy_is_dead_lettered(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Files edited and uploaded again by the uploader: one grew, one shrank across a chunk
+    boundary, one was edited in place. Each version gets its result (the shrunk one's
+    second version used to get none, and no log line). A copy plainly older than a
+    version that completed (an older mtime) is skipped, said in the log and copied to
+    the dead-letter topic with the reason."""
+    config = KafkaConfig.for_bootstrap(kafka_bootstrap)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    chunk = 1000
+    contents = {"grows.bin": 2500, "shrinks.bin": 3500, "edited.bin": 2500}
+    for name, size in contents.items():
+        (tree / name).write_bytes(os.urandom(size))
+    first = {name: (tree / name).read_bytes() for name in contents}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "edited.bin").write_bytes(first["edited.bin"])  # kept for a late, older copy
+    os.utime(old / "edited.bin", (1.0e9, 1.0e9))
+    upload([tree], config, topic, chunk_size=chunk)
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    dead_topic = topic + "-dead"
+    create_topic(kafka_bootstrap, dead_topic, partitions=1)
+
+    def reproducer() -> SizeReproducer:
+        return SizeReproducer(
+            config_file,
+            topic,
+            results_topic,
+            consumer_group_id=group,
+            dead_letter_topic=dead_topic,
+            stop_when_idle=3.0,
+            output_dir=tmp_path / "out",
+        )
+
+    reproducer().produce_processing_results_for_files_as_read()
+    (tree / "grows.bin").write_bytes(first["grows.bin"] + os.urandom(1500))
+    (tree / "shrinks.bin").write_bytes(first["shrinks.bin"][:1800])  # 4 chunks, now 2
+    edited = bytearray(first["edited.bin"])
+    edited[10:20] = os.urandom(10)
+    (tree / "edited.bin").write_bytes(bytes(edited))
+    later = time.time() + 10
+    for name in contents:
+        os.utime(tree / name, (later, later))
+    second = {name: (tree / name).read_bytes() for name in contents}
+    upload([tree], config, topic, chunk_size=chunk)
+    going = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        dead_letter_topic=dead_topic,
+        output_dir=tmp_path / "out",
+    ).start()
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 6, 60, "6 results")
+        upload([old], config, topic, chunk_size=chunk)  # the first version, plainly older
+        copies: list[Any] = []
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "dlq-stale"})
+        consumer.assign([TopicPartition(dead_topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + 60
+        try:
+            while len(copies) < 3 and time.monotonic() < deadline:
+                copies += [m for m in consumer.consume(10, 1) if not m.error()]
+        finally:
+            consumer.close()
+    finally:
+        going.stop()
+    got = sorted((p["file"], p["sha256"]) for _, p in read_results(kafka_bootstrap, results_topic))
+    expected = sorted(
+        (name, hashlib.sha256(version[name]).hexdigest())
+        for version in (first, second)
+        for name in contents
+    )
+    assert got == expected  # each version once, the older copy none
+    reasons = [dict(m.headers())["reproducer.error"].decode() for m in copies]
+    assert len(reasons) == 3, reasons  # the older copy's three chunks
+    assert all("stale" in r and "edited.bin" in r and "older" in r for r in reasons), reasons
+
+
+def test_a_missing_dead_letter_topic_stops_the_run_at_start_up(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A dead-letter topic that does not exist is said at the start, before anything is
+    read: copies sent to it would never be acknowledged, and nothing may be committed
+    past a poison message or failed file before its copy is."""
+    results_topic, config_file, group = _run_setup(kafka_bootstrap, topic, tmp_path)
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        dead_letter_topic=topic + "-no-such-dead-letters",
+        stop_when_idle=2.0,
+        output_dir=tmp_path / "out",
+    )
+    with pytest.raises(ReproducerError, match="no-such-dead-letters does not exist"):
+        run.produce_processing_results_for_files_as_read()
+
+
+def test_the_ingest_serves_only_the_very_file_it_rebuilt(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Disk mode across nodes: an analysis actor that cannot see a rebuilt file asks the
+    ingest actor for its bytes. If a newer version was renamed over it meanwhile, the
+    ingest says so instead of serving the newer bytes as the old file's."""
+    import ray  # noqa: PLC0415
+
+    from reproducer.actors import IngestActor  # noqa: PLC0415
+    from reproducer.errors import FileReplaced  # noqa: PLC0415
+    from reproducer.ingest import IngestSettings  # noqa: PLC0415
+
+    out = tmp_path / "out"
+    (out / "run").mkdir(parents=True)
+    rebuilt = out / "run" / "a.bin"
+    rebuilt.write_bytes(b"version 1")
+    st = rebuilt.stat()
+    identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+    settings = IngestSettings(
+        topic,
+        {"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}"},
+        mode="disk",
+        output_dir=out,
+    )
+    ingest = IngestActor.remote(settings)  # type: ignore[attr-defined]
+    try:
+        assert ray.get(ingest.ready.remote(), timeout=60) == ""
+        served = ray.get(ingest.read_file.remote(str(rebuilt), identity), timeout=60)
+        assert bytes(served) == b"version 1"
+        newer = out / "run" / ".a.bin.new"
+        newer.write_bytes(b"version 2, longer")
+        newer.replace(rebuilt)  # as the reassembler renames a newer version into place
+        with pytest.raises(FileReplaced, match="was replaced since it was rebuilt"):
+            ray.get(ingest.read_file.remote(str(rebuilt), identity), timeout=60)
+        with pytest.raises(PermissionError):
+            ray.get(ingest.read_file.remote(str(tmp_path / "elsewhere"), None), timeout=60)
+    finally:
+        ray.kill(ingest)

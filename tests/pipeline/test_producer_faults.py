@@ -91,8 +91,8 @@ def test_a_result_the_topic_refuses_is_a_recorded_failure_and_the_rest_goes_on(
     got = sorted(payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic))
     assert got == ["a0.bin", "a1.bin", "a2.bin"]
     assert _committed(kafka_bootstrap, group, topic) == len(names)  # one chunk each
-    hashes = (tmp_path / "out" / "LOGS").glob("*.hashes")
-    assert not any("huge.bin" in path.read_text() for path in hashes)
+    listed = (tmp_path / "out" / "LOGS").glob("results_produced_to_*.csv")
+    assert not any("huge.bin" in path.read_text() for path in listed)
 
 
 @pytest.mark.parametrize("exactly_once", MODES)
@@ -192,3 +192,33 @@ def test_a_fenced_producer_stops_the_run_and_a_restart_completes_exactly_once(
     again.produce_processing_results_for_files_as_read()
     got = sorted(payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic))
     assert got == names  # each exactly once
+
+
+@pytest.mark.parametrize("exactly_once", MODES)
+def test_a_chunk_topic_deleted_mid_run_ends_it_saying_so(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path, exactly_once: bool
+) -> None:
+    """The input topic deleted under a running pipeline: the run ends within a bounded
+    time with a true message (it polled on forever, or blamed "another consumer")."""
+    names = ["a0.bin", "a1.bin"]
+    _upload(tmp_path, kafka_bootstrap, topic, names)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    run = SizeReproducer(
+        _config(tmp_path, kafka_bootstrap),
+        topic,
+        results_topic,
+        consumer_group_id=f"g-{uuid.uuid4().hex[:8]}",
+        exactly_once=exactly_once,
+        output_dir=tmp_path / "out",
+    )
+    handle = run.start()
+    try:
+        wait_for(lambda: len(read_results(kafka_bootstrap, results_topic)) == 2, 60, "results")
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        with pytest.raises(ReproducerError, match=f"chunk topic {topic} (does not exist|now has)"):
+            assert handle.wait(120) is not None, "the run did not end"
+    finally:
+        if handle.running:
+            handle.stop(60)

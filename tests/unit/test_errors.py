@@ -12,6 +12,7 @@ from reproducer.errors import (
     ChunkDecodeError,
     ChunkHashError,
     ConfigError,
+    FileReplaced,
     OutputUnavailable,
     ReproducerError,
     RunInterrupted,
@@ -30,6 +31,7 @@ ERRORS = [
     OutputUnavailable("run/a.h5", "No space left on device"),
     TopicUnavailable("results", "does not exist"),
     UploadError({"a.bin": "timed out"}),
+    FileReplaced("out/run/a.h5"),
 ]
 
 

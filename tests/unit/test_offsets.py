@@ -185,38 +185,43 @@ def test_a_finished_file_behind_an_unfinished_one_is_not_covered() -> None:
 
 @settings(max_examples=400, deadline=None)
 @given(_steps)
-def test_a_transaction_never_commits_past_a_file_it_does_not_carry(steps: list) -> None:
-    """Exactly once: every finished file is either carried by the transaction (all of its
-    messages below the offsets) or has no message below them (it is read again after a
-    crash); and every message below the offsets is of a finished file."""
-    tracker, consumed, finished = _replay(steps, check_every_step=False)
-    offsets, carried = tracker.transaction_point(set(finished))
-    assert carried <= finished
-    bounds = {p: offsets.get(p, tracker.committed.get(p, -1)) for p in consumed}
-    for partition, log in consumed.items():
-        for offset, owner in log:
-            below = offset < bounds[partition]
-            if owner is None or not below:
-                continue
-            assert owner in finished, (partition, offset, owner, offsets)
-            assert owner in carried, (partition, offset, owner, offsets, carried)
+def test_a_files_extent_bounds_every_message_of_it(steps: list) -> None:
+    """Exactly once, a file whose result is committed while its chunks are not all below
+    the offsets gets a state record with its extent: every message of a pending file lies
+    at or below its extent in that partition, and the extent is one of its messages."""
+    tracker, consumed, _ = _replay(steps, check_every_step=False)
+    tracker.advanced()  # releases what is finished and below
+    owners = {owner for log in consumed.values() for _, owner in log if owner is not None}
+    for owner in owners:
+        if not tracker.holds(owner):
+            assert tracker.extent(owner) == {}
+            continue
+        highest = {
+            partition: max(offset for offset, o in log if o == owner)
+            for partition, log in consumed.items()
+            if any(o == owner for _, o in log)
+        }
+        assert tracker.extent(owner) == highest
 
 
-def test_a_file_across_partitions_waits_with_its_offsets() -> None:
-    """The loss a broker freeze showed: file 5 has chunks in partitions 1 and 2; partition
-    2 is held by an older unfinished file. Committing partition 1 past file 5's chunks
-    while its result waited lost it when the run stopped; now partition 1 stays below it."""
+def test_a_file_across_partitions_is_committed_with_its_extent() -> None:
+    """File 5 has chunks in partitions 1 and 2; partition 2 is held by an older unfinished
+    file. Its result commits at once, the offsets pass its chunks in partition 1 only, and
+    its extent says which of its chunks a restart would read again (partition 2, offset 1):
+    what its state record keeps, until the offsets pass that too."""
     tracker = OffsetTracker()
     tracker.record(1, 0, 3)
     tracker.record(1, 1, 5)
     tracker.record(1, 2, 5)
     tracker.record(2, 0, 4)  # unfinished: holds partition 2
     tracker.record(2, 1, 5)
+    assert tracker.extent(5) == {1: 2, 2: 1}
     tracker.finish(3)
     tracker.finish(5)
-    offsets, carried = tracker.transaction_point({3, 5})
-    assert carried == {3} and offsets == {1: 1, 2: 0}
+    offsets = tracker.advanced()
+    assert offsets == {1: 3, 2: 0}
     tracker.confirm(offsets)
+    assert tracker.extent(5) == {1: 2, 2: 1}  # still pending in partition 2
     tracker.finish(4)
-    offsets, carried = tracker.transaction_point({4, 5})
-    assert carried == {4, 5} and offsets == {1: 3, 2: 2}
+    assert tracker.advanced() == {2: 2}
+    assert tracker.extent(5) == {}  # released: wholly below the offsets

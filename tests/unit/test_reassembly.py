@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import mmap
 import os
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reproducer._partial import MAX_REOPEN
+from reproducer._storage import HEAP_LIMIT, MemoryStore
 from reproducer.chunk import DataFileChunk, make_chunk
 from reproducer.reassembly import (
     AddResult,
@@ -127,13 +129,30 @@ def test_new_generation_starting_chunk_is_kept() -> None:
     assert completed(outcomes).read_bytes() == b"new content!" * 100
 
 
-def test_more_chunks_is_a_new_generation_even_if_older_mtime() -> None:
+@pytest.mark.parametrize(("short_mtime", "longer_mtime"), [(0.0, 0.0), (3.0, 3.0), (5.0, 0.0)])
+def test_more_chunks_is_a_new_generation_when_mtimes_do_not_tell(
+    short_mtime: float, longer_mtime: float
+) -> None:
+    """The reference policy, when the mtimes are equal or one is missing (0)."""
+    short = split(b"a" * 100, 50, mtime=short_mtime)
+    longer = split(b"b" * 150, 50, mtime=longer_mtime)
+    reassembler = Reassembler()
+    reassembler.add(short[0])
+    assert failed(list(reassembler.add(longer[0]).finished)).reason is FailureReason.SUPERSEDED
+    stale = reassembler.add(short[1])
+    assert stale.status is ChunkStatus.STALE and "2 chunks < 3" in stale.reason
+
+
+def test_a_newer_mtime_wins_over_more_chunks() -> None:
     short = split(b"a" * 100, 50, mtime=5.0)
     longer = split(b"b" * 150, 50, mtime=1.0)
     reassembler = Reassembler()
     reassembler.add(short[0])
-    assert failed(list(reassembler.add(longer[0]).finished)).reason is FailureReason.SUPERSEDED
-    assert reassembler.add(short[1]).status is ChunkStatus.STALE
+    stale = reassembler.add(longer[0])
+    assert (stale.status, stale.finished) == (ChunkStatus.STALE, ())
+    assert "mtime 1.0 < 5.0" in stale.reason
+    _, outcomes = feed(reassembler, short[1:])
+    assert completed(outcomes).read_bytes() == b"a" * 100
 
 
 def test_late_chunks_of_finished_or_older_files() -> None:
@@ -330,19 +349,19 @@ def test_memory_accounting_and_expiry() -> None:
     now[0] = 150.0
     for c in b[:5]:
         reassembler.add(c)
-    assert reassembler.held_bytes == 2000  # what the buffers took: each file's claimed size
-    assert reassembler.partial_bytes == 800  # what arrived
+    assert reassembler.held_bytes == reassembler.partial_bytes == 800  # what arrived
     infos = {i.relative_path.name: i for i in reassembler.partial_files()}
     assert infos["a"].n_chunks_received == 3 and infos["b"].n_chunks_received == 5
     now[0] = 170.0
     expired = reassembler.expire(idle_seconds=60)
     assert [f.relative_path.name for f in expired] == ["a"]
     assert expired[0].reason is FailureReason.EXPIRED
-    assert reassembler.held_bytes == 1000
+    assert reassembler.held_bytes == 500
     # a failed file is forgotten: its chunks (a late one, or the whole file sent again)
     # start afresh, and a stray one expires in turn
     late = reassembler.add(a[5])
     assert late.status is ChunkStatus.STORED and late.file_id != expired[0].file_id
+    assert reassembler.held_bytes == 500 + 1000  # one chunk: it counts the size it claims
     now[0] = 300.0
     assert {f.relative_path.name for f in reassembler.expire(idle_seconds=60)} == {"a", "b"}
     _, outcomes = feed(reassembler, a)
@@ -350,10 +369,10 @@ def test_memory_accounting_and_expiry() -> None:
 
 
 def test_files_that_claim_more_than_they_send_count_what_they_take() -> None:
-    """One chunk each, claiming a small file (8 chunks of 16 KiB, a heap buffer allocated
-    whole at the first chunk): the budget must see the 128 KiB each buffer took, not the
-    16 KiB that arrived (else a flood of such claims grows the process by far more than
-    the budget sees)."""
+    """One chunk each, claiming a small file (8 chunks of 16 KiB): until a second chunk
+    comes, the budget counts the 128 KiB each claims, not the 16 KiB that arrived, so that
+    a flood of such claims is given up (see the next tests) as when a buffer of the claimed
+    size was taken for each."""
     reassembler = Reassembler(worker_thread=False)
     n_files, chunk, claimed = 20, 16 << 10, 8
     for i in range(n_files):
@@ -395,7 +414,8 @@ def test_over_the_budget_the_files_that_took_most_beyond_their_bytes_are_given_u
     """Chunks that claim small files they never send: over the budget, those files go
     (ABANDONED, saying why) until memory is back within it. A good file half arrived
     stays, whatever its size: its memory is what arrived (it was given up once, when a
-    2 MiB file's buffer was allocated whole and counted as 2 MiB from its first chunk)."""
+    2 MiB file's buffer was allocated whole and counted as 2 MiB from its first chunk; see
+    also test_good_small_files_half_arrived_are_not_given_up_over_the_budget)."""
     reassembler = Reassembler(worker_thread=False)
     chunk = 16 << 10
     for size, name in ((2 << 20, "two_mib"), (20 << 20, "big")):
@@ -655,3 +675,276 @@ def test_several_worker_threads_rebuild_interleaved_files(mode: str, tmp_path: P
     }
     assert rebuilt == files
     reassembler.close()
+
+
+# ---------------------------------------------------------------- versions of a path
+@pytest.mark.parametrize(("old_mtime", "new_mtime"), [(0.0, 0.0), (1.0, 2.0), (0.0, 2.0)])
+def test_a_file_that_shrank_is_rebuilt_after_the_old_version_completed(
+    old_mtime: float, new_mtime: float
+) -> None:
+    """A file edited to be smaller and sent again has fewer chunks: still a new version
+    (only a plainly older mtime makes content at a finished path stale)."""
+    old = split(b"o" * 400, 100, mtime=old_mtime)
+    new = split(b"n" * 150, 100, mtime=new_mtime)
+    reassembler = Reassembler()
+    assert completed(feed(reassembler, old)[1]).read_bytes() == b"o" * 400
+    results, outcomes = feed(reassembler, new)
+    assert [r.status for r in results] == [ChunkStatus.STORED, ChunkStatus.COMPLETING]
+    assert completed(outcomes).read_bytes() == b"n" * 150
+    assert reassembler.add(old[2]).status is ChunkStatus.DUPLICATE  # remembered still
+
+
+def test_an_older_copy_after_completion_is_stale_and_says_why() -> None:
+    newer = split(b"2" * 200, 100, mtime=20.0)
+    older = split(b"1" * 300, 100, mtime=10.0)  # more chunks, but plainly older
+    reassembler = Reassembler()
+    feed(reassembler, newer)
+    for chunk in older:
+        result = reassembler.add(chunk)
+        assert (result.status, result.file_id) == (ChunkStatus.STALE, None)
+        assert "older than the version of f.bin that completed" in result.reason
+        assert "mtime 10.0 < 20.0" in result.reason
+    assert len(reassembler) == 0 and reassembler.flush() == []
+
+
+def test_a_shrunk_newer_version_supersedes_the_older_one_being_rebuilt() -> None:
+    old = split(b"o" * 400, 100, mtime=1.0)
+    new = split(b"n" * 150, 100, mtime=2.0)
+    reassembler = Reassembler()
+    for chunk in old[:2]:
+        assert reassembler.add(chunk).status is ChunkStatus.STORED
+    first_new = reassembler.add(new[0])
+    assert first_new.status is ChunkStatus.STORED
+    assert failed(list(first_new.finished)).reason is FailureReason.SUPERSEDED
+    late = reassembler.add(old[2])
+    assert (late.status, late.file_id) == (ChunkStatus.STALE, None)
+    assert "older than the version being rebuilt" in late.reason
+    assert "mtime 1.0 < 2.0" in late.reason
+    _, outcomes = feed(reassembler, new[1:])
+    assert completed(outcomes).read_bytes() == b"n" * 150
+
+
+def test_a_stale_chunk_of_a_version_being_rebuilt_says_why() -> None:
+    """Without mtimes to tell (legacy producers send 0), the reference rule decides: fewer
+    chunks is older; the reason names both versions."""
+    longer = split(b"L" * 300, 100)
+    shorter = split(b"s" * 200, 100)
+    reassembler = Reassembler()
+    reassembler.add(longer[0])
+    stale = reassembler.add(shorter[0])
+    assert stale.status is ChunkStatus.STALE
+    assert "older than the version being rebuilt" in stale.reason
+    assert "2 chunks < 3" in stale.reason
+    assert shorter[0].file_hash[:4].hex() in stale.reason
+    assert longer[0].file_hash[:4].hex() in stale.reason
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_interleaved_old_and_new_versions_end_with_the_new_one(seed: int) -> None:
+    """Chunks of an old version and of a smaller newer one, interleaved in any order: the
+    newer version completes last; the old one completes only if it was whole before any
+    chunk of the newer one came, and every chunk of it skipped says why."""
+    old = split(b"o" * 500, 100, mtime=1.0)
+    new = split(b"n" * 200, 100, mtime=2.0)
+    rng = random.Random(seed)
+    order = old + new
+    rng.shuffle(order)
+    reassembler = Reassembler(worker_thread=False)
+    results, outcomes = feed(reassembler, order)
+    done = [o for o in outcomes if isinstance(o, CompletedFile)]
+    assert done and done[-1].read_bytes() == b"n" * 200
+    assert [d.read_bytes() for d in done[:-1]] in ([], [b"o" * 500])
+    assert all(r.reason for r in results if r.status is ChunkStatus.STALE)
+    assert len(reassembler) == 0
+
+
+def test_a_late_copy_of_a_finished_version_does_not_supersede_the_next_one() -> None:
+    """A file shrank and is sent again (no mtimes): a late duplicate of the old version's
+    chunks, which has more chunks, must not end the new version being rebuilt."""
+    old = split(b"o" * 400, 100)
+    new = split(b"n" * 200, 100)
+    reassembler = Reassembler()
+    feed(reassembler, old)
+    assert reassembler.add(new[0]).status is ChunkStatus.STORED
+    late = reassembler.add(old[3])
+    assert (late.status, late.finished) == (ChunkStatus.DUPLICATE, ())
+    _, outcomes = feed(reassembler, new[1:])
+    assert completed(outcomes).read_bytes() == b"n" * 200
+
+
+# ---------------------------------------------------------------- copies of a chunk
+def _flipped(chunk: DataFileChunk) -> DataFileChunk:
+    """The chunk with one bit of its data flipped (its declared chunk hash intact)."""
+    data = bytearray(chunk.data)
+    data[len(data) // 2] ^= 0x10
+    return dataclasses.replace(chunk, data=bytes(data))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_good_copy_of_a_corrupt_chunk_before_the_last_chunk_completes_the_file(
+    mode: str, tmp_path: Path
+) -> None:
+    data = os.urandom(4000)
+    chunks = split(data, 1000)
+    reassembler = make(mode, tmp_path)
+    order = [chunks[0], _flipped(chunks[1]), chunks[1], chunks[2], chunks[3]]
+    results, outcomes = feed(reassembler, order)
+    assert [r.status for r in results] == [
+        ChunkStatus.STORED,
+        ChunkStatus.STORED,
+        ChunkStatus.STORED,  # a different copy, matching its chunk hash: kept
+        ChunkStatus.STORED,
+        ChunkStatus.COMPLETING,
+    ]
+    assert results[2].file_id == results[0].file_id  # its message waits for the file
+    assert completed(outcomes).read_bytes() == data
+    assert reassembler.n_reopened == 0 and len(reassembler) == 0
+    assert reassembler.held_bytes == 0
+    if mode != "memory":
+        assert (tmp_path / "out" / "f.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_corrupt_copy_after_the_good_one_is_rejected(mode: str, tmp_path: Path) -> None:
+    data = os.urandom(4000)
+    chunks = split(data, 1000)
+    reassembler = make(mode, tmp_path)
+    reassembler.add(chunks[0])
+    reassembler.add(chunks[1])
+    bad = reassembler.add(_flipped(chunks[1]))
+    assert (bad.status, bad.file_id) == (ChunkStatus.REJECTED, None)
+    assert "chunk 2" in bad.reason and "chunk hash" in bad.reason
+    same = reassembler.add(chunks[1])
+    assert (same.status, same.file_id) == (ChunkStatus.DUPLICATE, None)
+    _, outcomes = feed(reassembler, chunks[2:])
+    assert completed(outcomes).read_bytes() == data
+
+
+def test_a_kept_copy_counts_in_the_memory_held_until_the_file_ends() -> None:
+    chunks = split(os.urandom(4000), 1000)
+    reassembler = Reassembler(worker_thread=False)
+    reassembler.add(chunks[0])
+    reassembler.add(_flipped(chunks[1]))
+    before = reassembler.held_bytes
+    assert reassembler.add(chunks[1]).status is ChunkStatus.STORED
+    assert reassembler.held_bytes == before + 1000
+    assert reassembler.add(chunks[1]).status is ChunkStatus.DUPLICATE  # that copy again
+    assert reassembler.held_bytes == before + 1000
+    (failure,) = reassembler.close()
+    assert isinstance(failure, FileFailure) and reassembler.held_bytes == 0
+
+
+# ---------------------------------------------------------------- memory accounting
+PAGE = mmap.PAGESIZE
+
+
+def _sparse(n_total: int, offset: int, chunk_i: int, data: bytes = b"x") -> DataFileChunk:
+    return make_chunk(
+        data,
+        filename="sparse",
+        file_hash=bytes(64),
+        chunk_offset_write=offset,
+        chunk_i=chunk_i,
+        n_total_chunks=n_total,
+    )
+
+
+def test_sparse_writes_count_the_pages_they_touch() -> None:
+    """One-byte chunks a page apart in a file that claims 1 MiB (a map): each takes a
+    page of memory, and the budget must see the pages, not the bytes."""
+    reassembler = Reassembler(worker_thread=False)
+    n = 2000
+    before = _rss_kib()
+    for i in range(n):
+        assert reassembler.add(_sparse(1 << 20, i * PAGE, i + 1)).status is ChunkStatus.STORED
+    grown = (_rss_kib() - before) * 1024
+    assert reassembler.partial_bytes == n
+    assert reassembler.held_bytes == n * PAGE
+    assert grown < 2 * reassembler.held_bytes  # what was counted is what was taken
+    assert reassembler.claimed_since_shed >= n * (PAGE - 1)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_contiguous_writes_count_their_bytes_rounded_up_to_pages(shuffled: bool) -> None:
+    """Chunks that share pages (1000 bytes each) count each page once, in any order."""
+    chunks = [_sparse(2000, i * 1000, i + 1, bytes([i % 251]) * 1000) for i in range(300)]
+    if shuffled:
+        random.Random(8).shuffle(chunks)
+    reassembler = Reassembler(worker_thread=False)
+    for chunk in chunks:
+        reassembler.add(chunk)
+    assert reassembler.partial_bytes == 300_000
+    assert reassembler.held_bytes == -(-300_000 // PAGE) * PAGE
+
+
+def test_a_good_copy_of_a_dropped_chunk_is_not_counted_twice() -> None:
+    """A file (a map) whose corrupt chunk was dropped to wait for its copy holds the same
+    pages when the copy comes: they are not counted again."""
+    data = os.urandom(64 * PAGE)
+    chunks = split(data, 4 * PAGE)
+    corrupt = [_flipped(c) if c.chunk_i == 3 else c for c in chunks]
+    reassembler = Reassembler(worker_thread=False)
+    feed(reassembler, corrupt)
+    assert len(reassembler) == 1 and reassembler.held_bytes == len(data)
+    _, outcomes = feed(reassembler, [chunks[2]])
+    assert completed(outcomes).read_bytes() == data
+
+
+def test_good_small_files_half_arrived_are_not_given_up_over_the_budget() -> None:
+    """Ten files of 8 chunks of 16 KiB, half arrived (in order or not): each holds what
+    arrived, so none is given up, whatever the budget: the caller pauses for them (two
+    were given up as liars when each took a buffer of its claimed 128 KiB at once)."""
+    chunk = 16 << 10
+    files = {f"good{i}": os.urandom(8 * chunk) for i in range(10)}
+    reassembler = Reassembler(worker_thread=False)
+    for i, (name, data) in enumerate(files.items()):
+        pieces = split(data, chunk, filename=name)
+        for c in pieces[:4] if i % 2 else pieces[::2]:
+            assert reassembler.add(c).status is ChunkStatus.STORED
+    for budget in (1 << 20, 512 << 10):
+        assert [f.relative_path.name for f in reassembler.shed(budget)] == []
+    assert len(reassembler) == 10
+    assert reassembler.held_bytes == reassembler.partial_bytes == 10 * 4 * chunk
+    for name, data in files.items():
+        _, outcomes = feed(reassembler, split(data, chunk, filename=name))
+        assert completed(outcomes).read_bytes() == data
+
+
+def test_a_chunk_older_than_the_completed_version_does_not_supersede_the_next_one() -> None:
+    """Completed: mtime 5. Being rebuilt: new content from a legacy producer (mtime 0).
+    A chunk with more chunks but an mtime older than the completed version is stale: it
+    must not end the version being rebuilt first."""
+    completed_version = split(b"c" * 200, 100, mtime=5.0)
+    legacy = split(b"l" * 200, 100)
+    older = split(b"o" * 300, 100, mtime=3.0)
+    reassembler = Reassembler()
+    feed(reassembler, completed_version)
+    assert reassembler.add(legacy[0]).status is ChunkStatus.STORED
+    stale = reassembler.add(older[0])
+    assert (stale.status, stale.finished) == (ChunkStatus.STALE, ())
+    assert "that completed" in stale.reason and "mtime 3.0 < 5.0" in stale.reason
+    _, outcomes = feed(reassembler, legacy[1:])
+    assert completed(outcomes).read_bytes() == b"l" * 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 3 * PAGE), min_size=1, max_size=40),
+    st.lists(st.booleans(), min_size=40, max_size=40),
+    st.randoms(use_true_random=False),
+)
+def test_a_map_counts_each_page_touched_once(
+    sizes: list[int], sent: list[bool], rng: random.Random
+) -> None:
+    """Chunks that tile a file, some of them sent, in any order: the map counts exactly
+    the pages they touch (brute force: every page of every chunk, in a set)."""
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    chunks = [(o, n) for o, n, s in zip(offsets, sizes, sent, strict=False) if s]
+    rng.shuffle(chunks)
+    store = MemoryStore(HEAP_LIMIT + 1)
+    pages: set[int] = set()
+    for offset, size in chunks:
+        store.copy_in(offset, b"\1" * size)
+        pages.update(range(offset // PAGE, (offset + size - 1) // PAGE + 1))
+    assert store.held_bytes == len(pages) * PAGE
+    store.discard()

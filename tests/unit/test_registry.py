@@ -180,6 +180,13 @@ def test_attach_keeps_a_file_inside_the_output_folder_only(tmp_path: Path) -> No
     for unsafe in ("../x.png", "/etc/x.png", "a/../../x.png", ""):
         with pytest.raises(ValueError, match="relative path inside the output folder"):
             analysis.attach(unsafe, b"no")
+    for logs in ("LOGS/x.png", "./LOGS/results_produced_to_t.csv"):
+        with pytest.raises(ValueError, match="may not go under LOGS/"):
+            analysis.attach(logs, b"no")
+    (tmp_path / "away").symlink_to(tmp_path.parent, target_is_directory=True)
+    with pytest.raises(ValueError, match="resolves outside"):
+        analysis.attach("away/x.png", b"no")
+    (tmp_path / "away").unlink()
     assert analysis.take_attachments() == {"plots/run/a.h5/x.png": b"png"}
     assert analysis.take_attachments() == {}  # handed over once
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["x.png"]
