@@ -96,8 +96,10 @@ def test_one_slow_file_holds_back_no_other_result_and_a_restart_produces_none_ag
         # every small file has a chunk above the offsets the slow file pins (at least once,
         # recorded after the consumer's next commit)
         wait_for(
-            lambda: len(read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group)))
-            == len(small),
+            lambda: (
+                len(read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group)))
+                == len(small)
+            ),
             30,
             "a state record of each small file",
         )
