@@ -29,6 +29,8 @@ from collections import deque
 
 __all__ = ["OffsetTracker"]
 
+_COMPACT_MIN = 4096  # pending messages of a partition before finished ones are dropped
+
 
 class OffsetTracker:
     """Maps consumed (partition, offset) pairs to files and answers safe commit offsets.
@@ -46,6 +48,7 @@ class OffsetTracker:
         self._first: dict[int, int] = {}  # partition -> first offset recorded
         # file id -> partition -> its highest offset there, while the file is pending
         self._extent: dict[int, dict[int, int]] = {}
+        self._compact_at: dict[int, int] = {}  # partition -> queue length that compacts it
 
     def record(self, partition: int, offset: int, file_id: int | None) -> None:
         """A message was consumed; ``file_id`` owns it, or ``None`` if nothing does."""
@@ -132,6 +135,7 @@ class OffsetTracker:
         self._next.pop(partition, None)
         self._committed.pop(partition, None)
         self._first.pop(partition, None)
+        self._compact_at.pop(partition, None)
 
     @property
     def n_pending_messages(self) -> int:
@@ -142,7 +146,24 @@ class OffsetTracker:
         while queue and queue[0][1] in self._finished:
             _, file_id = queue.popleft()
             self._release(file_id)
+        if queue and len(queue) > self._compact_at.get(partition, _COMPACT_MIN):
+            queue = self._compact(partition, queue)
         return queue[0][0] if queue else self._next[partition]
+
+    def _compact(self, partition: int, queue: deque[tuple[int, int]]) -> deque[tuple[int, int]]:
+        """Drop the finished files' messages from behind an unfinished one: a partition
+        pinned by one slow file would otherwise keep every message read after it. Only
+        the unfinished ones decide the safe offset (and a finished file's extent was
+        taken when it finished). Amortised: again only once the queue has doubled."""
+        kept: deque[tuple[int, int]] = deque()
+        for entry in queue:
+            if entry[1] in self._finished:
+                self._release(entry[1])
+            else:
+                kept.append(entry)
+        self._pending[partition] = kept
+        self._compact_at[partition] = max(_COMPACT_MIN, 2 * len(kept))
+        return kept
 
     def _release(self, file_id: int) -> None:
         refs = self._refs[file_id] - 1

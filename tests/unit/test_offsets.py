@@ -225,3 +225,24 @@ def test_a_file_across_partitions_is_committed_with_its_extent() -> None:
     tracker.finish(4)
     assert tracker.advanced() == {2: 2}
     assert tracker.extent(5) == {}  # released: wholly below the offsets
+
+
+def test_a_partition_pinned_by_one_file_keeps_only_what_is_unfinished() -> None:
+    """One slow file pins a partition; 100,000 messages of files that finish are read
+    behind it. The safe offset stays at the slow file, but the messages kept stay few
+    (they grew with every message read: memory unbounded while the partition was
+    pinned); once it finishes, everything is committed."""
+    tracker = OffsetTracker()
+    tracker.record(0, 0, 1)  # the slow file's first chunk
+    for offset in range(1, 100_001):
+        file_id = offset + 1
+        tracker.record(0, offset, file_id)
+        tracker.finish(file_id)
+        if offset % 1000 == 0:
+            assert tracker.advanced() == {0: 0}
+            assert tracker.n_pending_messages <= 2 * 4096 + 1000
+    tracker.record(0, 100_001, 1)  # its last chunk
+    assert tracker.extent(1) == {0: 100_001}
+    tracker.finish(1)
+    assert tracker.advanced() == {0: 100_002}
+    assert tracker.n_pending_messages == 0
