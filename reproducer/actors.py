@@ -39,7 +39,15 @@ from reproducer.datafile import (
     encode_message_value,
     json_default,
 )
-from reproducer.delivery import Refusal, Verdict, classify, on_refusal, resumable
+from reproducer.delivery import (
+    Refusal,
+    Verdict,
+    classify,
+    delivery_verdict,
+    goes_alone,
+    on_refusal,
+    resumable,
+)
 from reproducer.errors import FileReplaced, ReproducerError, RunInterrupted, TopicUnavailable
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
@@ -770,6 +778,10 @@ class ProducerActor:
         self._failed: list[tuple[int, str]] = []  # refused for now (the cluster's state)
         self._rejected: list[tuple[int, str]] = []  # never sendable (too large, invalid)
         self._queued: set[int] = set()  # exactly once: results queued in the transaction
+        # results whose batch the broker found too large: each goes alone from then on, and
+        # exactly once they abort the transaction to be produced again (``_resend``)
+        self._alone: set[int] = set()
+        self._resend: list[tuple[int, str]] = []
         self._retry_s = retry_s
         self._reported = threading.Condition()
         self._stop = threading.Event()
@@ -861,6 +873,7 @@ class ProducerActor:
                     failed, self._failed = self._failed, []
                     rejected, self._rejected = self._rejected, []
                     refused = [r for r in rejected if r[0] in self._queued]
+                    resend, self._resend = self._resend, []
                     self._queued.clear()
                 if self._fatal:
                     raise ProducerError(f"the producer cannot go on: {self._fatal}")
@@ -869,7 +882,7 @@ class ProducerActor:
                         f"{left} results undelivered, {len(failed)} refused "
                         f"({failed[0][1] if failed else 'timeout'})"
                     )
-                if refused:
+                if refused or resend:  # produced again without (or, alone, with) them
                     self._producer.abort_transaction(ABORT_TIMEOUT_S)
                     self._producer.begin_transaction()
                     self._next_transaction()
@@ -991,14 +1004,24 @@ class ProducerActor:
                     if not self._transactional:  # there, the commit is the acknowledgement
                         self._acked.append(result_id)
                 else:
-                    verdict = classify(err)
+                    alone = result_id in self._alone
+                    verdict = delivery_verdict(err, alone=alone)
                     if verdict is Verdict.PERMANENT:
                         self._rejected.append((result_id, str(err)))
+                    elif not alone and goes_alone(err):
+                        # its batch was too large: produced again alone, it tells
+                        self._alone.add(result_id)
+                        (self._resend if self._transactional else self._failed).append(
+                            (result_id, str(err))
+                        )
                     else:
                         self._failed.append((result_id, str(err)))
                         if verdict is Verdict.FATAL and not self._fatal:
                             self._fatal = str(err)
                 self._reported.notify_all()
+
+        if result.result_id in self._alone:  # in a batch of its own, to know if it is too large
+            self._producer.flush(30)
 
         deadline, delay = 0.0, 0.1
         while True:
@@ -1012,6 +1035,8 @@ class ProducerActor:
                 )
                 if self._transactional:
                     self._queued.add(result.result_id)
+                if result.result_id in self._alone:
+                    self._producer.flush(30)
                 return
             except BufferError as exc:  # queue full: the poll thread makes room, unless
                 now = time.monotonic()  # the broker takes nothing for retry_s

@@ -85,6 +85,35 @@ _RESUMABLE = _codes(
 )
 
 
+# The broker refuses a whole record batch that is too large: the code says nothing of one
+# message unless it went alone.
+_TOO_LARGE = _codes("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE")
+
+
+def delivery_verdict(error: Any, *, alone: bool) -> Verdict:
+    """The verdict on a delivery report's error for a result that went in a batch with
+    others (``alone=False``) or alone. "Too large" from the broker refuses the batch
+    (when the topic's limit is not known to cap the batches, or changed since): for a
+    result that did not go alone it is transient, and it is produced again alone; alone,
+    it is the result's own size, permanent.
+
+    >>> from confluent_kafka import KafkaError
+    >>> delivery_verdict(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), alone=False)
+    <Verdict.TRANSIENT: 'transient'>
+    >>> delivery_verdict(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), alone=True)
+    <Verdict.PERMANENT: 'permanent'>
+    """
+    if not alone and not error.fatal() and error.code() in _TOO_LARGE:
+        return Verdict.TRANSIENT
+    return classify(error)
+
+
+def goes_alone(error: Any) -> bool:
+    """Whether a result refused with ``error`` must be produced again alone, to tell
+    whether it is the one too large (see :func:`delivery_verdict`)."""
+    return not error.fatal() and error.code() in _TOO_LARGE
+
+
 # Consumer errors that no retry mends: the consumer may read no more of the topic.
 _CONSUMER_STOPS = _codes(
     "TOPIC_AUTHORIZATION_FAILED",

@@ -12,14 +12,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from cluster import create_topic
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.upload import upload
 from tests.pipeline.size_reproducer import SizeReproducer
+from tests.pipeline.test_pipeline import _group_is_consuming
 from tests.results import read_results, run_in_thread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
@@ -222,3 +230,68 @@ def test_a_chunk_topic_deleted_mid_run_ends_it_saying_so(
     finally:
         if handle.running:
             handle.stop(60)
+
+
+@pytest.mark.parametrize("exactly_once", MODES)
+def test_a_batch_the_broker_finds_too_large_loses_only_the_result_too_large(
+    local_ray: None,
+    kafka_bootstrap: str,
+    topic: str,
+    tmp_path: Path,
+    exactly_once: bool,
+) -> None:
+    """The result topic's max.message.bytes is lowered while the run goes (the producer
+    capped its batches by the limit it read at the start): the broker refuses a whole
+    batch as too large. Only the result that is too large by itself is a failure; the
+    others batched with it are produced again, each alone, and delivered. (All of them
+    were recorded as failed and committed past.)"""
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    handle = SizeReproducer(
+        _config(tmp_path, kafka_bootstrap),
+        topic,
+        results_topic,
+        consumer_group_id=group,
+        exactly_once=exactly_once,
+        n_analysis_actors=1,
+        output_dir=tmp_path / "out",
+        huge_bytes=40_000,
+    ).start()
+    try:
+        # the producer read the topic's limit before the ingest joined the group
+        def consuming() -> bool:
+            try:
+                return _group_is_consuming(kafka_bootstrap, group)
+            except KafkaException:  # the group is not there yet
+                return False
+
+        wait_for(consuming, 120, "the run to consume")
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        limit = ConfigResource(
+            ResourceType.TOPIC,
+            results_topic,
+            incremental_configs=[
+                ConfigEntry(
+                    "max.message.bytes",
+                    "20000",
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for future in admin.incremental_alter_configs([limit]).values():
+            future.result(timeout=30)
+        names = [f"a{i}.bin" for i in range(8)] + ["huge.bin"]
+        _upload(tmp_path, kafka_bootstrap, topic, names)
+        wait_for(
+            lambda: handle.progress().n_results + handle.progress().n_files_failed >= len(names),
+            120,
+            "every file to end",
+        )
+    finally:
+        summary = handle.stop(120)
+    assert summary is not None
+    got = sorted(payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic))
+    assert got == names[:-1]
+    assert summary.n_files_failed == 1
+    assert _committed(kafka_bootstrap, group, topic) == len(names)
