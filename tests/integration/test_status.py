@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,10 @@ def _messages(bootstrap: str, topic: str) -> dict[int, list[int]]:
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(3)])
     sizes: dict[int, list[int]] = {0: [], 1: [], 2: []}
     at_end: set[int] = set()
+    deadline = time.monotonic() + 60
     try:
         while len(at_end) < 3:
+            assert time.monotonic() < deadline, f"only partitions {sorted(at_end)} read to the end"
             for m in consumer.consume(100, 5):
                 if m.error() is not None:
                     assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
@@ -94,7 +97,7 @@ def test_status_shows_the_logs_and_answers_on_the_command_line(
     )
     results = ResultsLog(logs, "results")
     for name in ("a.txt", "b.txt"):
-        results.record(name, name, n_chunks=1, file_hash=bytes(64), first_message=1.0, now=2.0)
+        results.record(name, name, n_chunks=1, first_message=1.0, now=2.0)
     results.close()
     config = tmp_path / "c.config"
     config.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
