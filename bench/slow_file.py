@@ -30,11 +30,11 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import broker_from_env, create_topic  # noqa: E402
-from reproducer import DataFileStreamReproducer, ReproducerMessage  # noqa: E402
-from reproducer.chunk import encode_value, make_chunk  # noqa: E402
-from reproducer.state import read_state, state_topic  # noqa: E402
-from tests.results import count_results  # noqa: E402
+from cluster import broker_from_env, create_topic
+from reproducer import DataFileStreamReproducer, ReproducerMessage
+from reproducer.chunk import encode_value, make_chunk
+from reproducer.state import read_state, state_topic
+from tests.results import count_results
 
 
 class DigestMessage(ReproducerMessage):
