@@ -226,6 +226,7 @@ class Ingest:
         self._reports_lock = threading.Lock()  # the driver's calls add, the loop removes
         self._subscribed = False  # the group is joined by the first step, not before
         self._topic_checked = time.monotonic()
+        self._topic_missing_since: float | None = None
 
     # ------------------------------------------------------------------ thread-safe
     def finish(self, file_id: int) -> None:
@@ -251,7 +252,11 @@ class Ingest:
         if self._lost_partitions:
             if self._interrupted:
                 raise RunInterrupted(self._lost_partitions)
-            self._check_topic()  # fewer partitions assigned: was the topic deleted?
+            # fewer partitions assigned: was the topic deleted? (asked twice, 2 s apart)
+            self._check_topic()
+            if self._topic_missing_since is not None:
+                time.sleep(2.0)
+                self._check_topic()
             raise ReproducerError(self._lost_partitions)
         if not self._subscribed:
             self._subscribed = True
@@ -321,16 +326,24 @@ class Ingest:
         """Stop, saying so, if the chunk topic no longer exists or changed its partitions
         (a metadata request: every few seconds, and after a consumer error or a short
         assignment)."""
-        self._topic_checked = time.monotonic()
+        now = self._topic_checked = time.monotonic()
         try:
             partitions = partitions_of(self._consumer, self.settings.topic, timeout=10)
         except TopicUnavailable as exc:
-            if "does not exist" in exc.reason or "no partitions" in exc.reason:
-                raise ReproducerError(
-                    f"the chunk {exc}: it was deleted while the run read it; nothing is "
-                    "committed past what was not finished"
-                ) from exc
-            return  # the broker did not answer: the client retries
+            if "does not exist" not in exc.reason and "no partitions" not in exc.reason:
+                return  # the broker did not answer: the client retries
+            # said twice, seconds apart: not a broker that restarted and is catching up
+            if self._topic_missing_since is None:
+                self._topic_missing_since = now
+                self._topic_checked = now - _TOPIC_CHECK_S + 2.0  # again in 2 s
+                return
+            if now - self._topic_missing_since < 2.0:
+                return
+            raise ReproducerError(
+                f"the chunk {exc}: it was deleted while the run read it; nothing is "
+                "committed past what was not finished"
+            ) from exc
+        self._topic_missing_since = None
         if len(partitions) != self._n_partitions:
             raise ReproducerError(
                 f"the chunk topic {self.settings.topic} now has {len(partitions)} partitions, "
