@@ -10,6 +10,7 @@ new seed, 2 kills); the seed is printed, so ``CHAOS_SEED=...`` replays a failure
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from cluster import create_topic
 from reproducer.config import KafkaConfig
@@ -30,16 +32,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.chaos]
 REPO = Path(__file__).parents[2]
 
 
-def _tree(root: Path, rng: random.Random, n_files: int) -> list[str]:
-    names = []
+def _tree(root: Path, rng: random.Random, n_files: int) -> dict[str, tuple[int, str]]:
+    """The files written: relative path -> (size, sha256), as a result must tell them."""
+    files: dict[str, tuple[int, str]] = {}
     for i in range(n_files):
         folder = f"run{i % 4}/{'raw' if i % 3 else 'meta'}"
-        size = rng.choice([200, 5_000, 60_000, 700_000, 2_500_000])
+        data = rng.randbytes(rng.choice([200, 5_000, 60_000, 700_000, 2_500_000]))
         path = root / folder / f"f{i:03d}.bin"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(size))
-        names.append(f"{folder}/f{i:03d}.bin")
-    return names
+        path.write_bytes(data)
+        files[f"{folder}/f{i:03d}.bin"] = (len(data), hashlib.sha256(data).hexdigest())
+    return files
+
+
+def _offsets(
+    bootstrap: str, group: str, topic: str, partitions: int
+) -> tuple[list[int], list[int]]:
+    """The group's committed offsets and the end offsets, of every partition of ``topic``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+        ends = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
+        return [tp.offset for tp in found], ends
+    finally:
+        consumer.close()
 
 
 @pytest.mark.parametrize("exactly_once", [False, True], ids=["at_least_once", "exactly_once"])
@@ -56,7 +77,8 @@ def test_random_kills_lose_nothing(
     create_topic(kafka_bootstrap, topic, partitions=4)
     results_topic = topic + "-results"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
-    names = _tree(tmp_path / "tree", rng, n_files)
+    files = _tree(tmp_path / "tree", rng, n_files)
+    names = list(files)
     upload(
         [tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic, chunk_size=256_000
     )
@@ -110,8 +132,19 @@ def test_random_kills_lose_nothing(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert last.returncode == 0, f"seed {seed}: {last.stderr[-3000:]}"
-    results = [p["file"] for _, p in read_results(kafka_bootstrap, results_topic)]
+    got = read_results(kafka_bootstrap, results_topic)
+    results = [p["file"] for _, p in got]
     assert set(results) == set(names), f"seed {seed}: lost {set(names) - set(results)}"
+    # each result (a duplicate too) tells the very file uploaded: its size and hash
+    wrong = [
+        p["file"]
+        for _, p in got
+        if (p["size"], p["sha256"]) != files[p["file"]] or p["path_ok"] is not True
+    ]
+    assert not wrong, f"seed {seed}: results that do not match their file: {wrong}"
+    # and the group has committed every chunk of every partition: nothing left to read
+    committed, ends = _offsets(kafka_bootstrap, f"group-{topic}", topic, 4)
+    assert committed == ends, f"seed {seed}: committed {committed}, ends {ends}"
     duplicates = len(results) - len(set(results))
     with capsys.disabled():
         print(f"chaos: seed {seed}, {kills} kills, {len(names)} files, {duplicates} duplicates")

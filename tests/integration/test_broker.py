@@ -81,7 +81,11 @@ def _assert_gone(pid: int) -> None:
 
 
 def test_local_broker_restarts_on_the_same_log_dir(tmp_path: Path) -> None:
+    """Stopped and started again on its log dir, the broker still has the topic made
+    before (Apache Kafka; the Tansu fallback, used without Java, keeps its data in memory
+    only: there the test xfails, saying so, after the checks that hold for both)."""
     log_dir = tmp_path / "broker"
+    topics: set[str] = set()  # after the restart
     for round_ in range(2):
         with LocalBroker(log_dir=log_dir) as broker:
             assert broker.running
@@ -89,13 +93,19 @@ def test_local_broker_restarts_on_the_same_log_dir(tmp_path: Path) -> None:
             assert pid is not None
             if round_ == 0:
                 create_topic(broker.bootstrap_servers, "kept", partitions=3)
-            elif broker.kind == "kafka":  # Tansu keeps its data in memory only
+            else:
                 admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
-                assert "kept" in admin.list_topics(timeout=10).topics
+                topics = set(admin.list_topics(timeout=10).topics)
                 del admin
         assert not broker.running
         _assert_gone(pid)
     assert (log_dir / "broker.log").is_file()  # an explicit log dir is kept
+    if broker.kind == "tansu" and "kept" not in topics:
+        pytest.xfail(
+            "the Tansu fallback broker (no Java on PATH) keeps its data in memory only: "
+            "nothing persists across a restart; install Java 17+ to test persistence"
+        )
+    assert "kept" in topics, f"the topic made before the restart is gone: {sorted(topics)}"
 
 
 def test_a_port_in_use_is_refused_not_mistaken_for_our_broker(tmp_path: Path) -> None:

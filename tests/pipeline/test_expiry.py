@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import threading
@@ -28,7 +29,10 @@ def test_a_partial_file_does_not_expire_while_the_ingest_is_not_reading(
     """One file is in analysis at the in-flight limit, so every partition is paused; a
     second file has its first chunk only. Paused for longer than the idle timeout, the
     second file must still be there when its last chunk is read: idleness counts only
-    while the ingest reads (before, it expired, was committed past, and was lost)."""
+    while the ingest reads (before, it expired, was committed past, and was lost).
+
+    The in-progress CSV (LOGS) shows both, before and after the pause: b.bin partial
+    (1 of 2 chunks) and a.bin awaiting its result all along."""
     data = os.urandom(2000)
     whole = hashlib.sha512(data).digest()
     first, last = (
@@ -43,7 +47,8 @@ def test_a_partial_file_does_not_expire_while_the_ingest_is_not_reading(
         for i in (0, 1000)
     )
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    for chunk in (make_chunk(b"a" * 1000, filename="a.bin"), first):
+    # b.bin's first chunk before a.bin: read before a.bin completes and pauses everything
+    for chunk in (first, make_chunk(b"a" * 1000, filename="a.bin")):
         producer.produce(topic, key=chunk.key.encode(), value=encode_value(chunk), partition=0)
     assert producer.flush(30) == 0
     results_topic = topic + "-results"
@@ -68,8 +73,25 @@ def test_a_partial_file_does_not_expire_while_the_ingest_is_not_reading(
     )
     thread.start()
     wait_for((tmp_path / "gate.reached").exists, 120, "a.bin to reach its analysis")
+    logs = tmp_path / "out" / "LOGS"
+    paused_rows = [("a.bin", "awaiting_result", "1/1"), ("b.bin", "in_progress", "1/2")]
+
+    def in_progress(since: float = 0.0) -> list[tuple[str, ...]]:
+        """The in-progress CSV's rows (rewritten every few seconds), if written after
+        ``since`` (wall clock)."""
+        found = list(logs.glob("*in_progress*.csv"))
+        if len(found) != 1 or found[0].stat().st_mtime <= since:
+            return []
+        rows = list(csv.reader(found[0].read_text().splitlines(), delimiter=";"))[1:]
+        return sorted((row[1], row[2], row[3]) for row in rows)
+
+    # b.bin is partial while a.bin is in analysis (every partition paused) ...
+    wait_for(lambda: in_progress() == paused_rows, 30, f"{paused_rows} in progress")
     # What is tested is time passing unread: twice the idle timeout, paused.
     time.sleep(2 * idle_timeout)
+    # ... and still is after the pause: not expired, a.bin still in analysis
+    after = time.time()
+    wait_for(lambda: in_progress(after) == paused_rows, 30, f"{paused_rows} after the pause")
     producer.produce(topic, key=last.key.encode(), value=encode_value(last), partition=1)
     assert producer.flush(30) == 0
     gate.touch()

@@ -323,47 +323,18 @@ def test_offsets_committed_only_for_delivered_results(
     assert not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group))
 
 
-def _set_min_insync_replicas(bootstrap: str, topic: str, value: int) -> None:
-    """Set ``min.insync.replicas`` of ``topic``, and wait until the broker describes it so.
-    On this single-broker cluster (replication 1), 2 makes the broker refuse every acks=all
-    produce with NOT_ENOUGH_REPLICAS (retriable: a producer keeps retrying); 1 takes them."""
-    from confluent_kafka.admin import (  # noqa: PLC0415
-        AdminClient,
-        AlterConfigOpType,
-        ConfigEntry,
-        ConfigResource,
-        ResourceType,
-    )
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    entry = ConfigEntry(
-        "min.insync.replicas", str(value), incremental_operation=AlterConfigOpType.SET
-    )
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
-    admin.incremental_alter_configs([resource])[resource].result(timeout=30)
-
-    def described() -> bool:
-        asked = ConfigResource(ResourceType.TOPIC, topic)
-        found = admin.describe_configs([asked])[asked].result(timeout=30)
-        return found["min.insync.replicas"].value == str(value)
-
-    wait_for(described, 30, f"min.insync.replicas={value} on {topic}")
-
-
 def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
-    """One file's result is produced but the broker does not acknowledge it (its result
-    topic has min.insync.replicas=2 on a one-broker cluster: every try is refused with
-    NOT_ENOUGH_REPLICAS, retriable, and the producer keeps retrying), while the other
-    results are delivered and committed: in every partition the committed offset stays at
-    or below that file's first chunk there, for as long as the result is held; once the
-    topic takes it (min.insync.replicas=1) it is delivered and everything is committed."""
-    from confluent_kafka import KafkaError  # noqa: PLC0415
+    """One file's result is produced but never reaches the broker, so is not acknowledged
+    (the run's producer talks to the broker through a proxy that holds the produce request
+    carrying it), while the other results are delivered and committed: in every partition
+    the committed offset stays at or below that file's first chunk there, for as long as
+    the delivery is held; once it is let through, everything is committed.
 
-    import tests.pipeline.fanout_analyses  # noqa: PLC0415 - registers byte-sum
-    from analyses import register  # noqa: PLC0415
-    from analyses.runner import AnalysesRun  # noqa: PLC0415
+    (Not a result topic with min.insync.replicas=2: Kafka 4 caps it at the replication
+    factor (Partition.effectiveMinIsr), so a one-broker cluster acknowledges regardless.)"""
+    from tests.chaos.proxy import HoldingProxy  # noqa: PLC0415
 
     tree = tmp_path / "tree"
     tree.mkdir()
@@ -389,53 +360,40 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
                 gated[message.partition()] = min(
                     message.offset(), gated.get(message.partition(), message.offset())
                 )
+        (broker,) = reader.list_topics(timeout=10).brokers.values()  # one broker
     finally:
         reader.close()
-    assert gated, "gated.bin's chunks were not found"
-    # the others' offsets are all committed: up to gated.bin's first chunk where it has one
+    # what the others' commits reach: gated.bin's first chunk where it has one, else the end
     held_back = [gated.get(p, ends[p]) for p in range(3)]
-    assert held_back != ends  # (else the check below could not tell a held file)
-
-    results_topic, held_topic = topic + "-results", topic + "-held"
+    assert gated and held_back != ends
+    results_topic = topic + "-results"
     create_topic(kafka_bootstrap, results_topic, partitions=1)
-    create_topic(kafka_bootstrap, held_topic, partitions=1)
-    _set_min_insync_replicas(kafka_bootstrap, held_topic, 2)
-    # the broker does refuse an acks=all produce there, and says why (not a timeout)
-    refusals: list[Any] = []
-    probe = Producer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "acks": "all",
-            "enable.idempotence": False,
-            "retries": 0,
-            "message.timeout.ms": 20_000,
-        }
-    )
-    probe.produce(held_topic, b"probe", on_delivery=lambda err, _msg: refusals.append(err))
-    assert probe.flush(30) == 0
-    assert [e and e.code() for e in refusals] == [KafkaError.NOT_ENOUGH_REPLICAS], refusals
-
-    # byte-sum: every file, to the run's results topic; held: gated.bin only, to its own
-    held = f"held-{topic}"
-    register(held, files=r"gated\.bin$", topic=held_topic, num_cpus=0.5)(
-        tests.pipeline.fanout_analyses.ByteSum
-    )
+    # the rewrite of the broker's address in responses keeps their size: same host
+    assert broker.host == "127.0.0.1", f"the proxy needs a loopback broker, not {broker.host}"
+    proxy = HoldingProxy(broker.host, broker.port, marker=b"gated.bin")
     config_file = tmp_path / "test.config"
-    # librdkafka retries the refused result until message.timeout.ms (300 s by default):
-    # set here, so that it outlasts the hold whatever the default
+    # only the producers go through the proxy (the ingest's consumer does not): a held
+    # request must outlast the hold, not time out and go out again (message.timeout.ms
+    # bounds librdkafka's retries of the result)
     config_file.write_text(
         f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n"
-        "[producer]\nmessage.timeout.ms = 300000\n"
+        f"[producer]\nbootstrap.servers = {proxy.bootstrap}\n"
+        "request.timeout.ms = 120000\nmessage.timeout.ms = 300000\n"
     )
     group = f"group-{topic}"
-    run = AnalysesRun(
+    gate = tmp_path / "gate"
+    run = SizeReproducer(
         config_file,
         topic,
         results_topic,
-        analysis=f"byte-sum,{held}",
         consumer_group_id=group,
         stop_when_idle=3.0,
         output_dir=tmp_path / "out",
+        # gated.bin's analysis waits until the others are delivered and committed: only
+        # so that its result is produced alone, last (the proxy holds the connection's
+        # later requests too)
+        gate=str(gate),
+        gate_prefix="gated",
     )
 
     # `reproducer status` sees the held-back chunks as lag, and finds the running
@@ -454,50 +412,53 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
             (r["driver"].get("n_results"), r["driver"].get("n_in_analysis")) for r in status().live
         ]
 
+    def delivered() -> list[str]:
+        return sorted(
+            payload["file"] for _, payload in read_results(kafka_bootstrap, results_topic)
+        )
+
+    others = sorted(name for name in names if name != "gated.bin")
     thread, outcome = run_in_thread(run)
     try:
-        wait_for(
-            lambda: count_results(kafka_bootstrap, results_topic) == len(names),
-            120,
-            "the byte-sum results of every file",
-        )
+        wait_for(lambda: delivered() == others, 120, "the other results")
         wait_for(
             lambda: _committed(kafka_bootstrap, group, topic) == held_back,
             60,
-            f"the others' offsets committed up to gated.bin's first chunks {held_back}",
+            f"the others committed up to gated.bin's first chunks: {held_back}",
         )
-        # the held result left its analysis (none in analysis) and is with the producer,
-        # unacknowledged: counted nowhere, its topic empty
+        assert proxy.n_rewritten > 0  # the producer's connections went through the proxy
+        gate.touch()  # gated.bin's analysis ends, and its result is produced ...
+        wait_for(lambda: proxy.n_held >= 1, 60, "gated.bin's result produced (and held)")
+        # ... and waits for its acknowledgement: no file in analysis any more
         wait_for(
-            lambda: driver() == [(len(names), 0)],
+            lambda: driver() == [(len(names) - 1, 0)],
             30,
             "the running pipeline's progress in its status: every analysis done",
         )
-        # held for a while: every read of the commits stays below it, the run goes on
-        deadline = time.monotonic() + 5
-        reads = 0
+        # the delivery held, several reads of the commits, all below gated.bin's chunks
+        deadline, reads = time.monotonic() + 5, 0
         while time.monotonic() < deadline:
             committed = _committed(kafka_bootstrap, group, topic)
             for partition, first in gated.items():
                 assert committed[partition] <= first, (partition, committed, gated)
-            assert count_results(kafka_bootstrap, held_topic) == 0
-            assert thread.is_alive(), outcome
             reads += 1
-            time.sleep(0.2)
-        assert reads >= 3
+            time.sleep(0.25)
+        assert reads >= 5
+        assert delivered() == others  # not acknowledged, not in the topic either
+        assert thread.is_alive(), outcome  # the run waits for it: neither idle nor failed
         now = status()
         assert now.lag > 0 and now.live[0]["actor"].startswith(f"ingest:{group}:")
         assert now.live[0]["topic"] == topic and now.live[0]["ingest"]["n_messages"] == sum(ends)
-        assert now.live[0]["driver"]["n_results"] == len(names)
+        assert now.live[0]["driver"]["n_results"] == len(names) - 1
     finally:
-        _set_min_insync_replicas(kafka_bootstrap, held_topic, 1)  # the topic takes it now
+        gate.touch()
+        proxy.release()
         thread.join(120)
+        proxy.close()
     assert not thread.is_alive()
     assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
-    assert outcome[0].n_results_produced == len(names) + 1
-    ((analysis, _, value),) = envelopes(kafka_bootstrap, held_topic)
-    assert (analysis, value["file"]["relative_path"]) == (held, "gated.bin")
-    assert count_results(kafka_bootstrap, results_topic) == len(names)
+    assert outcome[0].n_results_produced == len(names)
+    assert delivered() == sorted(names)
     assert _committed(kafka_bootstrap, group, topic) == ends
 
 

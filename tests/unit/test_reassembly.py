@@ -522,13 +522,48 @@ def test_idleness_is_measured_on_the_idle_clock_not_the_wall_clock() -> None:
 
 
 def test_expiring_while_the_worker_is_busy(tmp_path: Path) -> None:
+    """A file expires while the worker still has all of its chunks to write (held by a
+    task ahead of them): expire waits for the worker to be done with them, then removes
+    the file; nothing is left on disk, nor written after."""
+    import threading  # noqa: PLC0415
+
     now = [0.0]
-    reassembler = make("disk", tmp_path, clock=lambda: now[0], backlog_bytes=1 << 30)
-    for chunk in split(os.urandom(4 << 20), 65536, subdir="busy")[:-1]:
-        reassembler.add(chunk)
-    now[0] = 100.0
-    (failure,) = reassembler.expire(idle_seconds=10)
+    expiring = threading.Event()
+
+    def idle_clock() -> float:
+        if now[0] >= 100.0:  # read by expire() only: the adds were at 0
+            expiring.set()
+        return now[0]
+
+    reassembler = make(
+        "disk", tmp_path, clock=lambda: now[0], idle_clock=idle_clock, backlog_bytes=1 << 30
+    )
+    release = threading.Event()
+    outcome: list[list[FileFailure]] = []
+    expiry = threading.Thread(
+        target=lambda: outcome.append(reassembler.expire(idle_seconds=10)), daemon=True
+    )
+    try:
+        # the (only) worker busy with something else: the file's writes queue behind it
+        ahead = reassembler._pools[0].submit(release.wait, 60)
+        for chunk in split(os.urandom(4 << 20), 65536, subdir="busy")[:-1]:
+            reassembler.add(chunk)
+        writes = [task for task, _ in reassembler._backlog]
+        assert len(writes) == 63 and not any(task.done() for task in writes)
+        now[0] = 100.0
+        expiry.start()
+        assert expiring.wait(10), "expire() did not start"
+        # it waits for the worker (still busy: none of the file's writes has run)
+        expiry.join(1.0)
+        assert expiry.is_alive(), f"expire() returned with the writes still queued: {outcome}"
+        assert not ahead.done() and not any(task.done() for task in writes)
+    finally:
+        release.set()
+    expiry.join(30)
+    assert not expiry.is_alive()
+    ((failure,),) = outcome
     assert failure.reason is FailureReason.EXPIRED and failure.n_chunks_received == 63
+    assert all(task.done() and task.exception() is None for task in writes)
     assert reassembler.flush() == []
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 

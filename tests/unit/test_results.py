@@ -109,9 +109,17 @@ def test_rows_written_as_csv_jsonl_and_parquet(tmp_path: Path) -> None:
     assert write_rows(records, "parquet", parquet) == 2
     frame = pandas.read_parquet(parquet)
     assert list(frame["result.n"]) == [1, 2] and list(frame["file"]) == ["run/a.h5"] * 2
-    assert not list(tmp_path.glob(".*partial"))
     with pytest.raises(ReproducerError, match="--output"):
         write_rows(records, "parquet", io.StringIO())
+
+    # a file is written whole or not at all: one that cannot be put in place (a folder is
+    # there) leaves what was there, and no temporary file beside it
+    blocked = tmp_path / "blocked.csv"
+    (blocked / "kept").mkdir(parents=True)
+    with pytest.raises(OSError):
+        write_rows(records, "csv", blocked)
+    assert blocked.is_dir() and [p.name for p in blocked.iterdir()] == ["kept"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.csv", "r.jsonl", "r.parquet"]
 
 
 def test_to_pandas_has_times_as_times() -> None:
