@@ -5,7 +5,7 @@
 - :class:`AnalysisActor` holds one copy of the user's reproducer and runs its
   ``_get_processing_result_message_for_file`` on each file.
 - :class:`ProducerActor` produces results and reports which ones the broker acknowledged.
-- :class:`LockActor` backs the cluster-wide ``lock`` handed to user code.
+- :class:`reproducer.lock.ClusterLock` is the cluster-wide ``lock`` handed to user code.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from reproducer.delivery import (
 from reproducer.errors import FileReplaced, ReproducerError, RunInterrupted, TopicUnavailable
 from reproducer.ingest import CommitPoint, Ingest, IngestSettings, IngestStats
 from reproducer.kafka_log import logged
+from reproducer.lock import ClusterLock, owner_id
 from reproducer.reassembly import CompletedFile, FileFailure
 from reproducer.results import SCHEMA_VERSION, strict_json
 from reproducer.topics import connection_only, partitions_of
@@ -62,7 +63,6 @@ __all__ = [
     "FileSource",
     "FileTask",
     "IngestActor",
-    "LockActor",
     "ProducerActor",
     "Target",
     "batch_arguments",
@@ -420,70 +420,6 @@ def _memory() -> dict[str, int]:
             if name in fields:
                 out[fields[name]] = int(value.split()[0]) * 1024
     return out
-
-
-@ray.remote(num_cpus=0)
-class LockActor:
-    """The state of the cluster-wide lock: which actor (or the driver) holds it."""
-
-    def __init__(self) -> None:
-        self._owner: str | None = None
-
-    def try_acquire(self, owner: str) -> bool:
-        if self._owner is not None:
-            return False
-        self._owner = owner
-        return True
-
-    def release(self, owner: str) -> bool:
-        if self._owner != owner:
-            return False
-        self._owner = None
-        return True
-
-    def release_owner(self, owner: str) -> None:
-        """The owner died while holding the lock: free it for the others."""
-        if self._owner == owner:
-            log.warning("the cluster lock's holder %s died; lock released", owner)
-            self._owner = None
-
-
-def owner_id(actor: Any = None) -> str:
-    """Who holds the lock: an actor's id (the caller's, or ``actor``'s), else "driver"."""
-    if actor is not None:
-        return str(actor._actor_id.hex())
-    return ray.get_runtime_context().get_actor_id() or "driver"
-
-
-class ClusterLock:
-    """Behaves like ``threading.Lock``, but held cluster-wide (all actors, all nodes).
-
-    If an analysis actor dies while holding it, the pool releases it on its behalf.
-    """
-
-    def __init__(self, actor: Any) -> None:
-        self._actor = actor
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        deadline = None if timeout < 0 else time.monotonic() + timeout
-        delay = 0.001
-        owner = owner_id()
-        while not ray.get(self._actor.try_acquire.remote(owner)):
-            if not blocking or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            time.sleep(delay)  # contention back-off: the holder releases by an actor call
-            delay = min(delay * 2, 0.05)
-        return True
-
-    def release(self) -> None:
-        if not ray.get(self._actor.release.remote(owner_id())):
-            raise RuntimeError("release unlocked lock")
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 @dataclass(frozen=True)

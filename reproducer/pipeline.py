@@ -31,14 +31,11 @@ from reproducer.actors import (
     COMMIT_TIMEOUT_S,
     AnalysisActor,
     AnalysisResult,
-    ClusterLock,
     FileSource,
     FileTask,
     IngestActor,
-    LockActor,
     ProducerActor,
     Target,
-    owner_id,
 )
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
@@ -46,6 +43,7 @@ from reproducer.datafile import FileMeta
 from reproducer.delivery import broker_refusal
 from reproducer.errors import ReproducerError, RunInterrupted, first_line
 from reproducer.ingest import IngestSettings, IngestStats
+from reproducer.lock import ClusterLock, owner_id, release_dead_owner
 from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 from reproducer.ray_launch import connect
@@ -403,7 +401,8 @@ def _run_once(
             ray.get_runtime_context().get_node_id(), soft=False
         )
     }
-    lock_actor = LockActor.options(**here).remote()  # type: ignore[attr-defined]
+    # cheap on one node (an OS lock); its actor made only when the run spans nodes
+    lock = ClusterLock.for_run(uuid.uuid4().hex[:12])
     # Stable across restarts of the same group: a restarted run fences its crashed one.
     transactional_id = (
         f"ray-reproducer.{consumer['group.id']}.{settings.consumer_topic}"
@@ -444,7 +443,6 @@ def _run_once(
             console,
             state_topic=ingest_settings.state_topic,
         )
-        lock = ClusterLock(lock_actor)
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:
             options = {**target.actor_options, "max_restarts": 0}
@@ -452,7 +450,7 @@ def _run_once(
                 _actor_maker(options, shared[target.name], lock, source),
                 target.n_actors,
                 max_retries=settings.max_retries,
-                on_death=lambda actor: lock_actor.release_owner.remote(owner_id(actor)),
+                on_death=lambda actor: release_dead_owner(lock, owner_id(actor)),
                 timeout_s=target.timeout_s,
                 name=target.name,
             )
@@ -481,9 +479,10 @@ def _run_once(
             if started:
                 driver.drain(commit=ended_cleanly)
         finally:
-            for actor in (ingest, producer, lock_actor):
+            for actor in (ingest, producer):
                 if actor is not None:
                     ray.kill(actor)
+            lock.close()
             if books.results_log is not None:
                 with contextlib.suppress(OSError):  # a write error was logged by the loop
                     books.results_log.close()
