@@ -14,8 +14,8 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# with the optional extras, so that plots and DataFrames are tested too
-.venv/bin/python -m pip install --quiet -e ".[dev,plots,results]"
+# with the optional extras, so that plots, DataFrames and the cluster tools are tested too
+.venv/bin/python -m pip install --quiet -e ".[dev,plots,results,cluster]"
 # a lab's own package of analyses, installed apart: found by its entry point in the tests
 .venv/bin/python -m pip install --quiet ./tests/data/lab_analyses
 .venv/bin/python -m cluster.broker --fetch-only
