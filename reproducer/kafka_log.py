@@ -25,7 +25,9 @@ _TRANSIENT_FACILITIES = frozenset({"FAIL", "BROKERFAIL", "REQTMOUT", "DISCONNECT
 _TRANSIENT_TEXT = re.compile(
     r"Connection refused|Disconnected|Connection reset|timed out|Timed out|"
     r"Receive failed|Send failed|Broker transport failure|All broker connections are down|"
-    r"broker.* is down|brokers are down|Failed to resolve|No route to host",
+    r"broker.* is down|brokers are down|Failed to resolve|No route to host|"
+    # what librdkafka says it retries itself (a coordinator loading after a start, say)
+    r": retrying\b|Coordinator load in progress",
 )
 
 

@@ -48,6 +48,10 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> None:
     """
     if ray.is_initialized():
         return
+    # Actors' log lines reach this process with a coloured "(Actor pid=...)" prefix: plain
+    # text when it goes to a file or a pipe (Ray reads this each time it prints one).
+    if not (sys.stderr.isatty() and sys.stdout.isatty()):
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if address is None and os.environ.get("RAY_ADDRESS"):
         address = os.environ["RAY_ADDRESS"]
     if address == "auto" and running_cluster() is None:

@@ -23,6 +23,42 @@ ray.shutdown()
 """
 
 
+ACTOR_LOGS = """
+import logging, ray
+from reproducer.ray_launch import connect
+connect("local")
+
+@ray.remote
+class Talker:
+    def talk(self):
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("talker").warning("said by an actor")
+        print("printed by an actor", flush=True)
+        return 1
+
+ray.get(Talker.remote().talk.remote())
+ray.shutdown()
+"""
+
+
+def test_actor_log_lines_are_plain_text_in_a_pipe() -> None:
+    """Actors' log lines reach the driver with Ray's coloured "(Actor pid=...)" prefix;
+    written to a file or a pipe, terminal colour codes are noise."""
+    done = subprocess.run(
+        [sys.executable, "-c", ACTOR_LOGS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "said by an actor" in output and "printed by an actor" in output
+    assert "(Talker pid=" in output
+    assert "\x1b[" not in output, output[-2000:]
+
+
 def test_a_local_instance_starts_without_the_token_warning() -> None:
     """Ray warns at every local start that it enabled token authentication; for the
     private instance the pipeline starts, that is the right default and no news. Only

@@ -22,6 +22,12 @@ def test_transient_trouble_is_debug_and_the_rest_keeps_its_level() -> None:
     assert level_of(logging.WARNING, "CONFWARN", ignored) == logging.WARNING
     assert level_of(logging.ERROR, "SASL", "SASL authentication error") == logging.ERROR
     assert level_of(logging.INFO, "FAIL", "anything") == logging.INFO
+    # a transactional producer's first moments, while the broker's coordinator loads
+    getpid = (
+        "[thrd:main]: Failed to acquire transactional PID from broker TxnCoordinator/1: "
+        "Broker: Coordinator load in progress: retrying"
+    )
+    assert level_of(logging.WARNING, "GETPID", getpid) == logging.DEBUG
 
 
 def test_a_real_client_logs_through_python_logging(caplog: pytest.LogCaptureFixture) -> None:
