@@ -20,6 +20,7 @@ from reproducer._storage import Store, StoreError
 __all__ = ["MAX_REOPEN", "Generation", "PartialFile", "Reopened"]
 
 MAX_REOPEN = 3  # times a file drops corrupt chunks to wait for copies before it fails
+MAX_COPIES = 2  # different good copies of one chunk kept (beyond it, they are rejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,11 @@ class PartialFile:
             return False, (
                 f"chunk {chunk_i} at offset {offset} ({len(data)} bytes) does not fit where "
                 f"the copy stored is: offset {stored_offset} ({length} bytes)"
+            )
+        if len(kept) >= MAX_COPIES:  # only a liar sends so many different good copies
+            return False, (
+                f"chunk {chunk_i}: {MAX_COPIES} other copies that match their chunk hashes are "
+                "held already"
             )
         self.copies.setdefault(chunk_i, []).append((bytes(data), chunk_hash))
         self.copy_bytes += len(data)

@@ -163,6 +163,7 @@ class IngestActor:
         """Join the consumer group and consume (once the analysis actors are placed: the
         group must not wait on them, nor files pile up before they can be analysed)."""
         if not self._thread.is_alive():
+            self._ingest.prepare()  # the state records, before any chunk is read
             self._thread.start()
 
     def _run(self) -> None:

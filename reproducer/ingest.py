@@ -205,19 +205,15 @@ class Ingest:
         self._n_partitions = len(partitions)
         self._start_offsets = self._replay_offsets(partitions)
         try:
-            self._state = self._read_state() if settings.state_topic else None
             self._dead_letters = _DeadLetters(settings) if settings.dead_letter_topic else None
         except Exception:
             self._consumer.close()
             raise
+        self._state: FileState | None = None  # read by prepare()
         # at least once: the files finished since the last commit (their records, if their
         # chunks lie above it), and the producer that writes the records after it
         self._unrecorded: list[FileRecord] = []
-        self._state_writer = (
-            _StateWriter(settings)
-            if self._state is not None and settings.state_topic and not settings.transactional
-            else None
-        )
+        self._state_writer: _StateWriter | None = None
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
         # file id -> its dead-letter reports not acknowledged yet; files finished meanwhile
@@ -227,6 +223,28 @@ class Ingest:
         self._subscribed = False  # the group is joined by the first step, not before
         self._topic_checked = time.monotonic()
         self._topic_missing_since: float | None = None
+
+    def prepare(self) -> None:
+        """Read the group's state records, before the first step. Exactly once, only once
+        the producer is ready: its ``init_transactions`` completed or aborted what an
+        earlier run left open, so the records read (``read_committed``) are exactly those
+        of the committed offsets. At least once, a state topic that cannot be made or read
+        is a warning: without it a restart may produce some results again."""
+        if not self.settings.state_topic or self._state is not None:
+            return
+        try:
+            self._state = self._read_state()
+        except ReproducerError as exc:
+            if self.settings.transactional:
+                raise
+            log.warning(
+                "%s; without it, a restart may produce again the results of files whose "
+                "chunks lie above the committed offsets",
+                exc,
+            )
+            return
+        if not self.settings.transactional:
+            self._state_writer = _StateWriter(self.settings)
 
     # ------------------------------------------------------------------ thread-safe
     def finish(self, file_id: int) -> None:
@@ -418,7 +436,7 @@ class Ingest:
         if self._state_writer is not None and self._state is not None:
             # after the commit: records for the files it could not pass, tombstones for
             # those it now passes (a crash before they are written costs a duplicate)
-            change = self._state.plan(self._unrecorded, self._tracker.committed)
+            change = self._state.plan(self._unrecorded, self._tracker.committed, self._forget)
             self._unrecorded = []
             self._state_writer.write(change)
 
@@ -437,7 +455,9 @@ class Ingest:
                 state: StateChange = []
                 if self._state is not None:
                     after = {**self._tracker.committed, **offsets}
-                    state = self._state.plan([r for r in records if r is not None], after)
+                    state = self._state.plan(
+                        [r for r in records if r is not None], after, self._forget
+                    )
                 metadata = self._consumer.consumer_group_metadata()
                 request.set_result(CommitPoint(offsets, metadata, list(done), state))
             except Exception as exc:  # noqa: BLE001 - the asker raises it
@@ -472,6 +492,10 @@ class Ingest:
                 )
                 seeded += 1
         return seeded
+
+    def _forget(self, record: FileRecord) -> None:
+        """A record is removed: the offsets passed all of its file's chunks."""
+        self._reassembler.forget(PurePosixPath(record.path), record.file_hash)
 
     def _read_state(self) -> FileState:
         """Exactly once, at the start: the files the group's earlier transactions
@@ -935,13 +959,20 @@ class _DeadLetters:
                 self._undelivered.put(f"{err}: {error}")
 
         headers: list[tuple[str, str | bytes | None]] = [("reproducer.error", error)]
+        deadline = time.monotonic() + _DEAD_LETTER_WAIT_S
         while True:
             try:
                 self._producer.produce(
                     self._topic, key=key, value=value, headers=headers, on_delivery=delivered
                 )
                 break
-            except BufferError:  # its queue is full: serve delivery reports, then again
+            except BufferError as exc:  # its queue is full: serve delivery reports, then again
+                if time.monotonic() >= deadline:
+                    raise ReproducerError(
+                        f"the dead-letter topic {self._topic} took nothing for "
+                        f"{_DEAD_LETTER_WAIT_S:g} s (its producer's queue stayed full): "
+                        "nothing is committed past what it should have taken"
+                    ) from exc
                 self._producer.poll(0.1)
         self._producer.poll(0)
 
@@ -1001,13 +1032,13 @@ class _StateWriter:
                     "state record %r not written (%s): a restart may redo it", msg.key(), err
                 )
 
+        from confluent_kafka import KafkaException  # noqa: PLC0415
+
         for key, value in change:
             try:
                 self._producer.produce(self._topic, key=key, value=value, on_delivery=delivered)
-            except BufferError:
-                log.warning(
-                    "state records not written (the queue is full): a restart may redo them"
-                )
+            except (BufferError, KafkaException) as exc:
+                log.warning("state records not written (%s): a restart may redo them", exc)
                 break
         self._producer.poll(0)
 
@@ -1017,6 +1048,7 @@ class _StateWriter:
 
 
 _SKIPPED = frozenset({ChunkStatus.STALE, ChunkStatus.REJECTED})  # chunks dead-lettered
+_DEAD_LETTER_WAIT_S = 120.0  # the most a dead-letter copy waits for room in the queue
 
 _TOPIC_CHECK_S = 10.0  # seconds between checks that the chunk topic still exists
 _CLAIMS_CHECKED = 1 << 20  # claimed beyond the bytes received, before the budget is checked

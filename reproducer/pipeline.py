@@ -301,7 +301,11 @@ def run_targets(
         transactional=settings.exactly_once,
         start_from=settings.start_from,
         # a group named for the long run keeps state; a new one at every start has none
-        state_topic=state_topic(consumer["group.id"]) if group not in _NEW_GROUPS else None,
+        state_topic=(
+            state_topic(consumer["group.id"], settings.consumer_topic)
+            if group not in _NEW_GROUPS
+            else None
+        ),
         analyses=tuple(t.name for t in targets),
         # --reprocess, or a replay: files the state records list as done are rebuilt and
         # produced again
@@ -336,7 +340,11 @@ def run_targets(
                 exc,
             )
             # a replay's start applies once: from here on, the committed offsets
-            ingest_settings = dataclasses.replace(ingest_settings, start_from=None)
+            # and the state records are honoured (a replay's, or --reprocess, included: what
+            # this run committed must not be produced again)
+            ingest_settings = dataclasses.replace(
+                ingest_settings, start_from=None, remember_state=True
+            )
             _wait_for_the_broker(settings, stop)
 
 
@@ -460,9 +468,11 @@ def _run_once(
         for pool in pools.values():
             pool.wait_started(settings.startup_timeout)
         try:
-            ray.get(ingest.start.remote(), timeout=60)
+            ray.get(ingest.start.remote(), timeout=180)  # reads the state records first
         except ray.exceptions.GetTimeoutError as exc:
-            raise ReproducerError("the ingest actor did not start consuming within 60 s") from exc
+            raise ReproducerError("the ingest actor did not start consuming within 180 s") from exc
+        except ray.exceptions.RayTaskError as exc:  # the state topic cannot be read, say
+            raise ReproducerError(f"the ingest actor could not start: {first_line(exc)}") from exc
         _log_placement(ray.get(ingest.node.remote()), pools)
         driver.loop(stop, targets)
         ended_cleanly = True
@@ -829,6 +839,7 @@ class _Driver:
         done, self.books.txn_done = self.books.txn_done, []
         analyses = tuple(self.books.targets)
         results: list[AnalysisResult] = []
+        rejected: list[tuple[int, str]] = []  # reported once the transaction is settled
         try:
             point = ray.get(
                 self.ingest.commit_point.remote(dict.fromkeys(done, analyses)), timeout=60
@@ -854,7 +865,7 @@ class _Driver:
                 self.books.transaction += 1
                 never = {result_id for result_id, _ in outcome.rejected}
                 results = [r for r in results if r.result_id not in never]
-                self._rejected(outcome.rejected)
+                rejected += outcome.rejected
                 if not outcome.redo:
                     break
         except ray.exceptions.GetTimeoutError as exc:
@@ -888,6 +899,7 @@ class _Driver:
                 f"counts, and a restart redoes it: {why}"
             ) from exc
         self._acknowledged([r.result_id for r in results], [])  # committed: they count
+        self._rejected(rejected)
         # Recorded at once, before anything else can fail (the results CSV).
         now = time.time()
         for file_id in point.covered:

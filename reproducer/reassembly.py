@@ -144,6 +144,8 @@ class Reassembler:
         self._completing: dict[int, PartialFile] = {}
         # path -> the versions of it that completed (the last few), for late duplicates
         self._finished: OrderedDict[PurePosixPath, tuple[Generation, ...]] = OrderedDict()
+        # versions whose results an earlier run committed (see remember): never evicted
+        self._recorded: dict[tuple[PurePosixPath, bytes], Generation] = {}
         # appended by the worker, drained here
         self._outcomes: deque[Outcome | Reopened] = deque()
         # One single-thread executor per worker: a file's tasks all go to the same one
@@ -200,7 +202,9 @@ class Reassembler:
         # A late copy of a version that completed is a duplicate, even while a later version
         # is being rebuilt (one with fewer chunks and no mtime would be superseded by it).
         versions = self._finished.get(relative, ())
-        if any(g.file_hash == gen.file_hash for g in versions):
+        if (relative, gen.file_hash) in self._recorded or any(
+            g.file_hash == gen.file_hash for g in versions
+        ):
             return self._result(ChunkStatus.DUPLICATE, None)
         partial = self._partials.get(relative)
         if versions and (partial is None or partial.generation.file_hash != gen.file_hash):
@@ -381,12 +385,18 @@ class Reassembler:
 
     def remember(self, relative: PurePosixPath, generation: Generation) -> None:
         """A version of a file completed before (in an earlier run whose results are
-        committed): its chunks read again are duplicates, not a file to rebuild."""
+        committed): its chunks read again are duplicates, not a file to rebuild, however
+        many other files complete meanwhile, until :meth:`forget`."""
+        self._recorded[(relative, generation.file_hash)] = generation
         versions = self._finished.get(relative, ())
         if generation not in versions:
             self._finished[relative] = (*versions[-(_VERSIONS - 1) :], generation)
         while len(self._finished) > self._remember:
             self._finished.popitem(last=False)
+
+    def forget(self, relative: PurePosixPath, file_hash: bytes) -> None:
+        """A remembered version's chunks will not be read again (the offsets passed them)."""
+        self._recorded.pop((relative, file_hash), None)
 
     def close(self) -> list[Outcome]:
         """Finish queued work, drop every partial file (removing temporary files), stop."""

@@ -5,7 +5,7 @@ be committed (exactly once: in a transaction) while some of its file's chunks st
 above the committed offsets, because an older, slower file pins those partitions. A
 restart reads those chunks again; without a record it would rebuild the file and produce
 its result a second time. So each such file gets a record in a compacted topic of the
-consumer group (``<group>.reproducer-state``), written in the same transaction as its
+consumer group (``<group>.<topic>.reproducer-state``), written in the same transaction as its
 result: its path, file hash, chunk count and mtime, the analyses done, and the highest
 offset of its chunks in each partition (its *extent*). Files whose chunks all lie below
 the transaction's offsets need no record (a restart never reads them again), and a record
@@ -34,10 +34,12 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +65,20 @@ StateChange = list[tuple[bytes, bytes | None]]
 """Records to produce to the state topic: (key, value), a value of ``None`` a tombstone."""
 
 
-def state_topic(group: str) -> str:
-    """The state topic of a consumer group."""
-    return f"{group}{STATE_SUFFIX}"
+def state_topic(group: str, topic: str) -> str:
+    """The state topic of a consumer group reading a chunk topic (the records' extents are
+    that topic's offsets): ``<group>.<topic>.reproducer-state``, with any character a
+    topic name may not hold as ``_``, and a digest of the two for a name too long."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{group}.{topic}") + STATE_SUFFIX
+    if len(name) <= _MAX_TOPIC_NAME:
+        return name
+    digest = hashlib.sha256(f"{group}\0{topic}".encode()).hexdigest()[:32]
+    return (
+        name[: _MAX_TOPIC_NAME - len(digest) - len(STATE_SUFFIX) - 1] + "." + digest + STATE_SUFFIX
+    )
+
+
+_MAX_TOPIC_NAME = 249
 
 
 @dataclass(frozen=True)
@@ -144,7 +157,12 @@ class FileState:
     def __iter__(self) -> Any:
         return iter(self._live.values())
 
-    def plan(self, finished: Iterable[FileRecord], committed: dict[int, int]) -> StateChange:
+    def plan(
+        self,
+        finished: Iterable[FileRecord],
+        committed: dict[int, int],
+        on_removed: Callable[[FileRecord], None] | None = None,
+    ) -> StateChange:
         """The state records of a transaction that carries the results of ``finished`` and
         commits offsets so that ``committed`` are the group's offsets after it: a record
         for each finished file with a chunk at or above them, a tombstone for each live
@@ -159,26 +177,39 @@ class FileState:
                 if known is not None:
                     del self._live[record.key]
                     change.append((record.key, None))
+                    if on_removed is not None:
+                        on_removed(known)
                 continue
             self._live[record.key] = record
             change.append((record.key, record.encode()))
         written = {key for key, _ in change}
         for key in [k for k, r in self._live.items() if k not in written and r.below(committed)]:
-            del self._live[key]
+            removed = self._live.pop(key)
             change.append((key, None))
+            if on_removed is not None:
+                on_removed(removed)
         return change
 
 
 def ensure_state_topic(settings: dict[str, Any], topic: str, *, timeout: float = 30.0) -> bool:
     """Create the compacted state topic if it does not exist; ``True`` if it was created.
     A broker that refuses (no right to create topics, say) is a clear error naming how to
-    create it by hand."""
+    create it by hand. One that exists is not asked for again (a client without the right
+    to create topics may use one made for it)."""
     from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: PLC0415
 
+    from reproducer.errors import TopicUnavailable  # noqa: PLC0415
     from reproducer.kafka_log import logged  # noqa: PLC0415
+    from reproducer.topics import partitions_of  # noqa: PLC0415
 
     admin = AdminClient(logged(connection_only(settings)))
+    try:
+        partitions_of(admin, topic, timeout=timeout)
+        return False
+    except TopicUnavailable as exc:
+        if "does not exist" not in exc.reason:
+            raise ReproducerError(f"the state {exc}") from exc
     new = NewTopic(
         topic, num_partitions=1, replication_factor=-1, config={"cleanup.policy": "compact"}
     )
@@ -223,9 +254,12 @@ def read_state(settings: dict[str, Any], topic: str, *, timeout: float = 60.0) -
         while len(at_end) < len(partitions):
             if time.monotonic() >= deadline:
                 raise ReproducerError(
-                    f"the state topic {topic} was not read to its end within {timeout:g} s"
+                    f"the state topic {topic} gave nothing for {timeout:g} s before its end"
                 )
-            for message in consumer.consume(500, 0.5):
+            messages = consumer.consume(500, 0.5)
+            if messages:  # a deadline for progress, not for the whole (however large)
+                deadline = time.monotonic() + timeout
+            for message in messages:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:

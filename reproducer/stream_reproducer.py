@@ -178,7 +178,7 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
     "reprocess": {
         "action": "store_true",
         "help": "rebuild and produce again files the consumer group's state records "
-        "(<group>.reproducer-state) list as done; else their chunks, read again after a "
+        "(<group>.<topic>.reproducer-state) list as done; else their chunks, read again after a "
         "restart, are skipped",
     },
 }

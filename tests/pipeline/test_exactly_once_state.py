@@ -97,13 +97,13 @@ def test_one_slow_file_holds_back_no_other_result_and_a_restart_produces_none_ag
         # recorded after the consumer's next commit)
         wait_for(
             lambda: (
-                len(read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group)))
+                len(read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic)))
                 == len(small)
             ),
             30,
             "a state record of each small file",
         )
-        records = read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group))
+        records = read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic))
         assert sorted(r.path for r in records) == small
         assert all(r.analyses == ("SizeReproducer",) and r.extent for r in records)
     finally:
@@ -121,7 +121,7 @@ def test_one_slow_file_holds_back_no_other_result_and_a_restart_produces_none_ag
         )
         # the offsets now pass every chunk: the records are removed
         wait_for(
-            lambda: not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group)),
+            lambda: not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic)),
             60,
             "tombstones for every state record",
         )

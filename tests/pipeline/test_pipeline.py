@@ -320,7 +320,7 @@ def test_offsets_committed_only_for_delivered_results(
     assert len(read_results(kafka_bootstrap, results_topic)) == len(files)
 
     # every file passed by the offsets: no state record is left for the group
-    assert not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group))
+    assert not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic))
 
 
 def test_offsets_stay_below_a_file_whose_result_is_not_delivered(

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reproducer._partial import MAX_REOPEN
+from reproducer._partial import MAX_REOPEN, Generation
 from reproducer._storage import HEAP_LIMIT, MemoryStore
 from reproducer.chunk import DataFileChunk, make_chunk
 from reproducer.reassembly import (
@@ -983,3 +983,41 @@ def test_a_map_counts_each_page_touched_once(
         pages.update(range(offset // PAGE, (offset + size - 1) // PAGE + 1))
     assert store.held_bytes == len(pages) * PAGE
     store.discard()
+
+
+def test_remembered_versions_stay_duplicates_however_many_files_complete() -> None:
+    """A version remembered from the state records (its results committed by an earlier
+    run) stays a duplicate until forgotten, whatever else completes: the bounded memory of
+    completed files once dropped it after 10,000 others, and it was produced again."""
+    data = os.urandom(300)
+    chunks = split(data, 100)
+    reassembler = Reassembler(worker_thread=False, remember_finished=10)
+    gen = Generation(chunks[0].file_hash, 3, chunks[0].file_mtime)
+    reassembler.remember(chunks[0].relative_path, gen)
+    for i in range(50):  # more than it remembers of completed files
+        feed(reassembler, split(os.urandom(50), 50, filename=f"other{i}.bin"))
+    assert [reassembler.add(c).status for c in chunks] == [ChunkStatus.DUPLICATE] * 3
+    reassembler.forget(chunks[0].relative_path, gen.file_hash)
+    _, outcomes = feed(reassembler, chunks)
+    assert completed(outcomes).read_bytes() == data
+
+
+def test_only_a_few_different_good_copies_of_a_chunk_are_kept() -> None:
+    """Copies of one chunk that differ from the stored one yet match their own chunk hash
+    (a liar, or a tool re-sending other content under the same index) are kept up to a
+    few, for the file hash to choose from; more are rejected, not held without bound."""
+    chunks = split(os.urandom(3000), 1000)
+    reassembler = Reassembler(worker_thread=False)
+    reassembler.add(chunks[0])
+    statuses = []
+    for _ in range(5):
+        other = make_chunk(
+            os.urandom(1000),
+            filename=chunks[0].filename,
+            file_hash=chunks[0].file_hash,
+            chunk_offset_write=0,
+            chunk_i=1,
+            n_total_chunks=3,
+        )
+        statuses.append(reassembler.add(other).status)
+    assert statuses == [ChunkStatus.STORED] * 2 + [ChunkStatus.REJECTED] * 3
