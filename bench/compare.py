@@ -79,6 +79,7 @@ DEFAULT_OMSI_VENV = Path.home() / ".cache" / "ray-reproducer" / "omsi-venv"
 CASES = (
     "raw",
     "small",
+    "small_lock",
     "small10k",
     "1mib",
     "50mib",
@@ -851,6 +852,14 @@ class Bench:
             self.reference(name, data, repeat=r)
             self.project(name, data, repeat=r)
 
+    def case_small_lock(self) -> None:
+        """The small files, the reproducer taking its lock once per file (both systems),
+        with the run without it beside it in the same sitting."""
+        data = self.dataset("small", self.plan.small_n, 4 * KiB)
+        for r in range(self.repeats):
+            self.reference("small_lock", data, analysis="sha256+lock", repeat=r)
+            self.project("small_lock", data, [{"analysis": "sha256+lock"}], repeat=r)
+
     def case_small10k(self) -> None:
         if not self.plan.small10k:
             print("# small10k: skipped in --quick", flush=True)
@@ -1290,6 +1299,24 @@ class Report:
                     f"sha512 {fmt_spread(self.v('raw', 'machine', 'sha512_mb_s'))}; "
                     f"sha256 {fmt_spread(self.v('raw', 'machine', 'sha256_mb_s'))}"
                     + self.memory_text(),
+                )
+            )
+        if "small_lock" in cases and self.v("small_lock", "project", "files_s"):
+            prj = self.m("small_lock", "project", "files_s")
+            _, ref = self.best_reference("small_lock", "files_s")
+            r = self.ratio(prj, ref)
+            unlocked = self.ratio(prj, self.m("small", "project", "files_s"))
+            self.lines.append(
+                Line(
+                    "small_lock",
+                    f"files/s, {b.plan.small_n:,} x 4 KiB, sha256, the lock taken once per file",
+                    reference=self.reference_text("small_lock", "files_s", ""),
+                    project=self.s("small_lock", "project", "files_s"),
+                    ratio=ratio_text(r),
+                    target=f"≥ 4x reference; ≥ 0.85x without the lock (is {ratio_text(unlocked)})",
+                    status=judge(
+                        None if r is None or unlocked is None else r >= 4 and unlocked >= 0.85
+                    ),
                 )
             )
         for case, label in (("small", b.plan.small_n), ("small10k", 10_000)):

@@ -42,11 +42,16 @@ class WorkResult(ReproducerMessage):
 
 class WorkReproducer(DataFileStreamReproducer):  # type: ignore[misc]
     ANALYSIS = "sha256"
+    N_LOCKED = 0  # the shared resource the lock guards
 
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
+        kind, locked = work.split(self.ANALYSIS)
         try:
-            payload = work.analyze(datafile.bytestring, self.ANALYSIS)
+            payload = work.analyze(datafile.bytestring, kind)
             payload["file"] = Path(datafile.relative_filepath).as_posix()
+            if locked:
+                with lock:
+                    WorkReproducer.N_LOCKED += 1
         except Exception as exc:  # the reference's convention: log, and return None
             self.logger.error(f"analysis failed for {datafile.relative_filepath}", exc_info=exc)
             return None
@@ -72,7 +77,7 @@ class WorkReproducer(DataFileStreamReproducer):  # type: ignore[misc]
 
 def main() -> None:
     ours = argparse.ArgumentParser(add_help=False)
-    ours.add_argument("--analysis", default="sha256", choices=work.KINDS)
+    ours.add_argument("--analysis", default="sha256", choices=work.CHOICES)
     known, rest = ours.parse_known_args()
     WorkReproducer.ANALYSIS = known.analysis
     WorkReproducer.run_from_command_line(rest)

@@ -28,19 +28,36 @@ from typing import Any
 
 import work  # bench/work.py: this folder is the script's, so on the path of Ray's workers too
 
-from reproducer import DataFileStreamReproducer
-from reproducer.datafile import JSONMessage
+from reproducer import DataFileStreamReproducer, ReproducerMessage
+
+
+class WorkResult(ReproducerMessage):
+    def __init__(self, datafile: Any, payload: dict[str, Any]) -> None:
+        super().__init__(datafile)
+        self.payload = payload
+
+    @property
+    def msg_value(self) -> str:
+        return json.dumps(self.payload)
 
 
 class WorkReproducer(DataFileStreamReproducer):
-    """Every file's result is ``work.analyze(bytes, self.analysis_kind)``."""
+    """Every file's result is ``work.analyze(bytes, kind)``, written as the reference's
+    users write it (and as ``bench/omsi_reproducer.py`` does): it reads ``bytestring``,
+    returns a ``ReproducerMessage`` subclass, and with ``KIND+lock`` takes the lock once
+    per file around a shared counter."""
 
     analysis_kind = "sha256"
+    n_locked = 0  # the shared resource the lock guards
 
     def _get_processing_result_message_for_file(self, datafile: Any, lock: Any) -> Any:
-        payload = work.analyze(datafile.buffer, self.analysis_kind)
+        kind, locked = work.split(self.analysis_kind)
+        payload = work.analyze(datafile.bytestring, kind)
         payload["file"] = Path(datafile.relative_filepath).as_posix()
-        return JSONMessage(datafile, payload)
+        if locked:
+            with lock:
+                WorkReproducer.n_locked += 1
+        return WorkResult(datafile, payload)
 
 
 def run(spec: dict[str, Any]) -> None:

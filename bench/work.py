@@ -19,6 +19,17 @@ from typing import Any
 import numpy as np
 
 KINDS = ("sha256", "fft", "pyloop")
+# "KIND+lock": the same work, and the reproducer's ``lock`` taken once per file around one
+# line (a shared counter bumped), as reference users do for a shared resource
+LOCKED = "+lock"
+CHOICES = (*KINDS, *(kind + LOCKED for kind in KINDS))
+
+
+def split(choice: str) -> tuple[str, bool]:
+    """``("sha256", True)`` for ``"sha256+lock"``."""
+    kind, locked = choice.removesuffix(LOCKED), choice.endswith(LOCKED)
+    return kind, locked
+
 
 FFT_BLOCK = 1 << 16
 FFT_REPS = 8
