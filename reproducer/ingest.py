@@ -214,6 +214,12 @@ class Ingest:
         # chunks lie above it), and the producer that writes the records after it
         self._unrecorded: list[FileRecord] = []
         self._state_writer: _StateWriter | None = None
+        # copies of files read as duplicates (see _cover): the files not carried yet, by
+        # (path, file hash), the extents of their copies, and records for carried ones
+        self._uncarried: dict[tuple[str, bytes], int] = {}
+        self._key_of: dict[int, tuple[str, bytes]] = {}
+        self._dup_extent: dict[tuple[str, bytes], dict[int, int]] = {}
+        self._dup_records: list[FileRecord] = []
         self._stats_lock = threading.Lock()
         self._published = IngestStats()
         # file id -> its dead-letter reports not acknowledged yet; files finished meanwhile
@@ -436,8 +442,12 @@ class Ingest:
         if self._state_writer is not None and self._state is not None:
             # after the commit: records for the files it could not pass, tombstones for
             # those it now passes (a crash before they are written costs a duplicate)
-            change = self._state.plan(self._unrecorded, self._tracker.committed, self._forget)
-            self._unrecorded = []
+            records, self._unrecorded, self._dup_records = (
+                [*self._unrecorded, *self._dup_records],
+                [],
+                [],
+            )
+            change = self._state.plan(records, self._tracker.committed, self._forget)
             self._state_writer.write(change)
 
     def _transactional_commits(self) -> None:
@@ -455,9 +465,10 @@ class Ingest:
                 state: StateChange = []
                 if self._state is not None:
                     after = {**self._tracker.committed, **offsets}
-                    state = self._state.plan(
-                        [r for r in records if r is not None], after, self._forget
-                    )
+                    carried = [r for r in records if r is not None]
+                    carried += self._dup_records
+                    self._dup_records = []
+                    state = self._state.plan(carried, after, self._forget)
                 metadata = self._consumer.consumer_group_metadata()
                 request.set_result(CommitPoint(offsets, metadata, list(done), state))
             except Exception as exc:  # noqa: BLE001 - the asker raises it
@@ -469,13 +480,16 @@ class Ingest:
         done = self._in_flight.get(file_id)
         if done is None:
             return None
+        extent = self._tracker.extent(file_id)
+        for partition, offset in self._carried(file_id).items():  # copies of it read
+            extent[partition] = max(offset, extent.get(partition, -1))
         return FileRecord(
             done.relative_path.as_posix(),
             done.file_hash,
             done.n_chunks,
             done.file_mtime,
             tuple(analyses),
-            self._tracker.extent(file_id),
+            extent,
         )
 
     def _remember_recorded(self, records: Iterable[FileRecord]) -> int:
@@ -592,7 +606,49 @@ class Ingest:
                 f"{result.reason or 'skipped'}",
             )
         self._tracker.record(partition, offset, file_id)
+        if self._state is not None:
+            self._cover(chunk, result, partition, offset)
         self._outcomes(result.finished)
+
+    def _cover(self, chunk: Any, result: Any, partition: int, offset: int) -> None:
+        """Keep the state records covering every copy of a file read: a chunk that is a
+        duplicate (a file sent again whole, say) is released at once, and once the offsets
+        passed the file, a restart reading that copy again would rebuild it and produce
+        its result again. A duplicate of a file not carried yet widens the extent its
+        record will have; of one carried (its results committed, or going into the next
+        transaction), it makes a record of its own for the next commit."""
+        key = (chunk.relative_path.as_posix(), chunk.file_hash)
+        if result.file_id is not None and result.status is not ChunkStatus.DUPLICATE:
+            if self._uncarried.get(key) != result.file_id:
+                self._uncarried[key] = result.file_id
+                self._key_of[result.file_id] = key
+            return
+        if result.status is not ChunkStatus.DUPLICATE:
+            return
+        if key in self._uncarried:
+            extent = self._dup_extent.setdefault(key, {})
+            extent[partition] = max(offset, extent.get(partition, -1))
+            return
+        self._dup_records.append(
+            FileRecord(
+                key[0],
+                chunk.file_hash,
+                chunk.n_total_chunks,
+                chunk.file_mtime,
+                tuple(self.settings.analyses),
+                {partition: offset},
+            )
+        )
+
+    def _carried(self, file_id: int) -> dict[int, int]:
+        """A file's results are carried (or it failed): no longer one to widen; the extent
+        of the duplicates of it read meanwhile."""
+        key = self._key_of.pop(file_id, None)
+        if key is None:
+            return {}
+        if self._uncarried.get(key) == file_id:
+            del self._uncarried[key]
+        return self._dup_extent.pop(key, {})
 
     def _outcomes(self, outcomes: list[Outcome] | tuple[Outcome, ...]) -> None:
         for outcome in outcomes:
@@ -617,6 +673,7 @@ class Ingest:
         log.warning(
             "file=%s failed (%s): %s", failure.relative_path, failure.reason.value, failure.detail
         )
+        self._carried(failure.file_id)
         if self._dead_letters is not None:  # finished once its report is acknowledged
             self._dead_letters.send_failure(failure)
         else:
@@ -922,6 +979,8 @@ class Ingest:
             self._paused.discard(partition)
         self.stats.assigned = bool(self._assigned)
         dropped = self._reassembler.restart()
+        for file_id in [f for f in self._key_of if f not in self._in_flight]:
+            self._carried(file_id)  # a partial file dropped: its chunks come again
         if self._state is not None:  # what has results stays done, read again or not
             self._remember_recorded(self._state)
         log.warning(

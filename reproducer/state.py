@@ -173,6 +173,8 @@ class FileState:
             known = self._live.get(record.key)
             if known is not None:
                 record = known.merged(record)  # noqa: PLW2901
+                if record == known and not record.below(committed):
+                    continue  # it says so already
             if record.below(committed):
                 if known is not None:
                     del self._live[record.key]

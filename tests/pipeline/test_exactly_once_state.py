@@ -121,7 +121,9 @@ def test_one_slow_file_holds_back_no_other_result_and_a_restart_produces_none_ag
         )
         # the offsets now pass every chunk: the records are removed
         wait_for(
-            lambda: not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic)),
+            lambda: (
+                not read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic))
+            ),
             60,
             "tombstones for every state record",
         )
@@ -129,4 +131,45 @@ def test_one_slow_file_holds_back_no_other_result_and_a_restart_produces_none_ag
         summary = second.stop()
     got = sorted(p["file"] for _, p in read_results(kafka_bootstrap, results_topic))
     assert got == sorted([*small, "slow.bin"])  # each exactly once, none again on restart
+    assert summary is not None and summary.n_results_produced == 1
+
+
+@pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly_once", "at_least_once"])
+def test_a_file_sent_twice_is_not_produced_again_by_a_restart(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path, exactly_once: bool
+) -> None:
+    """A file sent twice: its second copy, read as a duplicate, lies above the offsets a
+    slow file pins while the first copy lies below them. Its state record must cover the
+    copy (a restart reads it again and would rebuild it, and produce its result twice)."""
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "test.config"
+    config.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    slow = _slow_file(n_chunks=2)
+    twice = make_chunk(os.urandom(5000), filename="twice.bin")
+    _send(kafka_bootstrap, topic, [(0, twice), (1, slow[0])])  # the slow file pins partition 1
+    options = {
+        "consumer_group_id": group,
+        "exactly_once": exactly_once,
+        "n_analysis_actors": 1,
+        "output_dir": tmp_path / "out",
+    }
+    first = SizeReproducer(config, topic, results_topic, **options).start()
+    try:
+        wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 1, 90, "a result")
+        _send(kafka_bootstrap, topic, [(1, twice)])  # sent again, above the pin
+        wait_for(lambda: first.progress().n_messages >= 3, 60, "the second copy read")
+    finally:
+        first.stop()  # drains: the last commit carries what the copy needs
+    records = read_state({"bootstrap.servers": kafka_bootstrap}, state_topic(group, topic))
+    assert [(r.path, sorted(r.extent)) for r in records] == [("twice.bin", [1])]
+    second = SizeReproducer(config, topic, results_topic, **options).start()
+    try:
+        _send(kafka_bootstrap, topic, [(0, slow[1])])
+        wait_for(lambda: count_results(kafka_bootstrap, results_topic) >= 2, 90, "slow.bin")
+    finally:
+        summary = second.stop()
+    got = sorted(p["file"] for _, p in read_results(kafka_bootstrap, results_topic))
+    assert got == ["slow.bin", "twice.bin"]
     assert summary is not None and summary.n_results_produced == 1
