@@ -127,7 +127,9 @@ def main() -> None:
                 ]
                 send(small)
                 seen = _wait(lambda: count_results(bootstrap, results) >= args.small, 600)
-                records = len(read_state({"bootstrap.servers": bootstrap}, state_topic(group, topic)))
+                records = len(
+                    read_state({"bootstrap.servers": bootstrap}, state_topic(group, topic))
+                )
                 print(
                     f"{args.small} small files' results visible to a read_committed reader "
                     f"{seen:.1f} s after their upload, with the slow file open "
@@ -138,7 +140,9 @@ def main() -> None:
                 send(slow[-1:])
                 done = _wait(lambda: count_results(bootstrap, results) > held, 600)
                 gone = _wait(
-                    lambda: not read_state({"bootstrap.servers": bootstrap}, state_topic(group, topic)),
+                    lambda: (
+                        not read_state({"bootstrap.servers": bootstrap}, state_topic(group, topic))
+                    ),
                     120,
                 )
                 print(
