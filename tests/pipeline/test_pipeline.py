@@ -394,6 +394,10 @@ def test_offsets_stay_below_a_file_whose_result_is_not_delivered(
         # later requests too)
         gate=str(gate),
         gate_prefix="gated",
+        # every file takes longer than the pool's 50 ms a call aims at: one file a call, so
+        # that no other file waits in a call with gated.bin for its gate
+        delay=0.06,
+        n_analysis_actors=2,
     )
 
     # `reproducer status` sees the held-back chunks as lag, and finds the running
