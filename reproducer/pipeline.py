@@ -401,8 +401,8 @@ def _run_once(
     if settings.output_dir is not None:
         books.results_log = ResultsLog(settings.output_dir / LOGS_DIR, settings.producer_topic)
     restore = _install_signal_handlers(stop)
-    # The producer and the lock live on the driver's node: a lost analysis node never
-    # takes them along (a lost driver node ends the run anyway). So does the ingest actor
+    # The producer lives on the driver's node (so does the lock's actor, if one is made):
+    # a lost analysis node never takes them along (a lost driver node ends the run anyway). So does the ingest actor
     # unless --ingest_resources places it (near the brokers, say).
     here = {
         "scheduling_strategy": NodeAffinitySchedulingStrategy(

@@ -41,11 +41,11 @@ ray.shutdown()
 """
 
 
-def test_actor_log_lines_are_plain_text_in_a_pipe() -> None:
-    """Actors' log lines reach the driver with Ray's coloured "(Actor pid=...)" prefix;
-    written to a file or a pipe, terminal colour codes are noise."""
+def _run(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter (a fresh local Ray), its output in pipes; it must
+    succeed."""
     done = subprocess.run(
-        [sys.executable, "-c", ACTOR_LOGS],
+        [sys.executable, "-c", script],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -53,6 +53,13 @@ def test_actor_log_lines_are_plain_text_in_a_pipe() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_actor_log_lines_are_plain_text_in_a_pipe() -> None:
+    """Actors' log lines reach the driver with Ray's coloured "(Actor pid=...)" prefix;
+    written to a file or a pipe, terminal colour codes are noise."""
+    done = _run(ACTOR_LOGS)
     output = done.stdout + done.stderr
     assert "said by an actor" in output and "printed by an actor" in output
     assert "(Talker pid=" in output
@@ -63,15 +70,7 @@ def test_a_local_instance_starts_without_the_token_warning() -> None:
     """Ray warns at every local start that it enabled token authentication; for the
     private instance the pipeline starts, that is the right default and no news. Only
     that message is dropped: the same logger's other warnings still show."""
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _run(SCRIPT)
     assert "nodes 1" in done.stdout
     assert "Token authentication is enabled" not in done.stderr, done.stderr
     assert "kept" in done.stderr

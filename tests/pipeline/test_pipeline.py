@@ -476,12 +476,16 @@ def _run_setup(bootstrap: str, topic: str, tmp_path: Path) -> tuple[str, Path, s
 
 
 def _group_is_consuming(bootstrap: str, group: str) -> bool:
-    """The group has settled with a member: the pipeline's ingest reads the topic."""
-    from confluent_kafka import ConsumerGroupState  # noqa: PLC0415
+    """The group has settled with a member: the pipeline's ingest reads the topic (not
+    yet, while the broker does not know the group)."""
+    from confluent_kafka import ConsumerGroupState, KafkaException  # noqa: PLC0415
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException:
+        return False
     return description.state == ConsumerGroupState.STABLE and bool(description.members)
 
 

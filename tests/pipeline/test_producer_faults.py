@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -260,13 +260,7 @@ def test_a_batch_the_broker_finds_too_large_loses_only_the_result_too_large(
     ).start()
     try:
         # the producer read the topic's limit before the ingest joined the group
-        def consuming() -> bool:
-            try:
-                return _group_is_consuming(kafka_bootstrap, group)
-            except KafkaException:  # the group is not there yet
-                return False
-
-        wait_for(consuming, 120, "the run to consume")
+        wait_for(lambda: _group_is_consuming(kafka_bootstrap, group), 120, "the run to consume")
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         limit = ConfigResource(
             ResourceType.TOPIC,
