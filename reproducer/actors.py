@@ -43,7 +43,6 @@ from reproducer.delivery import (
     Refusal,
     Verdict,
     classify,
-    delivery_verdict,
     goes_alone,
     on_refusal,
     resumable,
@@ -941,16 +940,15 @@ class ProducerActor:
                     if not self._transactional:  # there, the commit is the acknowledgement
                         self._acked.append(result_id)
                 else:
-                    alone = result_id in self._alone
-                    verdict = delivery_verdict(err, alone=alone)
-                    if verdict is Verdict.PERMANENT:
-                        self._rejected.append((result_id, str(err)))
-                    elif not alone and goes_alone(err):
+                    verdict = classify(err)
+                    if result_id not in self._alone and goes_alone(err):
                         # its batch was too large: produced again alone, it tells
                         self._alone.add(result_id)
                         (self._resend if self._transactional else self._failed).append(
                             (result_id, str(err))
                         )
+                    elif verdict is Verdict.PERMANENT:
+                        self._rejected.append((result_id, str(err)))
                     else:
                         self._failed.append((result_id, str(err)))
                         if verdict is Verdict.FATAL and not self._fatal:

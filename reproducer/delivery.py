@@ -90,27 +90,19 @@ _RESUMABLE = _codes(
 _TOO_LARGE = _codes("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE")
 
 
-def delivery_verdict(error: Any, *, alone: bool) -> Verdict:
-    """The verdict on a delivery report's error for a result that went in a batch with
-    others (``alone=False``) or alone. "Too large" from the broker refuses the batch
-    (when the topic's limit is not known to cap the batches, or changed since): for a
-    result that did not go alone it is transient, and it is produced again alone; alone,
-    it is the result's own size, permanent.
+def goes_alone(error: Any) -> bool:
+    """Whether a result that went in a batch with others and was refused with ``error``
+    must be produced again alone to tell what the error means. "Too large" from the broker
+    refuses the whole batch (when the topic's limit is not known to cap the batches, or
+    changed since): only a result refused so while alone is too large itself (then
+    :func:`classify` says permanent).
 
     >>> from confluent_kafka import KafkaError
-    >>> delivery_verdict(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), alone=False)
-    <Verdict.TRANSIENT: 'transient'>
-    >>> delivery_verdict(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), alone=True)
-    <Verdict.PERMANENT: 'permanent'>
+    >>> goes_alone(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    True
+    >>> goes_alone(KafkaError(KafkaError._UNKNOWN_TOPIC))
+    False
     """
-    if not alone and not error.fatal() and error.code() in _TOO_LARGE:
-        return Verdict.TRANSIENT
-    return classify(error)
-
-
-def goes_alone(error: Any) -> bool:
-    """Whether a result refused with ``error`` must be produced again alone, to tell
-    whether it is the one too large (see :func:`delivery_verdict`)."""
     return not error.fatal() and error.code() in _TOO_LARGE
 
 
