@@ -541,6 +541,7 @@ class Ingest:
                 self.commit()
             if self._in_progress is not None:
                 self._write_in_progress()
+            self._publish()  # the last commit's offsets, for the run's summary
         finally:
             self._reassembler.close()
             self._consumer.close()

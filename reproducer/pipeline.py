@@ -243,17 +243,15 @@ def run_targets(
             "so a restart would produce every result again; set --consumer_group_id NAME "
             "(or group.id in the config file's [consumer] section)"
         )
-    # A refused password or certificate says so now, not as a hang of every actor.
-    for section, client in (
-        ("[consumer]", settings.config.consumer_settings()),
-        ("[producer]", settings.config.producer_settings()),
-    ):
-        if refused := broker_refusal(client, section):
-            raise ReproducerError(refused)
+    # A refused password or certificate says so before anything is consumed, not as a hang
+    # of every actor: asked while Ray starts and the actors start, awaited before any is
+    # waited for.
+    broker = _BrokerCheck(settings.config)
+    broker.start()
     try:
         connect(settings.ray_address, dashboard=settings.ray_dashboard)
     except ConnectionError as exc:
-        raise ReproducerError(str(exc)) from exc
+        raise ReproducerError(broker.verdict() or str(exc)) from exc
     for target in targets:
         _check_resources(f"an actor of {target.name}", target.actor_options)
     if settings.ingest_resources:
@@ -326,6 +324,7 @@ def run_targets(
                 consumer=consumer,
                 ingest_settings=ingest_settings,
                 console=console,
+                broker=broker,
             )
         except RunInterrupted as exc:
             fruitless = fruitless + 1 if summary.n_results_produced == produced else 1
@@ -346,6 +345,32 @@ def run_targets(
                 ingest_settings, start_from=None, remember_state=True
             )
             _wait_for_the_broker(settings, stop)
+
+
+class _BrokerCheck(threading.Thread):
+    """Whether the broker takes the run's client settings (``[consumer]``, then
+    ``[producer]``), asked on a thread of its own: :meth:`verdict` is why not, or empty."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        super().__init__(name="broker-check", daemon=True)
+        self._config = config
+        self._refusal = ""
+
+    def run(self) -> None:
+        try:
+            for section, client in (
+                ("[consumer]", self._config.consumer_settings()),
+                ("[producer]", self._config.producer_settings()),
+            ):
+                if refused := broker_refusal(client, section):
+                    self._refusal = refused
+                    return
+        except Exception as exc:  # noqa: BLE001 - told by verdict(), in the driver's thread
+            self._refusal = f"the broker's settings could not be checked: {exc}"
+
+    def verdict(self) -> str:
+        self.join()
+        return self._refusal
 
 
 def _wait_for_the_broker(settings: PipelineSettings, stop: threading.Event) -> None:
@@ -391,6 +416,7 @@ def _run_once(
     consumer: dict[str, Any],
     ingest_settings: IngestSettings,
     console: Console,
+    broker: _BrokerCheck,
 ) -> RunSummary:
     """Start the actors, run the driver loop until the run ends, drain, stop them."""
     books = _Books(
@@ -462,6 +488,8 @@ def _run_once(
                 timeout_s=target.timeout_s,
                 name=target.name,
             )
+        if refused := broker.verdict():
+            raise ReproducerError(refused)
         _check_started("producer", producer)
         _check_started("ingest", ingest)
         started = True

@@ -61,6 +61,7 @@ def local_ray() -> Iterator[None]:
     import ray  # noqa: PLC0415 - the unit tests need no Ray
 
     ray.init(
+        address="local",  # a Ray started on this machine (ray start) is not the tests'
         num_cpus=4,
         include_dashboard=False,
         logging_level="WARNING",

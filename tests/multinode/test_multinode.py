@@ -20,7 +20,7 @@ from ray.cluster_utils import Cluster
 from cluster import create_topic
 from reproducer.config import KafkaConfig
 from reproducer.upload import upload
-from tests.results import count_results, envelopes, wait_for
+from tests.results import count_results, envelopes, read_results, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
 
@@ -255,3 +255,81 @@ def test_a_lost_ingest_node_fails_loudly_and_a_restart_resumes(
     assert again.returncode == 0, again.stderr[-3000:]
     got = envelopes(kafka_bootstrap, results)
     assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
+
+
+PORTED = """
+import json
+
+from reproducer import DataFileStreamReproducer, ReproducerMessage
+
+
+class Found(ReproducerMessage):
+    def __init__(self, datafile, value):
+        super().__init__(datafile)
+        self.value = value
+
+    @property
+    def msg_value(self):
+        return json.dumps(self.value)
+
+
+class HelperReproducer(DataFileStreamReproducer):
+    def _get_processing_result_message_for_file(self, datafile, lock):
+        import lab_helper  # imported on the analysis actor's worker
+
+        with lock:
+            return Found(datafile, {"file": datafile.filename, "made_by": lab_helper.NAME})
+
+
+if __name__ == "__main__":
+    HelperReproducer.run_from_command_line()
+"""
+
+
+def test_a_joined_run_takes_the_drivers_import_path_to_its_workers(
+    clusters: list[Cluster], kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """A ported reproducer run with ``python -m`` joins a running Ray; a module it imports
+    from a folder on the driver's ``PYTHONPATH`` (a lab's helpers), which the cluster's
+    processes were not started with, imports on the analysis actors' workers too."""
+    cluster, _ = start_cluster({})
+    clusters.append(cluster)
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "helper_reproducer.py").write_text(PORTED)
+    (tmp_path / "libs").mkdir()
+    (tmp_path / "libs" / "lab_helper.py").write_text('NAME = "the lab helper"\n')
+    names = ["a.bin", "b.bin", "c.bin"]
+    stage(tmp_path / "tree", kafka_bootstrap, topic, names)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path / "lab"), str(tmp_path / "libs"), str(REPO)]),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helper_reproducer",
+            "--config",
+            str(write_config(tmp_path, kafka_bootstrap)),
+            "--topic_name",
+            topic,
+            "--producer_topic_name",
+            topic + "-results",
+            "--ray_address",
+            cluster.address,
+            "--analysis_num_cpus",
+            "0.25",
+            "--stop_when_idle",
+            "3",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = [value for _, value in read_results(kafka_bootstrap, topic + "-results", 3)]
+    assert sorted(v["file"] for v in got) == names, run.stderr[-3000:]
+    assert {v["made_by"] for v in got} == {"the lab helper"}

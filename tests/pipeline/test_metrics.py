@@ -37,6 +37,7 @@ def metrics_port() -> Iterator[int]:
 
     port = _free_port()
     ray.init(
+        address="local",  # a Ray started on this machine (ray start) is not the tests'
         num_cpus=4,
         include_dashboard=False,
         logging_level="WARNING",

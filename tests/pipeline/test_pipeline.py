@@ -269,6 +269,46 @@ def read_messages(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
         consumer.close()
 
 
+def test_the_offsets_committed_as_the_ingest_closes_are_in_its_last_stats(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """The offsets committed as the ingest closes (files finished since its last step) are
+    in the stats it reports last: the run's summary and its "stopped; committed offsets"
+    line said {} after a short run whose only commit was that last one."""
+    from reproducer.ingest import Ingest, IngestSettings  # noqa: PLC0415
+
+    (tmp_path / "tree").mkdir()
+    for i in range(4):
+        (tmp_path / "tree" / f"f{i}.bin").write_bytes(os.urandom(3000))
+    upload([tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    handed: list[int] = []
+    settings = IngestSettings(
+        topic,
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"g-{topic}",
+            "auto.offset.reset": "earliest",
+        },
+        commit_interval=3600.0,  # no commit but the last
+    )
+    ingest = Ingest(settings, lambda done: handed.append(done.file_id))
+    deadline = time.monotonic() + 60
+    while len(handed) < 4:
+        assert time.monotonic() < deadline, f"only {len(handed)} files rebuilt"
+        ingest.step(0.1)
+    for file_id in handed:
+        ingest.finish(file_id)
+    ingest.close()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"g-{topic}"})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(3)]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=10)}
+    finally:
+        consumer.close()
+    assert ingest.snapshot().committed == {p: o for p, o in committed.items() if o >= 0}
+    assert sum(ingest.snapshot().committed.values()) >= 4
+
+
 def test_offsets_committed_only_for_delivered_results(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
@@ -306,6 +346,9 @@ def test_offsets_committed_only_for_delivered_results(
     finally:
         consumer.close()
     assert [tp.offset for tp in committed] == ends
+    # and the run says so (its last commit, made as it stopped, included)
+    assert first.last_run is not None
+    assert first.last_run.stats.committed == {p: end for p, end in enumerate(ends) if end}
 
     again = SizeReproducer(
         config_file,
