@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from reproducer._outcomes import CompletedFile, FailureReason, FileFailure, PartialFileInfo
-from reproducer._storage import Store, StoreError
+from reproducer._storage import Buffer, Store, StoreError
 
 __all__ = ["MAX_REOPEN", "Generation", "PartialFile", "Reopened"]
 
@@ -113,7 +113,7 @@ class PartialFile:
         return self.held_bytes - self.bytes_received - self.copy_bytes
 
     def another_copy(
-        self, chunk_i: int, offset: int, data: bytes, chunk_hash: bytes
+        self, chunk_i: int, offset: int, data: Buffer, chunk_hash: bytes
     ) -> tuple[bool, str]:
         """A chunk whose index is stored already: whether it is kept (it differs from the
         copies held and matches its own chunk hash: the stored copy may be the corrupt one,
@@ -166,7 +166,7 @@ class PartialFile:
             self.file_id, self.relative, reason, detail, len(self.chunks), self.generation.n_total
         )
 
-    def write_and_hash(self, chunk_i: int, offset: int, data: bytes) -> None:
+    def write_and_hash(self, chunk_i: int, offset: int, data: Buffer) -> None:
         """Store the bytes and extend the hashed prefix."""
         if self.problem:
             return
@@ -183,7 +183,7 @@ class PartialFile:
             self.hashed_to += len(data)
             while self.hashed_to in self.waiting:
                 length = self.waiting.pop(self.hashed_to)
-                self.hasher.update(self.store.read(self.hashed_to, length))
+                self.store.hash_range(self.hasher, self.hashed_to, length)
                 self.hashed_to += length
         except StoreError as exc:
             self.problem, self.storage_failed = str(exc), True
@@ -288,7 +288,7 @@ class PartialFile:
         self.waiting = {offset: length for offset, length, _ in self.chunk_hashes.values()}
         while self.hashed_to in self.waiting:
             length = self.waiting.pop(self.hashed_to)
-            self.hasher.update(self.store.read(self.hashed_to, length))
+            self.store.hash_range(self.hasher, self.hashed_to, length)
             self.hashed_to += length
 
     def discard(self, reason: FailureReason, detail: str) -> FileFailure:

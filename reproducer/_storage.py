@@ -16,7 +16,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "HEAP_LIMIT",
@@ -32,6 +32,8 @@ __all__ = [
 
 Mode = Literal["memory", "disk", "both"]
 
+
+Buffer = bytes | memoryview  # a chunk's bytes: a view of its message, or a copy
 
 # Above this, a buffer is its own mmap (the ingest fixes glibc's threshold at it too).
 HEAP_LIMIT = 128 << 10
@@ -95,15 +97,15 @@ class Store:
         :class:`MemoryStore`): counted in the budget, though not taken."""
         return 0
 
-    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
+    def copy_in(self, offset: int, data: Buffer, *, again: bool = False) -> None:
         """Put the bytes in memory, on the caller's thread (a quick copy). ``again``: the
         same bytes range was stored before (a corrupt chunk's good copy), so the memory it
         takes is counted already."""
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         """Put the bytes on disk, on the worker thread (a system call that drops the GIL)."""
 
-    def rewrite(self, offset: int, data: bytes) -> None:
+    def rewrite(self, offset: int, data: Buffer) -> None:
         """Put a good copy of a chunk over the corrupt bytes stored at the same place, on
         the worker thread while the file is being finished."""
         self.copy_in(offset, data, again=True)
@@ -111,6 +113,10 @@ class Store:
 
     def read(self, offset: int, length: int) -> bytes:
         raise NotImplementedError
+
+    def hash_range(self, hasher: Any, offset: int, length: int) -> None:
+        """Feed stored bytes to ``hasher`` (on the worker thread)."""
+        hasher.update(self.read(offset, length))
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
         """Make the stored bytes the final file; returns (memory view, disk path)."""
@@ -156,6 +162,9 @@ class MemoryStore(Store):
         self._map: mmap.mmap | None = None
         self._held = 0  # bytes of the pieces, or pages of the map touched (in bytes)
         self._shared: set[int] = set()  # pages of the map written in part, maybe shared
+        # held while the worker hashes a view of the map (which a resize or a close would
+        # refuse): the reader's thread resizes and closes it only between two
+        self._viewing = threading.Lock()
 
     @property
     def held_bytes(self) -> int:
@@ -169,7 +178,7 @@ class MemoryStore(Store):
             return max(0, self._hint - self._held)
         return 0
 
-    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
+    def copy_in(self, offset: int, data: Buffer, *, again: bool = False) -> None:
         if not data:
             return
         if self._pieces is not None:
@@ -183,7 +192,8 @@ class MemoryStore(Store):
                 size = max(end, min(self._hint, self._FIRST_MAP))
                 self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             elif end > len(self._map):
-                self._map.resize(max(end, min(2 * len(self._map), max(self._hint, end))))
+                with self._viewing:
+                    self._map.resize(max(end, min(2 * len(self._map), max(self._hint, end))))
         except (OSError, ValueError, MemoryError) as exc:
             raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
         self._map[offset:end] = data
@@ -206,6 +216,18 @@ class MemoryStore(Store):
                 self._shared.add(last)
                 new += 1
         return whole + new
+
+    def hash_range(self, hasher: Any, offset: int, length: int) -> None:
+        """A larger file's bytes are hashed where they lie (no copy: a fresh buffer of a
+        chunk's size was a copy and an mmap of its own, per chunk that came early)."""
+        if self._pieces is not None:
+            super().hash_range(hasher, offset, length)
+            return
+        with self._viewing:
+            if self._map is None:
+                raise StoreError("the file's memory was released")
+            with memoryview(self._map) as whole, whole[offset : offset + length] as part:
+                hasher.update(part)
 
     def read(self, offset: int, length: int) -> bytes:
         if self._pieces is None:
@@ -233,16 +255,18 @@ class MemoryStore(Store):
             self.discard()
             return memoryview(whole), None
         assert self._map is not None
-        view = memoryview(self._map)[:size].toreadonly()
-        self._map = None  # the view keeps the map alive; it is freed with the view
+        with self._viewing:
+            view = memoryview(self._map)[:size].toreadonly()
+            self._map = None  # the view keeps the map alive; it is freed with the view
         self._held = 0
         self._shared = set()
         return view, None
 
     def discard(self) -> None:
-        if self._map is not None:
-            self._map.close()
-        self._map = None
+        with self._viewing:
+            if self._map is not None:
+                self._map.close()
+            self._map = None
         if self._pieces is not None:
             self._pieces = {}
         self._held = 0
@@ -319,7 +343,7 @@ class DiskStore(Store):
         if _count_fds(0) > self.MAX_OPEN_FDS:
             self._close()
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         try:
             fd = self._descriptor()
             view = memoryview(data)
@@ -385,14 +409,17 @@ class _BothStore(Store):
     def claimed_bytes(self) -> int:
         return self._memory.claimed_bytes
 
-    def copy_in(self, offset: int, data: bytes, *, again: bool = False) -> None:
+    def copy_in(self, offset: int, data: Buffer, *, again: bool = False) -> None:
         self._memory.copy_in(offset, data, again=again)
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Buffer) -> None:
         self._disk.write(offset, data)
 
     def read(self, offset: int, length: int) -> bytes:
         return self._memory.read(offset, length)
+
+    def hash_range(self, hasher: Any, offset: int, length: int) -> None:
+        self._memory.hash_range(hasher, offset, length)
 
     @property
     def identity(self) -> tuple[int, int, int] | None:

@@ -99,7 +99,7 @@ class DataFileChunk:
     n_total_chunks: int
     subdir_str: str
     filename_append: str
-    data: bytes
+    data: bytes | memoryview  # a view of the message, decoded by the ingest
     file_mtime: float = 0.0
 
     @property
@@ -205,6 +205,7 @@ def decode_value(
     *,
     verify_hash: bool = True,
     max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+    zero_copy: bool = False,
 ) -> DataFileChunk:
     """Decode and validate a chunk message value.
 
@@ -212,22 +213,27 @@ def decode_value(
     :class:`UnsafePathError`) naming the field that is wrong. Work and memory are bounded by
     the size of ``value``: msgpack's own limits default to the buffer length, and the
     array may hold at most 10 items with no maps or extension types.
+
+    ``zero_copy``: the chunk's ``data`` is a read-only ``memoryview`` of ``value`` (which it
+    keeps alive) rather than a copy of its bytes; the same values are accepted and refused.
     """
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ChunkDecodeError("value", f"expected bytes, got {type(value).__name__}")
-    try:
-        fields = msgpack.unpackb(
-            value,
-            raw=True,
-            use_list=True,
-            max_array_len=len(_FIELDS),
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:
-        raise ChunkDecodeError(
-            "value", f"not a msgpack value ({type(exc).__name__}: {exc})"
-        ) from exc
+    fields = _fields_sharing_data(value) if zero_copy and isinstance(value, bytes) else None
+    if fields is None:
+        try:
+            fields = msgpack.unpackb(
+                value,
+                raw=True,
+                use_list=True,
+                max_array_len=len(_FIELDS),
+                max_map_len=0,
+                max_ext_len=0,
+            )
+        except Exception as exc:
+            raise ChunkDecodeError(
+                "value", f"not a msgpack value ({type(exc).__name__}: {exc})"
+            ) from exc
     if not isinstance(fields, list):
         raise ChunkDecodeError("value", f"expected a msgpack array, got {type(fields).__name__}")
     if len(fields) not in (9, 10):
@@ -242,7 +248,7 @@ def decode_value(
     subdir_str = _text(fields[6], "subdir_str")
     filename_append = _text(fields[7], "filename_append")
     data = fields[8]
-    if not isinstance(data, bytes):
+    if not isinstance(data, bytes | memoryview):
         raise ChunkDecodeError("data", f"expected bin, got {type(data).__name__}")
     if offset + len(data) > max_file_size:
         raise ChunkDecodeError(
@@ -292,6 +298,52 @@ def decode_value(
         data=data,
         file_mtime=mtime,
     )
+
+
+_HEAD_BYTES: Final = 16 << 10  # the fields before ``data`` fit in this, but for odd names
+_BIN_HEADERS: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # bin 8/16/32: bytes of the length
+
+
+def _fields_sharing_data(value: bytes) -> list[Any] | None:
+    """The array's fields, its ``data`` (the 9th) a view of ``value``: the fields before it
+    are unpacked from the head of the value, its bin header is read here, and what follows
+    it is unpacked apart. ``None`` if the value is not plainly such an array (a field too
+    long for the head, a ``data`` that is not bin, bytes left over...): the caller's own
+    unpacking then accepts or refuses it, with its error."""
+    try:
+        head = msgpack.Unpacker(
+            raw=True,
+            use_list=True,
+            max_buffer_size=_HEAD_BYTES,
+            max_array_len=len(_FIELDS),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+        head.feed(memoryview(value)[:_HEAD_BYTES])
+        n_fields = head.read_array_header()
+        if n_fields not in (9, 10):
+            return None
+        fields = [head.unpack() for _ in range(8)]
+        at = head.tell()
+        width = _BIN_HEADERS.get(value[at])
+        if width is None:
+            return None
+        start = at + 1 + width
+        end = start + int.from_bytes(value[at + 1 : start], "big")
+        if end > len(value):
+            return None
+        fields.append(memoryview(value)[start:end].toreadonly())
+        if n_fields == 10:
+            fields.append(
+                msgpack.unpackb(
+                    value[end:], raw=True, max_array_len=0, max_map_len=0, max_ext_len=0
+                )
+            )
+        elif end != len(value):
+            return None
+    except Exception:  # noqa: BLE001 - the whole value is unpacked again, and judged
+        return None
+    return fields
 
 
 def validate_relative_path(

@@ -571,7 +571,9 @@ class Ingest:
         self.stats.n_messages += 1
         self.stats.n_bytes += len(value or b"")
         try:
-            chunk = decode_value(value, verify_hash=self.settings.check_chunk_hashes)
+            chunk = decode_value(
+                value, verify_hash=self.settings.check_chunk_hashes, zero_copy=True
+            )
         except ChunkDecodeError as exc:
             exc.at(message.topic(), partition, offset)
             log.warning("poison message skipped: %s", exc)
@@ -1004,7 +1006,14 @@ class _DeadLetters:
 
         assert settings.dead_letter_topic is not None
         self._topic = settings.dead_letter_topic
-        producer = {"enable.idempotence": True, "acks": "all", **settings.dead_letter_producer}
+        # a missing topic is said, not made with the broker's defaults: librdkafka's
+        # producers ask for topics to be created as they look them up, unless told not to
+        producer = {
+            "enable.idempotence": True,
+            "acks": "all",
+            **settings.dead_letter_producer,
+            "allow.auto.create.topics": False,
+        }
         self._producer = Producer(logged(producer))
         partitions_of(self._producer, self._topic)  # TopicUnavailable: said at the start
         self._ids = itertools.count(-1, -1)  # negative: never a file id
@@ -1082,7 +1091,12 @@ class _StateWriter:
 
         assert settings.state_topic is not None
         self._topic = settings.state_topic
-        producer = {"enable.idempotence": True, "acks": "all", "linger.ms": 50}
+        producer = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 50,
+            "allow.auto.create.topics": False,  # the state topic is made compacted, or not
+        }
         self._producer = Producer(logged({**connection_only(settings.consumer), **producer}))
 
     def write(self, change: StateChange) -> None:

@@ -63,6 +63,37 @@ def test_bad_values_name_the_field(value: bytes, field: str) -> None:
         decode_value(value)
     assert caught.value.field == field
     assert field in str(caught.value)
+    with pytest.raises(ChunkDecodeError) as shared:  # the ingest's way: the same error
+        decode_value(value, zero_copy=True)
+    assert str(shared.value) == str(caught.value)
+
+
+@pytest.mark.parametrize("size", [0, 10, 300, 70_000, 1 << 19])  # bin 8, 16 and 32
+@pytest.mark.parametrize("legacy", [False, True])
+def test_zero_copy_data_is_a_view_of_the_message(size: int, legacy: bool) -> None:
+    """The ingest's decoding keeps the chunk's bytes where the message has them: no copy of
+    half a megabyte per chunk (and no fresh pages for it)."""
+    chunk = make_chunk(bytes(range(256)) * (size // 256) + b"x" * (size % 256), filename="f.bin")
+    value = encode_value(chunk, legacy=legacy)
+    shared = decode_value(value, zero_copy=True)
+    assert isinstance(shared.data, memoryview) and shared.data.obj is value
+    assert shared.data.readonly
+    assert shared == decode_value(value)
+    assert bytes(shared.data) == chunk.data
+
+
+def test_zero_copy_takes_names_longer_than_the_head() -> None:
+    """Fields before ``data`` longer than the head read apart (16 KiB) are decoded the whole
+    way, and judged as the copying decoder judges them."""
+    chunk = make_chunk(b"abc", filename="f.bin", subdir_str="/".join(["d" * 200] * 100))
+    with pytest.raises(UnsafePathError) as caught:
+        decode_value(encode_value(chunk))
+    with pytest.raises(UnsafePathError) as shared:
+        decode_value(encode_value(chunk), zero_copy=True)
+    assert str(shared.value) == str(caught.value)
+    long_append = make_chunk(b"abc", filename="f.bin", filename_append="_" * 20_000)
+    with pytest.raises(UnsafePathError):
+        decode_value(encode_value(long_append), zero_copy=True)
 
 
 def test_not_bytes() -> None:
@@ -165,7 +196,11 @@ def _check_decodes_or_refuses(value: bytes) -> None:
         chunk = decode_value(value)
     except ChunkDecodeError as exc:
         assert exc.field
+        with pytest.raises(ChunkDecodeError) as shared:
+            decode_value(value, zero_copy=True)
+        assert str(shared.value) == str(exc)
         return
+    assert decode_value(value, zero_copy=True) == chunk
     assert isinstance(chunk, DataFileChunk)
     assert hashlib.sha512(chunk.data).digest() == chunk.chunk_hash
     assert 1 <= chunk.chunk_i <= chunk.n_total_chunks

@@ -38,6 +38,8 @@ def test_decode_both_forms_and_reencode(vector: dict) -> None:
         assert decoded.chunk_offset_write == vector["chunk_offset_write"]
         assert decoded.file_hash.hex() == vector["file_sha512"]
         assert hashlib.sha512(decoded.data).digest() == decoded.chunk_hash
+    assert decode_value(value, zero_copy=True) == chunk
+    assert decode_value(legacy, zero_copy=True) == old
     assert chunk.file_mtime == vector["file_mtime"]
     assert old.file_mtime == 0.0
     assert old.data == chunk.data
