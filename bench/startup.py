@@ -5,8 +5,9 @@
 
 Uses $KAFKA_BOOTSTRAP_SERVERS, or starts a local broker. Every figure is a fresh process, as
 a user's ``python -m my_reproducer`` is, running a reproducer ported from the reference (it
-reads ``bytestring``, takes ``lock``, returns a ``ReproducerMessage``) on a topic holding one
-4 KiB file, measured from spawn to the broker timestamp of its result. Beside it, Ray's
+reads ``bytestring``, takes ``lock``, returns a ``ReproducerMessage``) with a consumer group
+of its own (named, as a long-running job's is: its state topic is made and read) on a topic
+holding one 4 KiB file, measured from spawn to the broker timestamp of its result. Beside it, Ray's
 floor with the same install: a fresh ``python`` that imports Ray, starts or joins it, and
 starts as many trivial actors as the pipeline does (ingest, producer, two analysis actors),
 at once, until each answered a call.
@@ -128,6 +129,9 @@ def run_user(
         results,
         "--update_seconds",
         "3600",
+        # a named group, as a lab's long-running job has (its state topic is made and read)
+        "--consumer_group_id",
+        f"startup-{uuid.uuid4().hex[:8]}",
     ]
     if address:
         command += ["--ray_address", address]

@@ -245,6 +245,7 @@ def read_state(settings: dict[str, Any], topic: str, *, timeout: float = 60.0) -
         "enable.partition.eof": True,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,  # the end of a short topic is told at once, not in 0.5 s
     }
     consumer = Consumer(logged(reader))
     live: dict[bytes, FileRecord] = {}
@@ -258,7 +259,9 @@ def read_state(settings: dict[str, Any], topic: str, *, timeout: float = 60.0) -
                 raise ReproducerError(
                     f"the state topic {topic} gave nothing for {timeout:g} s before its end"
                 )
-            messages = consumer.consume(500, 0.5)
+            # consume waits its whole timeout for fewer messages than it asks for: short,
+            # so that a run's start does not wait for it (the records are few)
+            messages = consumer.consume(500, 0.05)
             if messages:  # a deadline for progress, not for the whole (however large)
                 deadline = time.monotonic() + timeout
             for message in messages:

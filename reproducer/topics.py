@@ -17,8 +17,13 @@ _CONNECTION_KEYS = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client."
 def connection_only(settings: dict[str, Any]) -> dict[str, Any]:
     """The keys of a client's settings that say how to reach the broker (for an admin
     client or a reader of another topic, which the producer's or consumer's own keys
-    would only make librdkafka warn about)."""
-    return {k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)}
+    would only make librdkafka warn about), and that it never creates a topic by looking
+    it up: librdkafka's admin clients and producers ask for that by default, and a broker
+    that auto-creates topics (Apache Kafka's default) then makes a missing one with its
+    own defaults (a state topic not compacted, a chunk topic of the wrong partitions)."""
+    out = {k: v for k, v in settings.items() if k.startswith(_CONNECTION_KEYS)}
+    out["allow.auto.create.topics"] = False
+    return out
 
 
 def partitions_of(client: Any, topic: str, *, timeout: float = 30.0) -> list[int]:

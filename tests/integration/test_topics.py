@@ -15,8 +15,9 @@ from reproducer.config import KafkaConfig
 from reproducer.download import download
 from reproducer.errors import TopicUnavailable
 from reproducer.reassembly import Reassembler
+from reproducer.state import ensure_state_topic
 from reproducer.status import pipeline_status
-from reproducer.topics import partitions_of
+from reproducer.topics import connection_only, partitions_of
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +66,36 @@ def _quiet() -> logging.Logger:
     quiet = logging.getLogger("tests.topics.unreachable")
     quiet.propagate = False
     return quiet
+
+
+def test_looking_up_a_missing_topic_never_creates_it(kafka_bootstrap: str) -> None:
+    """The test broker auto-creates topics, as Apache Kafka does by default: an admin
+    client or a producer that looks up a topic asks it to, unless told not to. The
+    pipeline's lookups say the topic is missing and leave it missing."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    missing = f"no-such-{uuid.uuid4().hex[:8]}"
+    settings = connection_only({"bootstrap.servers": kafka_bootstrap, "acks": "all"})
+    for client in (AdminClient(settings), Producer(settings)):
+        with pytest.raises(TopicUnavailable, match="does not exist"):
+            partitions_of(client, missing, timeout=10)
+    probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "topics"})
+    try:
+        assert missing not in probe.list_topics(timeout=10).topics
+    finally:
+        probe.close()
+
+
+def test_the_state_topic_is_made_compacted_with_one_partition(kafka_bootstrap: str) -> None:
+    """Made by the run, not by its own lookup with the broker's defaults (a topic that is
+    not compacted loses its records to retention)."""
+    from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: PLC0415
+
+    name = f"g.t.reproducer-state-{uuid.uuid4().hex[:8]}"
+    assert ensure_state_topic({"bootstrap.servers": kafka_bootstrap}, name) is True
+    assert ensure_state_topic({"bootstrap.servers": kafka_bootstrap}, name) is False
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    assert len(admin.list_topics(name, timeout=10).topics[name].partitions) == 1
+    resource = ConfigResource("topic", name)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["cleanup.policy"].value == "compact"
