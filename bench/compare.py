@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 try:
     import matplotlib
@@ -100,13 +101,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.from_json:
         return rerender(args.from_json, args.output)
-    kept = []
+    kept: list[dict[str, Any]] = []
+    kept_from = ""
     if args.keep:
-        kept = [
-            row
-            for row in json.loads(args.keep.read_text())["rows"]
-            if row["case"] not in args.cases
-        ]
+        earlier = json.loads(args.keep.read_text())
+        kept = [row for row in earlier["rows"] if row["case"] not in args.cases]
+        kept_from = earlier.get("info", {}).get("run", {}).get("date", "an earlier sitting")
     args.repeats = args.repeats or (1 if args.quick else 3)
     begun = time.time()
     omsi, omsi_version = ensure_omsi(args.omsi_venv)
@@ -139,7 +139,16 @@ def main() -> int:
         finally:
             bench.delete_topics()
         bench.rows = kept + bench.rows
-        command = ("python bench/compare.py " + " ".join(sys.argv[1:])).strip()
+        measured = list(args.cases)
+        if kept:  # the report shows them too, said to be from the sitting they came from
+            args.cases = [c for c in CASES if c in measured or any(r["case"] == c for r in kept)]
+            info["run"]["kept"] = (
+                f"{', '.join(c for c in args.cases if c not in measured)}: "
+                f"kept from the sitting of {kept_from} (`--keep`)"
+            )
+        # the command as run, but for where the kept file was (a path of this machine)
+        words = [Path(w).name if w == str(args.keep) else w for w in sys.argv[1:]]
+        command = ("python bench/compare.py " + " ".join(words)).strip()
         render(bench, info, args.output, command, time.time() - begun)
     print(f"# {time.time() - begun:.0f} s in all", flush=True)
     return 0

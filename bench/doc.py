@@ -44,6 +44,8 @@ def write_doc(
         + f" Every row: [`{folder}/results.json`]({folder}/results.json).",
         "",
     ]
+    if info["run"].get("kept"):
+        lines += [f"**Not measured in this sitting:** {info['run']['kept']}.", ""]
     if bench.omsi is None:
         lines += [f"**The reference did not run:** {info['run']['omsi']}.", ""]
     if bench.args.quick:
