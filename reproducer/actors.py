@@ -23,9 +23,8 @@ from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import ray
 
 from reproducer import __version__
@@ -68,6 +67,9 @@ __all__ = [
     "batch_item",
     "owner_id",
 ]
+
+if TYPE_CHECKING:  # imported by the actors that handle files, not by the driver
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +311,8 @@ class IngestActor:
             st = os.fstat(handle.fileno())
             if identity is not None and (st.st_ino, st.st_size, st.st_mtime_ns) != tuple(identity):
                 raise FileReplaced(path)
+            import numpy as np  # noqa: PLC0415
+
             return np.fromfile(handle, dtype=np.uint8, count=st.st_size)
 
     def memory(self) -> dict[str, int]:
@@ -354,6 +358,8 @@ def _package(files: list[tuple[FileMeta, memoryview | None] | None]) -> list[Fil
     Each file's entry in ``files`` is set to ``None`` once it is packed, so that its buffer
     is freed then, not when the last file is: packing four 50 MiB files held 200 MiB twice
     (measured: a memory-mode run 45 MiB over its budget)."""
+    import numpy as np  # noqa: PLC0415
+
     tasks: list[FileTask] = []
     group: list[tuple[int, FileMeta, np.ndarray]] = []
     size = 0
@@ -453,6 +459,8 @@ def batch_arguments(tasks: list[FileTask]) -> tuple[Any, ...]:
 def batch_item(data: bytes | np.ndarray | tuple[int, int] | None, objects: tuple[Any, ...]) -> Any:
     """A file's bytes among an ``analyze`` call's arguments (see :func:`batch_arguments`)."""
     if isinstance(data, bytes):
+        import numpy as np  # noqa: PLC0415
+
         return np.frombuffer(data, dtype=np.uint8)
     if not isinstance(data, tuple):
         return data

@@ -8,15 +8,17 @@ changing imports only.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from reproducer.chunk import result_key
 from reproducer.results import strict_json
+
+if TYPE_CHECKING:  # numpy is imported where files are handled, not by a driver that starts
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +260,10 @@ def _strict(value: Any, datafile: DownloadDataFile | None) -> str:
 def json_default(value: Any) -> Any:
     """For ``json.dumps(default=...)``: numpy scalars and arrays (common in analysis
     results) and bytes as plain JSON values."""
-    if isinstance(value, np.generic):
+    numpy = sys.modules.get("numpy")  # not imported: the value is none of its types
+    if numpy is not None and isinstance(value, numpy.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
+    if numpy is not None and isinstance(value, numpy.ndarray):
         return value.tolist()
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
