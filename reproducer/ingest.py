@@ -210,6 +210,14 @@ class Ingest:
             self._consumer.close()
             raise
         self._state: FileState | None = None  # read by prepare()
+        # the state topic is made now, while the other actors start (read by prepare():
+        # exactly once, only after the producer fenced an earlier run)
+        self._state_made: bool | ReproducerError | None = None
+        if settings.state_topic:
+            try:
+                self._state_made = ensure_state_topic(settings.consumer, settings.state_topic)
+            except ReproducerError as exc:  # said by prepare(), as a warning or an error
+                self._state_made = exc
         # at least once: the files finished since the last commit (their records, if their
         # chunks lie above it), and the producer that writes the records after it
         self._unrecorded: list[FileRecord] = []
@@ -517,7 +525,10 @@ class Ingest:
         read again, are duplicates (if every analysis of this run is among theirs)."""
         topic = self.settings.state_topic
         assert topic is not None
-        created = ensure_state_topic(self.settings.consumer, topic)
+        made = self._state_made
+        if isinstance(made, ReproducerError):
+            raise made
+        created = made if made is not None else ensure_state_topic(self.settings.consumer, topic)
         records = [] if created else read_state(self.settings.consumer, topic)
         seeded = self._remember_recorded(records)
         if records:
