@@ -222,14 +222,7 @@ def decode_value(
     fields = _fields_sharing_data(value) if zero_copy and isinstance(value, bytes) else None
     if fields is None:
         try:
-            fields = msgpack.unpackb(
-                value,
-                raw=True,
-                use_list=True,
-                max_array_len=len(_FIELDS),
-                max_map_len=0,
-                max_ext_len=0,
-            )
+            fields = msgpack.unpackb(value, **_UNPACKING)
         except Exception as exc:
             raise ChunkDecodeError(
                 "value", f"not a msgpack value ({type(exc).__name__}: {exc})"
@@ -300,6 +293,13 @@ def decode_value(
     )
 
 
+_UNPACKING: Final[dict[str, Any]] = {  # a chunk's array: 10 items at most, no maps or exts
+    "raw": True,
+    "use_list": True,
+    "max_array_len": len(_FIELDS),
+    "max_map_len": 0,
+    "max_ext_len": 0,
+}
 _HEAD_BYTES: Final = 16 << 10  # the fields before ``data`` fit in this, but for odd names
 _BIN_HEADERS: Final = {0xC4: 1, 0xC5: 2, 0xC6: 4}  # bin 8/16/32: bytes of the length
 
@@ -311,14 +311,7 @@ def _fields_sharing_data(value: bytes) -> list[Any] | None:
     long for the head, a ``data`` that is not bin, bytes left over...): the caller's own
     unpacking then accepts or refuses it, with its error."""
     try:
-        head = msgpack.Unpacker(
-            raw=True,
-            use_list=True,
-            max_buffer_size=_HEAD_BYTES,
-            max_array_len=len(_FIELDS),
-            max_map_len=0,
-            max_ext_len=0,
-        )
+        head = msgpack.Unpacker(max_buffer_size=_HEAD_BYTES, **_UNPACKING)
         head.feed(memoryview(value)[:_HEAD_BYTES])
         n_fields = head.read_array_header()
         if n_fields not in (9, 10):
@@ -334,11 +327,7 @@ def _fields_sharing_data(value: bytes) -> list[Any] | None:
             return None
         fields.append(memoryview(value)[start:end].toreadonly())
         if n_fields == 10:
-            fields.append(
-                msgpack.unpackb(
-                    value[end:], raw=True, max_array_len=0, max_map_len=0, max_ext_len=0
-                )
-            )
+            fields.append(msgpack.unpackb(value[end:], **{**_UNPACKING, "max_array_len": 0}))
         elif end != len(value):
             return None
     except Exception:  # noqa: BLE001 - the whole value is unpacked again, and judged

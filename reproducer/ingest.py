@@ -525,10 +525,10 @@ class Ingest:
         read again, are duplicates (if every analysis of this run is among theirs)."""
         topic = self.settings.state_topic
         assert topic is not None
-        made = self._state_made
-        if isinstance(made, ReproducerError):
-            raise made
-        created = made if made is not None else ensure_state_topic(self.settings.consumer, topic)
+        created = self._state_made  # made by the constructor
+        if isinstance(created, ReproducerError):
+            raise created
+        assert created is not None
         records = [] if created else read_state(self.settings.consumer, topic)
         seeded = self._remember_recorded(records)
         if records:
@@ -1106,7 +1106,6 @@ class _StateWriter:
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 50,
-            "allow.auto.create.topics": False,  # the state topic is made compacted, or not
         }
         self._producer = Producer(logged({**connection_only(settings.consumer), **producer}))
 
