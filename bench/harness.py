@@ -492,9 +492,14 @@ class Bench:
             row.update(steady(stamps, leg.data.size))
             first, last = window(leg.expected)
             if "first" in marks[i] and "last" in marks[i] and last > first and leg.data.size:
-                row["cpu_s_per_mb"] = (marks[i]["last"] - marks[i]["first"]) / (
-                    (last - first) * leg.data.size / 1e6
-                )
+                mb = (last - first) * leg.data.size / 1e6
+                row["cpu_s_per_mb"] = (marks[i]["last"] - marks[i]["first"]) / mb
+                # where it goes: each process's share over the same window (by name: the
+                # ingest, analysis and producer actors, the driver, raylet, gcs_server)
+                by_name = sampler.cpu_by_name(since=stamps[first], until=stamps[last])
+                row["cpu_ms_per_mb_by_process"] = {
+                    name: round(1000 * s / mb, 2) for name, s in by_name.items()
+                }
             if len(stamps) < watcher.expected or watcher.wrong:
                 print(
                     f"# WARNING {system} {leg.variant}: {len(stamps)}/{watcher.expected} results, "

@@ -20,6 +20,7 @@ The commit protocol, at least once (the driver does steps 3-5):
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import logging
 import queue
@@ -98,6 +99,10 @@ class IngestSettings:
     state_topic: str | None = None
     analyses: tuple[str, ...] = ()
     remember_state: bool = True
+    # Files analysed at once (every analysis actor's calls together). Each may hold a copy
+    # of its file besides the one in flight (a ported reproducer's ``bytestring``), so in
+    # memory mode the budget keeps room for that many of the largest files in flight.
+    analysis_slots: int = 0
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,11 @@ class Ingest:
         if not messages:
             wait = min(timeout, 0.005) if self._reassembler.n_completing else timeout
             messages = self._consumer.consume(1, wait)
-        for message in messages:
+        # Each message's bytes are freed once its chunk is stored (and hashed), not with the
+        # batch: a batch of up to half the budget was held twice, as messages and as files.
+        messages.reverse()
+        while messages:
+            message = messages.pop()
             if message.error():
                 self._consume_error(message.error())
                 continue
@@ -738,10 +747,29 @@ class Ingest:
             self._tracker.finish(file_id)
 
     def _held(self) -> int:
-        """Bytes of partial files and of completed files not finished yet."""
+        """Bytes of partial files and of completed files not finished yet, and room for the
+        copies their analyses may make (see :meth:`_copies`)."""
         held = self._reassembler.held_bytes + self._in_flight_bytes
+        held += self._copies(held)
         self.stats.peak_held_bytes = max(self.stats.peak_held_bytes, held)
         return held
+
+    def _copies(self, held: int) -> int:
+        """Room for the copies the analyses may hold: one per analysis slot, of the largest
+        files in flight (as many times as analyses run on a file). Not in disk mode, where
+        the files in flight count in full though they are on disk.
+
+        Counted only when it could matter: it is at most (analyses) x the bytes in
+        flight, so with ``held`` under an eighth of the budget over that, every threshold
+        of :meth:`_backpressure` (a quarter of the budget and up) stays out of reach, and
+        thousands of small files in flight cost no sort per step."""
+        slots, n = self.settings.analysis_slots, max(len(self.settings.analyses), 1)
+        if not slots or not self._in_flight or self.settings.mode == "disk":
+            return 0
+        if held * (1 + n) < self.settings.max_held_bytes // 4:
+            return 0
+        largest = heapq.nlargest(slots, (f.size for f in self._in_flight.values()))
+        return sum(sorted(largest * n, reverse=True)[:slots])
 
     def _batch_size(self) -> int:
         """Messages to take now: no more than half the memory budget has room for. Chunks

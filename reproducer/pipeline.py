@@ -308,6 +308,7 @@ def run_targets(
         # --reprocess, or a replay: files the state records list as done are rebuilt and
         # produced again
         remember_state=not settings.reprocess and settings.start_from is None,
+        analysis_slots=sum(t.n_actors for t in targets),
     )
     summary = summary if summary is not None else RunSummary()
     console = Console(stop)  # q and c on standard input, for every resume of the run
