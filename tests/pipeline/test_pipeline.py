@@ -269,6 +269,15 @@ def read_messages(bootstrap: str, topic: str) -> list[tuple[str, dict]]:
         consumer.close()
 
 
+def _consumer_from_the_start(bootstrap: str, topic: str) -> dict[str, str]:
+    """An ingest's consumer settings: a group of its own, from the first message."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": f"g-{topic}",
+        "auto.offset.reset": "earliest",
+    }
+
+
 def test_the_offsets_committed_as_the_ingest_closes_are_in_its_last_stats(
     kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
@@ -284,11 +293,7 @@ def test_the_offsets_committed_as_the_ingest_closes_are_in_its_last_stats(
     handed: list[int] = []
     settings = IngestSettings(
         topic,
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"g-{topic}",
-            "auto.offset.reset": "earliest",
-        },
+        _consumer_from_the_start(kafka_bootstrap, topic),
         commit_interval=3600.0,  # no commit but the last
     )
     ingest = Ingest(settings, lambda done: handed.append(done.file_id))
@@ -328,11 +333,7 @@ def test_the_budget_keeps_room_for_the_copies_the_analyses_make(
     handed: list[int] = []
     settings = IngestSettings(
         topic,
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"g-{topic}",
-            "auto.offset.reset": "earliest",
-        },
+        _consumer_from_the_start(kafka_bootstrap, topic),
         max_in_flight=100,
         max_held_bytes=budget,
         analyses=("a",),
