@@ -130,8 +130,9 @@ def write_doc(
         "during start-up nor the tail count, for either system. Start-up is "
         "reported apart: from process spawn to the first result's timestamp, so it includes "
         "interpreter start, imports, Ray's start (project) and the consumer-group join (both). "
-        'Ray\'s own floor is `ray.init(address="local", include_dashboard=False)` plus one '
-        "trivial actor call, in a fresh interpreter.",
+        'Ray\'s own floor is `ray.init(address="local", include_dashboard=False)` plus '
+        "trivial actors started and called at once, in a fresh interpreter: four, as many as "
+        "the pipeline starts (one in sittings before 2026-12-08; the row names which).",
         "- **Correctness.** Every result's sha256 is checked against the file's; wrong or "
         "missing results are printed as warnings and kept in `results.json`.",
         "- **CPU s/MB** is the CPU time (user + system, from /proc) of the spawned process and "

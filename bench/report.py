@@ -495,11 +495,16 @@ class Report:
                 for s in [r.get("startup_s")]
                 if s
             ]
+            # what the floor measured, as its rows say (older sittings: one actor)
+            floor = next(
+                (r["variant"] for r in b.rows if r["case"] == "startup" and r["system"] == "ray"),
+                "",
+            ).removeprefix("ray.")
             self.lines.append(
                 Line(
                     "startup",
                     "s from process spawn to the first result",
-                    raw=f"Ray floor (init + 1 actor call) {fmt_spread(self.v('startup', 'ray', 'floor_s'))}; "
+                    raw=f"Ray floor ({floor}) {fmt_spread(self.v('startup', 'ray', 'floor_s'))}; "
                     f"spawn to that call {fmt_spread(self.v('startup', 'ray', 'spawn_to_call_s'))}",
                     reference=fmt_spread(ref_all),
                     project=fmt_spread(self.v(case, "project", "startup_s", ported)),
