@@ -54,6 +54,9 @@ class CompletedFile:
     path: Path | None
     first_seen: float = 0.0  # the reassembler's clock when the first chunk arrived
     identity: tuple[int, int, int] | None = None  # of the file on disk: inode, size, mtime ns
+    # memory mode, a larger file: its bytes in a file in shared memory on this node
+    # (``buffer`` is then None), which the ingest removes once the file is finished
+    shared: Path | None = None
 
     @property
     def relative_path(self) -> PurePosixPath:
@@ -64,11 +67,13 @@ class CompletedFile:
         return _result_key(self.subdir_str, self.filename)
 
     def read_bytes(self) -> bytes:
-        """The file's bytes, from memory if held there, else read back from disk."""
+        """The file's bytes, from memory if held there, else read back from disk (or from
+        shared memory)."""
         if self.buffer is not None:
             return bytes(self.buffer)
-        assert self.path is not None
-        return self.path.read_bytes()
+        path = self.path if self.path is not None else self.shared
+        assert path is not None
+        return path.read_bytes()
 
 
 Outcome: TypeAlias = CompletedFile | FileFailure

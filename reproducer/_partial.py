@@ -228,6 +228,7 @@ class PartialFile:
             path=path,
             first_seen=self.first_seen,
             identity=getattr(self.store, "identity", None),
+            shared=getattr(self.store, "shared", None),
         )
 
     def corrupt_chunks(self) -> list[int]:

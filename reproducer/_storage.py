@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -23,9 +24,11 @@ __all__ = [
     "DiskStore",
     "MemoryStore",
     "Mode",
+    "SharedStore",
     "Store",
     "StoreError",
     "open_store",
+    "shared_folder",
     "sync_folders",
     "write_atomically",
 ]
@@ -189,16 +192,23 @@ class MemoryStore(Store):
         end = offset + len(data)
         try:
             if self._map is None:
-                size = max(end, min(self._hint, self._FIRST_MAP))
-                self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                self._map = self._new_map(max(end, min(self._hint, self._FIRST_MAP)))
             elif end > len(self._map):
                 with self._viewing:
                     self._map.resize(max(end, min(2 * len(self._map), max(self._hint, end))))
+            self._commit(offset, end)
         except (OSError, ValueError, MemoryError) as exc:
             raise StoreError(f"cannot hold {end} bytes in memory: {exc}") from exc
         self._map[offset:end] = data
         if not again:
             self._held += self._pages_touched(offset, end) * PAGE
+
+    def _new_map(self, size: int) -> mmap.mmap:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+    def _commit(self, offset: int, end: int) -> None:
+        """Make sure ``[offset, end)`` of the map can be written (nothing to do for
+        anonymous memory: the kernel's overcommit policy decides)."""
 
     def _pages_touched(self, offset: int, end: int) -> int:
         """Pages of ``[offset, end)`` not counted before."""
@@ -271,6 +281,104 @@ class MemoryStore(Store):
             self._pieces = {}
         self._held = 0
         self._shared = set()
+
+
+class SharedStore(MemoryStore):
+    """Memory mode, a larger file: its bytes in a file of a shared-memory folder (tmpfs) of
+    the ingest's, mapped and written in place as :class:`MemoryStore` does. Once whole it
+    is handed over by its path (:attr:`shared`): analysis actors on this node map the very
+    pages the ingest wrote, so the file is in memory once, with no copy into the object
+    store (which kept every page it had ever held resident: a memory-mode run of 50 MiB
+    files held its budget and four files more). The ingest removes it once the file is
+    finished; a folder whose ingest died is removed by the next ingest of the node.
+
+    Pages are allocated (``posix_fallocate``) before they are written: a write to a map of
+    a full tmpfs would kill the process (SIGBUS), an allocation fails with ENOSPC.
+    """
+
+    def __init__(self, capacity: int, folder: Path) -> None:
+        super().__init__(capacity)
+        self._folder = folder
+        self.shared: Path | None = None  # the file, once the first chunk is written
+        self.identity: tuple[int, int, int] | None = None  # inode, size, mtime ns once whole
+        self._fd: int | None = None
+
+    def _new_map(self, size: int) -> mmap.mmap:
+        path = self._folder / f"{uuid.uuid4().hex}.file"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            self.shared, self._fd = path, fd
+            os.ftruncate(fd, size)
+            return mmap.mmap(fd, size)  # shared, read and write
+        except OSError as exc:  # shared memory full (or gone): the run stops, see below
+            raise _os_error(f"cannot hold the file in shared memory ({self._folder})", exc) from exc
+
+    def _commit(self, offset: int, end: int) -> None:
+        assert self._fd is not None
+        try:
+            os.posix_fallocate(self._fd, offset, end - offset)
+        except OSError as exc:
+            # Full (ENOSPC): no file could be held now, through no fault of this one, which
+            # giving up would lose: the run stops with nothing committed past it, as when a
+            # disk-mode output folder is full.
+            raise _os_error(f"cannot hold the file in shared memory ({self._folder})", exc) from exc
+
+    def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
+        if self._pieces is not None or size == 0:
+            return super().finish(size)
+        assert self._map is not None and self._fd is not None
+        with self._viewing:
+            try:
+                self._map.close()
+                self._map = None
+                os.ftruncate(self._fd, size)
+                st = os.fstat(self._fd)
+            except OSError as exc:
+                self.discard()
+                raise StoreError(f"cannot complete the file in shared memory: {exc}") from exc
+            finally:
+                self._close_fd()
+        self.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._held = 0
+        self._shared = set()
+        return None, None
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def discard(self) -> None:
+        super().discard()
+        self._close_fd()
+        if self.shared is not None:
+            self.shared.unlink(missing_ok=True)
+            self.shared = None
+
+
+SHARED_PARENT = Path("/dev/shm")  # tmpfs on Linux: a file's pages are freed with it
+_SHARED_PREFIX = "ray-reproducer-"
+
+
+def shared_folder(parent: Path = SHARED_PARENT, room: int = 0) -> Path | None:
+    """A new folder of this process's for :class:`SharedStore` files, after removing the
+    folders of processes no longer alive (a killed ingest's files, which would hold their
+    memory until the machine restarts); ``None`` if ``parent`` is missing, not writable or
+    has less than ``room`` bytes free (a container's small /dev/shm: files then go through
+    anonymous memory and the object store)."""
+    try:
+        for old in parent.glob(f"{_SHARED_PREFIX}*"):
+            pid = old.name.removeprefix(_SHARED_PREFIX).partition("-")[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(old, ignore_errors=True)
+        fs = os.statvfs(parent)
+        if fs.f_bavail * fs.f_frsize < room:
+            return None
+        folder = parent.resolve() / f"{_SHARED_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir(mode=0o700)
+    except OSError:
+        return None
+    return folder
 
 
 _WRITEBACK_EVERY = 32 << 20
@@ -464,9 +572,14 @@ def open_store(
     *,
     fsync: bool,
     renamed_in: set[Path] | None = None,
+    shared: Path | None = None,
 ) -> Store:
-    """Storage for one partial file; ``capacity`` is a size estimate (memory modes)."""
+    """Storage for one partial file; ``capacity`` is a size estimate (memory modes).
+    ``shared``: memory mode's folder in shared memory for larger files (see
+    :class:`SharedStore`), if there is one."""
     if mode == "memory":
+        if shared is not None and capacity > HEAP_LIMIT:
+            return SharedStore(capacity, shared)
         return MemoryStore(capacity)
     if output_dir is None:
         raise StoreError(f"mode {mode!r} needs an output folder")

@@ -209,6 +209,7 @@ class IngestActor:
             self._node,
             done.first_seen,
             done.identity,
+            str(done.shared) if done.shared is not None else None,
         )
         with self._ready:
             self._outbox.append((meta, done.buffer))
@@ -300,12 +301,14 @@ class IngestActor:
 
     @ray.method(concurrency_group="files")
     def read_file(self, path: str, identity: tuple[int, int, int] | None = None) -> np.ndarray:
-        """The bytes of a file this actor rebuilt on disk, for an analysis actor on a node
-        that cannot read it there; only files under the output folder are served, and
-        only the very file rebuilt (``identity``: its inode, size and mtime), not a newer
-        version renamed over it since (:class:`FileReplaced`)."""
+        """The bytes of a file this actor rebuilt on disk (or in shared memory), for an
+        analysis actor on a node that cannot read it there; only files under the output
+        folder (or its shared-memory folder) are served, and only the very file rebuilt
+        (``identity``: its inode, size and mtime), not a newer version renamed over it
+        since (:class:`FileReplaced`)."""
         resolved = Path(path).resolve()
-        if self._output_dir is None or not resolved.is_relative_to(self._output_dir):
+        served = [f for f in (self._output_dir, self._ingest.shared_folder) if f is not None]
+        if not any(resolved.is_relative_to(folder) for folder in served):
             raise PermissionError(f"{path} is not a rebuilt file under the output folder")
         with resolved.open("rb") as handle:
             st = os.fstat(handle.fileno())
@@ -519,16 +522,18 @@ class AnalysisActor:
     def _one(self, meta: FileMeta, data: np.ndarray | None) -> AnalysisResult:
         source = self._source
         here = meta.node_id == self._where["node"]
+        where = meta.path if meta.path is not None else meta.shared
         datafile = DownloadDataFile(
             meta,
             data,
             local_dir=self._local_dir,
             fetch=(
-                (lambda: ray.get(source.ingest.read_file.remote(meta.path, meta.identity)))
-                if meta.path is not None and source.ingest is not None
+                (lambda: ray.get(source.ingest.read_file.remote(where, meta.identity)))
+                if where is not None and source.ingest is not None
                 else None
             ),
-            trust_path=here or source.transfer == "auto",
+            # shared memory is never shared between nodes, whatever the transfer setting
+            trust_path=here or (source.transfer == "auto" and meta.shared is None),
         )
         clock = time.perf_counter()
         try:

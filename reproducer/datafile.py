@@ -8,6 +8,7 @@ changing imports only.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class FileMeta(ByPosition):
     node_id: str
     first_seen: float = 0.0  # wall clock, first chunk of the file
     identity: tuple[int, int, int] | None = None  # the file on disk: inode, size, mtime ns
+    # memory mode, a larger file: where its bytes lie in shared memory on the ingest
+    # actor's node (mapped there, asked of the ingest actor elsewhere); not ``path``: the
+    # file is no output of the run, and is removed once the file is finished
+    shared: str | None = None
 
     @property
     def relative_path(self) -> str:
@@ -121,6 +126,8 @@ class DownloadDataFile:
     @property
     def buffer(self) -> memoryview:
         if self._data is None:
+            self._data = self._map_shared()
+        if self._data is None:
             return memoryview(self.bytestring)
         return memoryview(self._data.data).toreadonly()
 
@@ -128,6 +135,8 @@ class DownloadDataFile:
     def bytestring(self) -> bytes:
         """The file's bytes (``file.read()`` in ``rb`` mode); decode it for text."""
         if self._bytes is None:
+            if self._data is None:
+                self._data = self._map_shared()
             if self._data is not None:
                 self._bytes = self._data.tobytes()
             elif path := self._visible_path() or self._copy:
@@ -170,6 +179,25 @@ class DownloadDataFile:
         if self._copy is not None:
             self._copy.unlink(missing_ok=True)
             self._copy = None
+
+    def _map_shared(self) -> np.ndarray | None:
+        """Memory mode, a larger file: the pages the ingest wrote, mapped read-only, if
+        this node is the ingest's (else its bytes are fetched)."""
+        if self._meta.shared is None or not self._trust_path:
+            return None
+        import mmap  # noqa: PLC0415
+
+        import numpy as np  # noqa: PLC0415
+
+        try:
+            with Path(self._meta.shared).open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != self._meta.identity:
+                    return None  # another node's file at that path, or none
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        return np.frombuffer(mapped, dtype=np.uint8)
 
     def _visible_path(self) -> Path | None:
         if self._meta.path is None or not self._trust_path:

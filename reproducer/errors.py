@@ -107,10 +107,12 @@ class OutputUnavailable(ReproducerError):
     file-size limit): the run stops with nothing committed past the file, which a restart
     rebuilds once the folder is fixed. Not the file's fault, so not a recorded failure."""
 
-    def __init__(self, relative_path: object, detail: str) -> None:
+    def __init__(
+        self, relative_path: object, detail: str, *, where: str = "the output folder"
+    ) -> None:
         self.relative_path = str(relative_path)
         super().__init__(
-            f"the output folder cannot take file={relative_path} ({detail}); nothing is "
+            f"{where} cannot take file={relative_path} ({detail}); nothing is "
             "committed past it: free space (or fix the folder) and restart"
         )
 

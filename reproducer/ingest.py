@@ -25,6 +25,7 @@ import itertools
 import logging
 import queue
 import re
+import shutil
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from reproducer._partial import Generation
-from reproducer._storage import Mode
+from reproducer._storage import Mode, shared_folder
 from reproducer.chunk import decode_value
 from reproducer.delivery import consumer_error
 from reproducer.errors import (
@@ -103,6 +104,11 @@ class IngestSettings:
     # of its file besides the one in flight (a ported reproducer's ``bytestring``), so in
     # memory mode the budget keeps room for that many of the largest files in flight.
     analysis_slots: int = 0
+    # Memory mode: larger files are rebuilt in a folder in shared memory and handed to the
+    # analysis actors by path (see reproducer._storage.SharedStore), if the machine has
+    # one with room for the budget; else, and when False, in anonymous memory, sent on
+    # through the object store.
+    shared_memory: bool = True
 
 
 @dataclass(frozen=True)
@@ -165,12 +171,18 @@ class Ingest:
         # may wait in a partition the ingest is not reading, through no fault of the file.
         self._reading_s = 0.0  # seconds spent reading every assigned partition, until...
         self._reading_since: float | None = None  # ... this (monotonic), while reading
+        self.shared_folder = (
+            shared_folder(room=settings.max_held_bytes)
+            if settings.mode == "memory" and settings.shared_memory
+            else None
+        )
         self._reassembler = Reassembler(
             settings.mode,
             settings.output_dir,
             workers=settings.hash_threads,
             clock=time.time,
             idle_clock=self._reading_clock,
+            shared=self.shared_folder,
         )
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -567,6 +579,8 @@ class Ingest:
             self._consumer.close()
             if self._state_writer is not None:
                 self._state_writer.close()
+            if self.shared_folder is not None:  # the files still in flight with it
+                shutil.rmtree(self.shared_folder, ignore_errors=True)
 
     def snapshot(self) -> IngestStats:
         """The stats as of the end of the last step (safe from any thread)."""
@@ -744,6 +758,8 @@ class Ingest:
             done = self._in_flight.pop(file_id, None)
             if done is not None:
                 self._in_flight_bytes -= done.size
+                if done.shared is not None:  # its analyses are done: its memory is freed
+                    done.shared.unlink(missing_ok=True)
             self._tracker.finish(file_id)
 
     def _held(self) -> int:

@@ -122,6 +122,7 @@ class Reassembler:
         backlog_bytes: int = 64 << 20,
         clock: Callable[[], float] = time.monotonic,
         idle_clock: Callable[[], float] | None = None,
+        shared: Path | None = None,
     ) -> None:
         if mode not in ("memory", "disk", "both"):
             raise ValueError(f"mode must be 'memory', 'disk' or 'both', not {mode!r}")
@@ -129,6 +130,7 @@ class Reassembler:
             raise ValueError(f"mode {mode!r} needs an output_dir")
         self.mode: Mode = mode
         self.output_dir = output_dir
+        self.shared = shared  # memory mode: the folder in shared memory for larger files
         self._max_file_size = max_file_size
         self._remember = remember_finished
         self._fsync = fsync
@@ -267,6 +269,8 @@ class Reassembler:
             else:
                 partial.store.copy_in(chunk.chunk_offset_write, chunk.data)
         except StoreError as exc:
+            if exc.unavailable:  # shared memory full: the file is not at fault, and kept
+                raise OutputUnavailable(relative, str(exc), where="shared memory") from exc
             ended.append(self._fail(partial, FailureReason.STORAGE, str(exc)))
             return self._result(ChunkStatus.REJECTED, None, str(exc), ended)
         partial.last_seen = self._clock()
@@ -421,6 +425,7 @@ class Reassembler:
             relative.as_posix(),
             fsync=self._fsync,
             renamed_in=self._renamed_in,
+            shared=self.shared,
         )
         now = self._clock()
         partial = PartialFile(

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import mmap
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ class SizeReproducer(DataFileStreamReproducer):
                 "path_ok": datafile.full_filepath is None
                 or datafile.full_filepath.read_bytes() == datafile.bytestring,
             }
+        if self.options.get("report_mapped"):  # does buffer map the pages the ingest wrote?
+            owner = getattr(getattr(datafile.buffer.obj, "base", None), "obj", None)
+            payload["mapped"] = isinstance(owner, mmap.mmap)
         if datafile.filename.startswith("huge"):  # a result larger than the topic takes
             payload["padding"] = "x" * int(self.options.get("huge_bytes", 100_000))
         return SizeMessage(datafile, payload)

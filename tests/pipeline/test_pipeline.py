@@ -361,6 +361,45 @@ def test_the_budget_keeps_room_for_the_copies_the_analyses_make(
         ingest.close()
 
 
+def test_memory_mode_hands_larger_files_over_in_shared_memory(
+    local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Memory mode: a larger file reaches its analysis as the pages the ingest wrote, mapped
+    (no copy through the object store, which kept every page it ever held: a run of 50 MiB
+    files held its budget and four files more); a small one inline, as before. Results are
+    right, and once the run ends no file of it is left in shared memory."""
+    shm = Path("/dev/shm")
+    before = {p: sorted(p.iterdir()) for p in shm.glob("ray-reproducer-*")}
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    files = {f"big{i}.bin": os.urandom((1 << 20) + i) for i in range(6)}
+    files |= {f"small{i}.bin": os.urandom(3000) for i in range(3)}
+    for name, data in files.items():
+        (tree / name).write_bytes(data)
+    upload([tree], KafkaConfig.for_bootstrap(kafka_bootstrap), topic)
+    results_topic = topic + "-results"
+    create_topic(kafka_bootstrap, results_topic, partitions=1)
+    config_file = tmp_path / "test.config"
+    config_file.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    run = SizeReproducer(
+        config_file,
+        topic,
+        results_topic,
+        mode="memory",
+        n_analysis_actors=2,
+        stop_when_idle=2.0,
+        report_mapped=True,
+    )
+    assert run.produce_processing_results_for_files_as_read().n_results_produced == len(files)
+    got = {p["file"]: p for _, p in read_results(kafka_bootstrap, results_topic, len(files))}
+    assert set(got) == set(files)
+    for name, data in files.items():
+        assert got[name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert got[name]["mapped"] is name.startswith("big"), name
+    after = {p: sorted(p.iterdir()) for p in shm.glob("ray-reproducer-*")}
+    assert all(p in before and names == before[p] for p, names in after.items()), after
+
+
 def test_offsets_committed_only_for_delivered_results(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:

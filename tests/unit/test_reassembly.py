@@ -1021,3 +1021,104 @@ def test_only_a_few_different_good_copies_of_a_chunk_are_kept() -> None:
         )
         statuses.append(reassembler.add(other).status)
     assert statuses == [ChunkStatus.STORED] * 2 + [ChunkStatus.REJECTED] * 3
+
+
+def test_memory_mode_rebuilds_a_larger_file_in_shared_memory(tmp_path: Path) -> None:
+    """With a shared-memory folder, a larger file is rebuilt in a file there (handed over
+    by its path, with its identity), a small one in the heap as before; a file given up
+    removes its file, and nothing is written outside the folder."""
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    reassembler = Reassembler("memory", shared=shared)
+    big = os.urandom(3 * HEAP_LIMIT + 5)
+    order = split(big, 64 << 10, filename="big.bin")
+    random.Random(3).shuffle(order)
+    _, outcomes = feed(reassembler, order)
+    done = completed(outcomes)
+    assert done.buffer is None and done.path is None
+    assert done.shared is not None and done.shared.parent == shared
+    assert done.shared.read_bytes() == big == done.read_bytes()
+    st = done.shared.stat()
+    assert done.identity == (st.st_ino, st.st_size, st.st_mtime_ns)
+    small = os.urandom(1000)
+    _, outcomes = feed(reassembler, split(small, 400, filename="small.bin"))
+    assert completed(outcomes).shared is None and completed(outcomes).read_bytes() == small
+    assert list(shared.iterdir()) == [done.shared]
+    # a partial file given up (abandoned at close) leaves nothing behind
+    reassembler.add(split(os.urandom(4 * HEAP_LIMIT), 64 << 10, filename="cut.bin")[0])
+    assert len(list(shared.iterdir())) == 2
+    reassembler.close()
+    assert list(shared.iterdir()) == [done.shared]
+
+
+def test_a_shared_memory_file_that_grows_past_its_estimate(tmp_path: Path) -> None:
+    """A file whose first chunk is its smallest (the estimate, chunks x its length, is
+    low) grows its file in shared memory, as an anonymous map grows."""
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    sizes = [HEAP_LIMIT + 1, 5 * HEAP_LIMIT, 3 * HEAP_LIMIT]
+    data = os.urandom(sum(sizes))
+    file_hash = hashlib.sha512(data).digest()
+    offsets = [0, sizes[0], sizes[0] + sizes[1]]
+    chunks = [
+        make_chunk(
+            data[o : o + n],
+            filename="g.bin",
+            subdir_str="",
+            file_hash=file_hash,
+            chunk_offset_write=o,
+            chunk_i=i + 1,
+            n_total_chunks=3,
+            file_mtime=0.0,
+        )
+        for i, (o, n) in enumerate(zip(offsets, sizes, strict=True))
+    ]
+    _, outcomes = feed(Reassembler("memory", shared=shared), chunks)
+    done = completed(outcomes)
+    assert done.shared is not None and done.read_bytes() == data
+
+
+def test_the_shared_folder_of_a_dead_process_is_removed(tmp_path: Path) -> None:
+    """A killed ingest's folder (its files would hold memory until the machine restarts)
+    is removed by the next one; a live process's is kept; too little room: no folder."""
+    from reproducer._storage import shared_folder  # noqa: PLC0415
+
+    dead = tmp_path / "ray-reproducer-999999999-abcd"
+    dead.mkdir()
+    (dead / "x.file").write_bytes(b"x")
+    alive = tmp_path / f"ray-reproducer-{os.getppid()}-abcd"
+    alive.mkdir()
+    mine = shared_folder(tmp_path)
+    assert (
+        mine is not None
+        and mine.is_dir()
+        and mine.name.startswith(f"ray-reproducer-{os.getpid()}-")
+    )
+    assert not dead.exists() and alive.exists()
+    assert shared_folder(tmp_path, room=1 << 62) is None
+    assert shared_folder(tmp_path / "missing") is None
+
+
+def test_shared_memory_full_stops_the_run_and_keeps_the_file(tmp_path: Path) -> None:
+    """Shared memory that cannot take a file (full: ENOSPC; here a file-size limit, EFBIG,
+    the same kind of error) is not the file's fault: no recorded failure (its offsets
+    would be committed past and the file lost) but OutputUnavailable, which stops the run
+    with nothing committed past it; and nothing is left in the folder."""
+    import resource  # noqa: PLC0415
+
+    from reproducer.errors import OutputUnavailable  # noqa: PLC0415
+
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    reassembler = Reassembler("memory", shared=shared, worker_thread=False)
+    chunks = split(os.urandom(8 * HEAP_LIMIT), 2 * HEAP_LIMIT)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 * HEAP_LIMIT, hard))  # Python ignores SIGXFSZ
+    try:
+        with pytest.raises(OutputUnavailable, match=r"shared memory cannot take file=f\.bin"):
+            for chunk in chunks:
+                reassembler.add(chunk)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    reassembler.close()
+    assert list(shared.iterdir()) == []
