@@ -11,6 +11,7 @@ over it only when the file is complete and verified.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import shutil
@@ -24,6 +25,7 @@ __all__ = [
     "DiskStore",
     "MemoryStore",
     "Mode",
+    "SharedFolder",
     "SharedStore",
     "Store",
     "StoreError",
@@ -293,7 +295,9 @@ class SharedStore(MemoryStore):
     finished; a folder whose ingest died is removed by the next ingest of the node.
 
     Pages are allocated (``posix_fallocate``) before they are written: a write to a map of
-    a full tmpfs would kill the process (SIGBUS), an allocation fails with ENOSPC.
+    a full tmpfs would kill the process (SIGBUS), an allocation fails with ENOSPC. The map
+    holds the only descriptor (Python's mmap keeps one); the file is opened by its path for
+    the allocation and to complete it.
     """
 
     def __init__(self, capacity: int, folder: Path) -> None:
@@ -301,84 +305,150 @@ class SharedStore(MemoryStore):
         self._folder = folder
         self.shared: Path | None = None  # the file, once the first chunk is written
         self.identity: tuple[int, int, int] | None = None  # inode, size, mtime ns once whole
-        self._fd: int | None = None
+
+    def _error(self, exc: OSError) -> StoreError:
+        # Full (ENOSPC), or the folder removed under it: no file could be held now, through
+        # no fault of this one, which giving up would lose: the run stops with nothing
+        # committed past it, as when a disk-mode output folder is full.
+        error = _os_error(f"cannot hold the file in shared memory ({self._folder})", exc)
+        error.unavailable = error.unavailable or exc.errno == errno.ENOENT
+        return error
 
     def _new_map(self, size: int) -> mmap.mmap:
         path = self._folder / f"{uuid.uuid4().hex}.file"
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-            self.shared, self._fd = path, fd
-            os.ftruncate(fd, size)
-            return mmap.mmap(fd, size)  # shared, read and write
-        except OSError as exc:  # shared memory full (or gone): the run stops, see below
-            raise _os_error(f"cannot hold the file in shared memory ({self._folder})", exc) from exc
+            self.shared = path
+            try:
+                os.ftruncate(fd, size)
+                mapped = mmap.mmap(fd, size)  # shared, read and write; keeps a descriptor
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        _count_maps(+1)
+        return mapped
 
     def _commit(self, offset: int, end: int) -> None:
-        assert self._fd is not None
+        assert self.shared is not None
         try:
-            os.posix_fallocate(self._fd, offset, end - offset)
+            fd = os.open(self.shared, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, offset, end - offset)
+            finally:
+                os.close(fd)
         except OSError as exc:
-            # Full (ENOSPC): no file could be held now, through no fault of this one, which
-            # giving up would lose: the run stops with nothing committed past it, as when a
-            # disk-mode output folder is full.
-            raise _os_error(f"cannot hold the file in shared memory ({self._folder})", exc) from exc
+            raise self._error(exc) from exc
 
     def finish(self, size: int) -> tuple[memoryview | None, Path | None]:
         if self._pieces is not None or size == 0:
             return super().finish(size)
-        assert self._map is not None and self._fd is not None
+        assert self._map is not None and self.shared is not None
         with self._viewing:
+            self._map.close()
+            self._map = None
+        _count_maps(-1)
+        try:
+            fd = os.open(self.shared, os.O_RDWR)
             try:
-                self._map.close()
-                self._map = None
-                os.ftruncate(self._fd, size)
-                st = os.fstat(self._fd)
-            except OSError as exc:
-                self.discard()
-                raise StoreError(f"cannot complete the file in shared memory: {exc}") from exc
+                os.ftruncate(fd, size)
+                st = os.fstat(fd)
             finally:
-                self._close_fd()
+                os.close(fd)
+        except OSError as exc:
+            self.discard()
+            raise self._error(exc) from exc
         self.identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         self._held = 0
         self._shared = set()
         return None, None
 
-    def _close_fd(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
     def discard(self) -> None:
+        mapped = self._map is not None
         super().discard()
-        self._close_fd()
+        if mapped:
+            _count_maps(-1)
         if self.shared is not None:
             self.shared.unlink(missing_ok=True)
             self.shared = None
 
 
+MAX_SHARED_MAPS = 256
+"""Partial files rebuilt in shared memory at once (each map holds a descriptor); more are
+rebuilt in anonymous memory."""
+_maps_lock = threading.Lock()
+_maps = 0
+
+
+def _count_maps(delta: int) -> int:
+    global _maps  # noqa: PLW0603 - one process-wide count, behind a lock
+    with _maps_lock:
+        _maps += delta
+        return _maps
+
+
 SHARED_PARENT = Path("/dev/shm")  # tmpfs on Linux: a file's pages are freed with it
 _SHARED_PREFIX = "ray-reproducer-"
+_OWNER = "owner.lock"
 
 
-def shared_folder(parent: Path = SHARED_PARENT, room: int = 0) -> Path | None:
-    """A new folder of this process's for :class:`SharedStore` files, after removing the
-    folders of processes no longer alive (a killed ingest's files, which would hold their
-    memory until the machine restarts); ``None`` if ``parent`` is missing, not writable or
-    has less than ``room`` bytes free (a container's small /dev/shm: files then go through
-    anonymous memory and the object store)."""
+class SharedFolder:
+    """A folder of this process's in shared memory for :class:`SharedStore` files. Its
+    owner holds an exclusive ``flock`` on a file in it while it lives (the kernel lets go
+    when the process dies, however it dies, and whatever PID namespace it is in), so the
+    folders of dead owners are told from live ones by the lock, not by a process id."""
+
+    def __init__(self, path: Path, lock: int) -> None:
+        self.path = path
+        self._lock: int | None = lock
+
+    def close(self) -> None:
+        """Remove the folder and the files still in it."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            os.close(lock)
+
+
+def shared_folder(parent: Path = SHARED_PARENT, room: int = 0) -> SharedFolder | None:
+    """A new :class:`SharedFolder` under ``parent``, after removing the folders there whose
+    owner is gone (a killed ingest's files, which would hold their memory until the machine
+    restarts); ``None`` if ``parent`` is missing, not writable, or has less than ``room``
+    bytes free (a container's small /dev/shm: files then go through anonymous memory and
+    the object store)."""
     try:
-        for old in parent.glob(f"{_SHARED_PREFIX}*"):
-            pid = old.name.removeprefix(_SHARED_PREFIX).partition("-")[0]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                shutil.rmtree(old, ignore_errors=True)
+        _remove_abandoned(parent)
         fs = os.statvfs(parent)
         if fs.f_bavail * fs.f_frsize < room:
             return None
-        folder = parent.resolve() / f"{_SHARED_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        folder.mkdir(mode=0o700)
+        name = f"{_SHARED_PREFIX}{uuid.uuid4().hex[:16]}"
+        # made under a hidden name and renamed once locked: a folder under its final name
+        # always has its lock, so no other ingest takes it for abandoned
+        staging = parent.resolve() / f".{name}"
+        staging.mkdir(mode=0o700)
+        lock = os.open(staging / _OWNER, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        final = staging.with_name(name)
+        staging.rename(final)
     except OSError:
         return None
-    return folder
+    return SharedFolder(final, lock)
+
+
+def _remove_abandoned(parent: Path) -> None:
+    for old in parent.glob(f"{_SHARED_PREFIX}*"):
+        try:
+            lock = os.open(old / _OWNER, os.O_RDWR)
+        except OSError:
+            continue  # gone meanwhile, or not a folder of ours
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it: owner gone
+        except OSError:
+            continue  # alive
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 _WRITEBACK_EVERY = 32 << 20
@@ -578,7 +648,7 @@ def open_store(
     ``shared``: memory mode's folder in shared memory for larger files (see
     :class:`SharedStore`), if there is one."""
     if mode == "memory":
-        if shared is not None and capacity > HEAP_LIMIT:
+        if shared is not None and capacity > HEAP_LIMIT and _count_maps(0) < MAX_SHARED_MAPS:
             return SharedStore(capacity, shared)
         return MemoryStore(capacity)
     if output_dir is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import mmap
 import os
 import socket
 import tempfile
@@ -144,6 +145,8 @@ class IngestActor:
         self._driver_progress: dict[str, Any] = {}  # as the driver last noted it
         self._init_error = ""
         _return_large_buffers()
+        if settings.mode == "memory" and settings.shared_memory:
+            settings = dataclasses.replace(settings, shared_memory_beside=_object_store_size())
         try:
             self._ingest = Ingest(settings, self._hand_off, self._failed)
         except Exception as exc:  # noqa: BLE001 - told to the driver by ready()
@@ -307,15 +310,20 @@ class IngestActor:
         (``identity``: its inode, size and mtime), not a newer version renamed over it
         since (:class:`FileReplaced`)."""
         resolved = Path(path).resolve()
-        served = [f for f in (self._output_dir, self._ingest.shared_folder) if f is not None]
+        shared = self._ingest.shared_folder
+        served = [f for f in (self._output_dir, shared) if f is not None]
         if not any(resolved.is_relative_to(folder) for folder in served):
             raise PermissionError(f"{path} is not a rebuilt file under the output folder")
+        import numpy as np  # noqa: PLC0415
+
         with resolved.open("rb") as handle:
             st = os.fstat(handle.fileno())
             if identity is not None and (st.st_ino, st.st_size, st.st_mtime_ns) != tuple(identity):
                 raise FileReplaced(path)
-            import numpy as np  # noqa: PLC0415
-
+            if shared is not None and resolved.is_relative_to(shared) and st.st_size:
+                # its pages as they are: the reply's one copy is into the object store
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                return np.frombuffer(mapped, dtype=np.uint8)
             return np.fromfile(handle, dtype=np.uint8, count=st.st_size)
 
     def memory(self) -> dict[str, int]:
@@ -403,6 +411,18 @@ def _package(files: list[tuple[FileMeta, memoryview | None] | None]) -> list[Fil
 
 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def _object_store_size() -> int:
+    """The capacity of this node's object store (0 if unknown)."""
+    node = ray.get_runtime_context().get_node_id()
+    try:
+        for entry in ray.nodes():  # type: ignore[no-untyped-call]
+            if entry.get("NodeID") == node:
+                return int(entry.get("Resources", {}).get("object_store_memory", 0))
+    except Exception:  # only a margin: without it, the folder's room alone
+        log.debug("object store size unknown", exc_info=True)
+    return 0
 
 
 def _return_large_buffers() -> None:

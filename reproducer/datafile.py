@@ -175,7 +175,10 @@ class DownloadDataFile:
         return self._copy
 
     def discard(self) -> None:
-        """Remove the local copy, if one was made (after the analysis returned)."""
+        """Remove the local copy, if one was made, and let go of a mapping of the file in
+        shared memory (after the analysis returned)."""
+        if self._meta.shared is not None:
+            self._data = None
         if self._copy is not None:
             self._copy.unlink(missing_ok=True)
             self._copy = None

@@ -25,7 +25,6 @@ import itertools
 import logging
 import queue
 import re
-import shutil
 import threading
 import time
 from collections import deque
@@ -109,6 +108,9 @@ class IngestSettings:
     # one with room for the budget; else, and when False, in anonymous memory, sent on
     # through the object store.
     shared_memory: bool = True
+    # Bytes of that shared memory that others may take beside the files: the node's object
+    # store, which Ray keeps there too when it has room (its pages taken as it fills).
+    shared_memory_beside: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,11 +173,12 @@ class Ingest:
         # may wait in a partition the ingest is not reading, through no fault of the file.
         self._reading_s = 0.0  # seconds spent reading every assigned partition, until...
         self._reading_since: float | None = None  # ... this (monotonic), while reading
-        self.shared_folder = (
-            shared_folder(room=settings.max_held_bytes)
+        self._shared = (
+            shared_folder(room=settings.max_held_bytes + settings.shared_memory_beside)
             if settings.mode == "memory" and settings.shared_memory
             else None
         )
+        self.shared_folder = self._shared.path if self._shared is not None else None
         self._reassembler = Reassembler(
             settings.mode,
             settings.output_dir,
@@ -187,6 +190,7 @@ class Ingest:
         self._tracker = OffsetTracker()
         self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._in_flight: dict[int, CompletedFile] = {}
+        self._copies_counted: tuple[tuple[int, int, int], int] = ((0, 0, 0), 0)  # _copies
         self._in_flight_bytes = 0  # their sizes, kept as a total (summed per step, it cost
         # O(files in flight) per message)
         self._recent_failures: deque[FileFailure] = deque(maxlen=1000)
@@ -575,12 +579,14 @@ class Ingest:
                 self._write_in_progress()
             self._publish()  # the last commit's offsets, for the run's summary
         finally:
-            self._reassembler.close()
-            self._consumer.close()
-            if self._state_writer is not None:
-                self._state_writer.close()
-            if self.shared_folder is not None:  # the files still in flight with it
-                shutil.rmtree(self.shared_folder, ignore_errors=True)
+            try:
+                self._reassembler.close()
+                self._consumer.close()
+                if self._state_writer is not None:
+                    self._state_writer.close()
+            finally:
+                if self._shared is not None:  # the files still in flight with it
+                    self._shared.close()
 
     def snapshot(self) -> IngestStats:
         """The stats as of the end of the last step (safe from any thread)."""
@@ -784,8 +790,13 @@ class Ingest:
             return 0
         if held * (1 + n) < self.settings.max_held_bytes // 4:
             return 0
-        largest = heapq.nlargest(slots, (f.size for f in self._in_flight.values()))
-        return sum(sorted(largest * n, reverse=True)[:slots])
+        # the same files in flight as at the last count (their number and total bytes, the
+        # finished count telling apart a file that replaced another of the same size)
+        key = (len(self._in_flight), self._in_flight_bytes, self.stats.n_files_completed)
+        if self._copies_counted[0] != key:
+            largest = heapq.nlargest(slots, (f.size for f in self._in_flight.values()))
+            self._copies_counted = (key, sum(sorted(largest * n, reverse=True)[:slots]))
+        return self._copies_counted[1]
 
     def _batch_size(self) -> int:
         """Messages to take now: no more than half the memory budget has room for. Chunks

@@ -1078,25 +1078,83 @@ def test_a_shared_memory_file_that_grows_past_its_estimate(tmp_path: Path) -> No
     assert done.shared is not None and done.read_bytes() == data
 
 
-def test_the_shared_folder_of_a_dead_process_is_removed(tmp_path: Path) -> None:
-    """A killed ingest's folder (its files would hold memory until the machine restarts)
-    is removed by the next one; a live process's is kept; too little room: no folder."""
+def test_the_shared_folder_of_an_ingest_gone_is_removed(tmp_path: Path) -> None:
+    """A dead ingest's folder (its files would hold memory until the machine restarts) is
+    removed by the next one: told by the lock its owner held, which the kernel lets go
+    when the process dies (a process id would not do: another PID namespace sharing
+    /dev/shm, or the id reused). A live owner's folder is kept, and other folders; too
+    little room, or no such parent: no folder."""
+    import fcntl  # noqa: PLC0415
+
     from reproducer._storage import shared_folder  # noqa: PLC0415
 
-    dead = tmp_path / "ray-reproducer-999999999-abcd"
+    dead = tmp_path / "ray-reproducer-dead"
     dead.mkdir()
+    (dead / "owner.lock").touch()
     (dead / "x.file").write_bytes(b"x")
-    alive = tmp_path / f"ray-reproducer-{os.getppid()}-abcd"
+    alive = tmp_path / "ray-reproducer-alive"
     alive.mkdir()
-    mine = shared_folder(tmp_path)
-    assert (
-        mine is not None
-        and mine.is_dir()
-        and mine.name.startswith(f"ray-reproducer-{os.getpid()}-")
-    )
-    assert not dead.exists() and alive.exists()
+    held = os.open(alive / "owner.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another open file: as another process's lock
+    other = tmp_path / "ray-reproducer-not-ours"
+    other.mkdir()
+    try:
+        mine = shared_folder(tmp_path)
+        assert mine is not None and mine.path.is_dir() and mine.path.parent == tmp_path
+        assert not dead.exists() and alive.exists() and other.exists()
+        again = shared_folder(tmp_path)  # the next ingest leaves the live ones alone
+        assert again is not None and mine.path.exists()
+        (mine.path / "in-flight.file").write_bytes(b"x")
+        mine.close()
+        again.close()
+        assert not mine.path.exists() and not again.path.exists()
+    finally:
+        os.close(held)
     assert shared_folder(tmp_path, room=1 << 62) is None
     assert shared_folder(tmp_path / "missing") is None
+
+
+def test_a_shared_memory_file_that_cannot_be_completed_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file in shared memory that cannot be completed (an I/O error) is removed and says
+    why (its completion once waited forever on the lock it held)."""
+    from reproducer._storage import SharedStore, StoreError  # noqa: PLC0415
+
+    store = SharedStore(4 * HEAP_LIMIT, tmp_path)
+    store.copy_in(0, os.urandom(4 * HEAP_LIMIT))
+    assert store.shared is not None and store.shared.exists()
+    path = store.shared
+
+    def failing(fd: int, size: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", failing)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.finish(4 * HEAP_LIMIT)
+    assert not path.exists()
+
+
+def test_past_so_many_partial_files_in_shared_memory_the_rest_are_anonymous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each partial file in shared memory holds a descriptor (its map's): past
+    ``MAX_SHARED_MAPS`` of them, files are rebuilt in anonymous memory, and still whole."""
+    import reproducer._storage as storage  # noqa: PLC0415
+
+    monkeypatch.setattr(storage, "MAX_SHARED_MAPS", 1)
+    reassembler = Reassembler("memory", shared=tmp_path, worker_thread=False)
+    files = [os.urandom(4 * HEAP_LIMIT) for _ in range(2)]
+    firsts = [split(data, 2 * HEAP_LIMIT, filename=f"f{i}")[0] for i, data in enumerate(files)]
+    for chunk in firsts:
+        reassembler.add(chunk)
+    assert len(list(tmp_path.iterdir())) == 1  # the first file only
+    outcomes: list[Outcome] = []
+    for i, data in enumerate(files):
+        outcomes += feed(reassembler, split(data, 2 * HEAP_LIMIT, filename=f"f{i}")[1:])[1]
+    done = {o.filename: o for o in outcomes if isinstance(o, CompletedFile)}
+    assert done["f0"].shared is not None and done["f1"].shared is None
+    assert [done[f"f{i}"].read_bytes() for i in range(2)] == files
 
 
 def test_shared_memory_full_stops_the_run_and_keeps_the_file(tmp_path: Path) -> None:
