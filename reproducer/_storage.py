@@ -30,6 +30,7 @@ __all__ = [
     "Store",
     "StoreError",
     "open_store",
+    "remove_abandoned",
     "shared_folder",
     "sync_folders",
     "write_atomically",
@@ -417,7 +418,7 @@ def shared_folder(parent: Path = SHARED_PARENT, room: int = 0) -> SharedFolder |
     bytes free (a container's small /dev/shm: files then go through anonymous memory and
     the object store)."""
     try:
-        _remove_abandoned(parent)
+        remove_abandoned(parent)
         fs = os.statvfs(parent)
         if fs.f_bavail * fs.f_frsize < room:
             return None
@@ -435,8 +436,13 @@ def shared_folder(parent: Path = SHARED_PARENT, room: int = 0) -> SharedFolder |
     return SharedFolder(final, lock)
 
 
-def _remove_abandoned(parent: Path) -> None:
-    for old in parent.glob(f"{_SHARED_PREFIX}*"):
+def remove_abandoned(parent: Path) -> None:
+    """Remove the folders under ``parent`` whose owner is gone (its lock free)."""
+    try:
+        folders = list(parent.glob(f"{_SHARED_PREFIX}*"))
+    except OSError:
+        return
+    for old in folders:
         try:
             lock = os.open(old / _OWNER, os.O_RDWR)
         except OSError:

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from reproducer._partial import Generation
-from reproducer._storage import Mode, shared_folder
+from reproducer._storage import Mode, remove_abandoned, shared_folder
 from reproducer.chunk import decode_value
 from reproducer.delivery import consumer_error
 from reproducer.errors import (
@@ -179,6 +179,12 @@ class Ingest:
             else None
         )
         self.shared_folder = self._shared.path if self._shared is not None else None
+        if self._shared is None and settings.mode == "memory" and settings.shared_memory:
+            log.info(
+                "larger files go through the object store: no folder in shared memory with "
+                "room for the budget and the object store (%d MiB)",
+                (settings.max_held_bytes + settings.shared_memory_beside) >> 20,
+            )
         self._reassembler = Reassembler(
             settings.mode,
             settings.output_dir,
@@ -346,6 +352,8 @@ class Ingest:
         if time.monotonic() - self._topic_checked >= _TOPIC_CHECK_S:
             # librdkafka says nothing of a subscribed topic deleted: it would poll on
             self._check_topic()
+            if self._shared is not None:  # an ingest killed since this one started (a
+                remove_abandoned(self._shared.path.parent)  # resumed run's, say)
         if self.settings.file_idle_timeout is not None:
             for failure in self._reassembler.expire(self.settings.file_idle_timeout):
                 self._failed(failure)
