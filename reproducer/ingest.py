@@ -826,7 +826,9 @@ class Ingest:
           partitions, behind the ones read so far (a file's chunks spread over all of them,
           and librdkafka hands out one partition's batch at a time). Read only the partition
           that is furthest behind in time (its last message is the oldest), so files
-          complete instead of more being started; blocking everything would deadlock.
+          complete instead of more being started; blocking everything would deadlock. Not
+          with one partial file: it needs every partition, so all are read (one file over
+          half the budget, 1 GiB under 2, was read a partition at a time: 30% slower).
         """
         held = self._held()
         n_in_flight = len(self._in_flight)
@@ -837,7 +839,9 @@ class Ingest:
             full = n_in_flight >= limit or (held > budget and bool(self._in_flight))
         if full:
             wanted = set(self._assigned)
-        elif held > (budget // 4 if self.stats.catching_up else budget // 2):
+        elif held > (budget // 4 if self.stats.catching_up else budget // 2) and (
+            len(self._reassembler) > 1
+        ):
             behind = self._furthest_behind()
             # With no partition known to have something to read, everything is read.
             wanted = set(self._assigned) - {behind} if behind is not None else set()

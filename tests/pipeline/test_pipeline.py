@@ -361,6 +361,40 @@ def test_the_budget_keeps_room_for_the_copies_the_analyses_make(
         ingest.close()
 
 
+def test_one_file_over_half_the_budget_is_read_from_every_partition(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Over half the budget with partial files, the ingest reads only the partition furthest
+    behind, so that files complete rather than more start. With one partial file that
+    helps nothing (it needs every partition): it was read a partition at a time, and a
+    1 GiB file under a 2 GiB budget took 30% longer. Now every partition is read."""
+    from reproducer.ingest import Ingest, IngestSettings  # noqa: PLC0415
+
+    size, budget = 6 << 20, 4 << 20
+    (tmp_path / "tree").mkdir()
+    data = os.urandom(size)
+    (tmp_path / "tree" / "big.bin").write_bytes(data)
+    upload(
+        [tmp_path / "tree"], KafkaConfig.for_bootstrap(kafka_bootstrap), topic, chunk_size=1 << 16
+    )
+    handed: list[Any] = []
+    settings = IngestSettings(
+        topic, _consumer_from_the_start(kafka_bootstrap, topic), max_held_bytes=budget
+    )
+    ingest = Ingest(settings, handed.append)
+    catching_up = []
+    try:
+        deadline = time.monotonic() + 60
+        while not handed:
+            assert time.monotonic() < deadline, "the file was not rebuilt"
+            ingest.step(0.1)
+            catching_up.append(ingest.snapshot().catching_up)
+    finally:
+        ingest.close()
+    assert handed[0].size == size
+    assert not any(catching_up), "read a partition at a time"
+
+
 def test_memory_mode_hands_larger_files_over_in_shared_memory(
     local_ray: None, kafka_bootstrap: str, topic: str, tmp_path: Path
 ) -> None:
