@@ -77,16 +77,21 @@ def _os_error(what: str, exc: OSError | RuntimeError) -> StoreError:
     return StoreError(f"{what}: {exc}", unavailable=getattr(exc, "errno", None) in _UNAVAILABLE)
 
 
-_fd_lock = threading.Lock()
-_fd_count = 0
+class _Count:
+    """A process-wide count that the reader's and the hash workers' threads change."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def __call__(self, delta: int) -> int:
+        """Add ``delta``; the count after it."""
+        with self._lock:
+            self._n += delta
+            return self._n
 
 
-def _count_fds(delta: int) -> int:
-    """Descriptors held open by disk stores in this process (both threads change it)."""
-    global _fd_count  # noqa: PLW0603 - one process-wide count, behind a lock
-    with _fd_lock:
-        _fd_count += delta
-        return _fd_count
+_count_fds = _Count()  # descriptors held open by disk stores in this process
 
 
 class Store:
@@ -377,15 +382,7 @@ class SharedStore(MemoryStore):
 MAX_SHARED_MAPS = 256
 """Partial files rebuilt in shared memory at once (each map holds a descriptor); more are
 rebuilt in anonymous memory."""
-_maps_lock = threading.Lock()
-_maps = 0
-
-
-def _count_maps(delta: int) -> int:
-    global _maps  # noqa: PLW0603 - one process-wide count, behind a lock
-    with _maps_lock:
-        _maps += delta
-        return _maps
+_count_maps = _Count()  # partial files' maps in shared memory in this process
 
 
 SHARED_PARENT = Path("/dev/shm")  # tmpfs on Linux: a file's pages are freed with it

@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from reproducer._partial import Generation
-from reproducer._storage import Mode, remove_abandoned, shared_folder
+from reproducer._storage import Mode, SharedFolder, remove_abandoned, shared_folder
 from reproducer.chunk import decode_value
 from reproducer.delivery import consumer_error
 from reproducer.errors import (
@@ -173,18 +173,16 @@ class Ingest:
         # may wait in a partition the ingest is not reading, through no fault of the file.
         self._reading_s = 0.0  # seconds spent reading every assigned partition, until...
         self._reading_since: float | None = None  # ... this (monotonic), while reading
-        self._shared = (
-            shared_folder(room=settings.max_held_bytes + settings.shared_memory_beside)
-            if settings.mode == "memory" and settings.shared_memory
-            else None
-        )
-        self.shared_folder = self._shared.path if self._shared is not None else None
-        if self._shared is None and settings.mode == "memory" and settings.shared_memory:
-            log.info(
-                "larger files go through the object store: no folder in shared memory with "
-                "room for the budget and the object store (%d MiB)",
-                (settings.max_held_bytes + settings.shared_memory_beside) >> 20,
-            )
+        self._shared: SharedFolder | None = None
+        if settings.mode == "memory" and settings.shared_memory:
+            room = settings.max_held_bytes + settings.shared_memory_beside
+            self._shared = shared_folder(room=room)
+            if self._shared is None:
+                log.info(
+                    "larger files go through the object store: no folder in shared memory "
+                    "with room for the budget and the object store (%d MiB)",
+                    room >> 20,
+                )
         self._reassembler = Reassembler(
             settings.mode,
             settings.output_dir,
@@ -595,6 +593,11 @@ class Ingest:
             finally:
                 if self._shared is not None:  # the files still in flight with it
                     self._shared.close()
+
+    @property
+    def shared_folder(self) -> Path | None:
+        """Memory mode: the folder in shared memory where larger files are rebuilt."""
+        return self._shared.path if self._shared is not None else None
 
     def snapshot(self) -> IngestStats:
         """The stats as of the end of the last step (safe from any thread)."""
