@@ -122,7 +122,8 @@ class Resources:
     num_gpus: float = 0.0
     memory: int | None = None  # bytes, for Ray's scheduler
     custom: dict[str, float] = field(default_factory=dict)  # e.g. {"analysis": 1}
-    n_actors: int = 1
+    n_actors: int = 1  # the minimum, when max_actors is above it
+    max_actors: int | None = None  # an elastic pool: up to this many while files wait
 
     def problems(self) -> list[str]:
         """What is impossible about these resources (empty if nothing)."""
@@ -135,6 +136,13 @@ class Resources:
             found.append(f"memory must be a number of bytes > 0, not {self.memory!r}")
         if not isinstance(self.n_actors, int) or self.n_actors < 1:
             found.append(f"n_actors must be an integer >= 1, not {self.n_actors!r}")
+        elif self.max_actors is not None and (
+            not isinstance(self.max_actors, int) or self.max_actors < self.n_actors
+        ):
+            found.append(
+                f"max_actors must be an integer >= min_actors ({self.n_actors}), "
+                f"not {self.max_actors!r}"
+            )
         return found
 
     def actor_options(self) -> dict[str, Any]:

@@ -49,8 +49,14 @@ def register(
     resources: dict[str, float] | None = None,
     n_actors: int = 1,
     timeout_s: float | None = None,
+    min_actors: int | None = None,
+    max_actors: int | None = None,
 ) -> Callable[[T], T]:
     """Class decorator: register the class under ``name`` with what it needs.
+
+    ``n_actors``: a fixed pool of actors. ``min_actors``/``max_actors``: an elastic pool,
+    which grows while files wait (up to ``max_actors``) and retires actors idle for
+    ``--idle_actor_timeout`` seconds (down to ``min_actors``; ``n_actors`` if not given).
 
     ``timeout_s``: the most seconds one file's analysis may take. Past it the actor is
     killed and replaced (a hung analysis would hold it forever), the file runs again alone,
@@ -66,7 +72,14 @@ def register(
             mode=mode,
             topic=topic,
             timeout_s=timeout_s,
-            resources=Resources(num_cpus, num_gpus, memory, dict(resources or {}), n_actors),
+            resources=Resources(
+                num_cpus,
+                num_gpus,
+                memory,
+                dict(resources or {}),
+                n_actors if min_actors is None else min_actors,
+                max_actors,
+            ),
             origin=f"{cls.__module__}.{cls.__qualname__}",
         )
         _add(spec)

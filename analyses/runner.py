@@ -18,6 +18,7 @@ from analyses.registry import known, resolve
 from reproducer.actors import Target
 from reproducer.errors import ReproducerError
 from reproducer.pipeline import RunSummary, run_targets
+from reproducer.scaling import ActorRange
 from reproducer.stream_reproducer import DataFileStreamReproducer
 
 __all__ = ["AnalysesRun", "targets"]
@@ -56,7 +57,8 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
 
     The run's deployment flags apply on top of what each analysis registered:
     ``--analysis_resources`` adds custom resources (``{"analysis": 1}`` puts every
-    analysis actor on the nodes that offer it) and ``--n_actors`` sets how many actors.
+    analysis actor on the nodes that offer it) and ``--n_actors`` sets how many actors
+    (a count, or a range MIN..MAX for an elastic pool).
     """
     extra = dict(run._settings.actor_resources)
     counts = _n_actors(run.options.get("n_actors"), [spec.name for spec in specs])
@@ -70,6 +72,10 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
         if inspect.isclass(payload) and issubclass(payload, DataFileStreamReproducer):
             payload = payload(run.config_file, run.consumer_topic_name, run.producer_topic_name)
             kind = "reproducer"
+        own = ActorRange(
+            spec.resources.n_actors, max(spec.resources.max_actors or 0, spec.resources.n_actors)
+        )
+        count = counts.get(spec.name, own)
         out.append(
             Target(
                 name=spec.name,
@@ -78,7 +84,8 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
                 version=spec.version,
                 files=spec.files,
                 actor_options=options,
-                n_actors=counts.get(spec.name, spec.resources.n_actors),
+                n_actors=count.min,
+                max_actors=count.max if count.elastic else None,
                 topic=spec.topic,
                 # its own limit, else --analysis_timeout_secs
                 timeout_s=spec.timeout_s or run._settings.analysis_timeout_s,
@@ -87,19 +94,19 @@ def targets(specs: list[AnalysisSpec], run: DataFileStreamReproducer) -> list[Ta
     return out
 
 
-def _n_actors(text: str | None, names: list[str]) -> dict[str, int]:
-    """``--n_actors``: ``N`` for every analysis, or ``NAME=N[,NAME=N]``."""
+def _n_actors(text: str | None, names: list[str]) -> dict[str, ActorRange]:
+    """``--n_actors``: ``N`` or ``MIN..MAX`` for every analysis, or ``NAME=N[,NAME=MIN..MAX]``."""
     if not text:
         return {}
-    counts: dict[str, int] = {}
+    counts: dict[str, ActorRange] = {}
     for part in str(text).split(","):
         name, _, number = part.strip().rpartition("=")
         try:
-            count = int(number)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise ReproducerError(f"--n_actors {text!r}: {part!r} is not a count >= 1")
+            count = ActorRange.parse(number)
+        except ValueError as exc:
+            raise ReproducerError(
+                f"--n_actors {text!r}: {part!r} is not a count >= 1 nor a range MIN..MAX"
+            ) from exc
         if not name:
             counts.update(dict.fromkeys(names, count))
         elif name not in names:

@@ -121,7 +121,8 @@ class Target:
     version: str = "1"
     files: str | None = None  # re.match on the relative path
     actor_options: dict[str, Any] = field(default_factory=dict)
-    n_actors: int = 1
+    n_actors: int = 1  # an elastic pool's minimum
+    max_actors: int | None = None  # an elastic pool's maximum (None: n_actors, fixed)
     topic: str | None = None
     output_dir: Path | None = None  # handed to analyses (plots and other large outputs)
     timeout_s: float | None = None  # per file; past it the actor is replaced (see pool)

@@ -37,6 +37,7 @@ from reproducer.actors import (
     ProducerActor,
     Target,
 )
+from reproducer.autoscaling import addable_node_types, fits
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
@@ -48,6 +49,7 @@ from reproducer.logs import ResultsLog
 from reproducer.pool import AnalysisPool
 from reproducer.ray_launch import connect
 from reproducer.results import SCHEMA_VERSION
+from reproducer.scaling import ScaleSettings
 from reproducer.state import state_topic
 from reproducer.status import NAMESPACE, ingest_actor_name
 from reproducer.telemetry import Console, Progress, Telemetry, TelemetrySettings
@@ -71,7 +73,9 @@ class PipelineSettings:
     ray_address: str | None = None
     ray_dashboard: bool = False  # when starting local Ray
     file_transfer: str = "auto"  # disk mode across nodes: "auto" or "always" (FileSource)
-    n_analysis_actors: int = 2
+    n_analysis_actors: int = 2  # the pool's minimum
+    max_analysis_actors: int | None = None  # an elastic pool's maximum (None: fixed)
+    idle_actor_timeout: float = 60.0  # an elastic pool retires actors idle this long
     actor_num_cpus: float = 1.0
     analysis_timeout_s: float | None = None  # per file (reference-style reproducers)
     actor_resources: dict[str, float] = field(default_factory=dict)
@@ -117,6 +121,7 @@ class RunSummary:
     n_in_analysis: int = 0
     stats: IngestStats = field(default_factory=IngestStats)  # the last attempt's, if resumed
     ingest_memory: dict[str, int] = field(default_factory=dict)  # rss, peak_rss (bytes)
+    actors: tuple[tuple[str, int, int, int], ...] = ()  # see Progress.actors
 
     def progress(self) -> Progress:
         return Progress(
@@ -130,6 +135,7 @@ class RunSummary:
             n_partial_files=self.stats.n_partial_files,
             held_bytes=self.stats.held_bytes,
             commit_lag=self.stats.commit_lag,
+            actors=self.actors,
         )
 
     def as_tuple(self) -> tuple[int, int, int, int, list[str]]:
@@ -211,6 +217,7 @@ def run_pipeline(
         payload=reproducer,
         actor_options=options,
         n_actors=settings.n_analysis_actors,
+        max_actors=settings.max_analysis_actors,
         timeout_s=settings.analysis_timeout_s,
     )
     return run_targets([target], settings, stop, summary)
@@ -252,10 +259,11 @@ def run_targets(
         connect(settings.ray_address, dashboard=settings.ray_dashboard)
     except ConnectionError as exc:
         raise ReproducerError(broker.verdict() or str(exc)) from exc
+    node_types = addable_node_types()  # None: the cluster has the nodes it will have
     for target in targets:
-        _check_resources(f"an actor of {target.name}", target.actor_options)
+        _check_resources(f"an actor of {target.name}", target.actor_options, node_types)
     if settings.ingest_resources:
-        _check_resources("the ingest actor", {"resources": settings.ingest_resources})
+        _check_resources("the ingest actor", {"resources": settings.ingest_resources}, node_types)
     home = ray.get_runtime_context().get_node_id()
     targets = [
         dataclasses.replace(t, output_dir=t.output_dir or settings.output_dir, home_node=home)
@@ -308,7 +316,7 @@ def run_targets(
         # --reprocess, or a replay: files the state records list as done are rebuilt and
         # produced again
         remember_state=not settings.reprocess and settings.start_from is None,
-        analysis_slots=sum(t.n_actors for t in targets),
+        analysis_slots=sum(max(t.n_actors, t.max_actors or 0) for t in targets),
     )
     summary = summary if summary is not None else RunSummary()
     console = Console(stop)  # q and c on standard input, for every resume of the run
@@ -488,6 +496,8 @@ def _run_once(
                 on_death=lambda actor: release_dead_owner(lock, owner_id(actor)),
                 timeout_s=target.timeout_s,
                 name=target.name,
+                max_actors=target.max_actors,
+                scale=ScaleSettings(idle_timeout_s=settings.idle_actor_timeout),
             )
         if refused := broker.verdict():
             raise ReproducerError(refused)
@@ -495,7 +505,7 @@ def _run_once(
         _check_started("ingest", ingest)
         started = True
         for pool in pools.values():
-            pool.wait_started(settings.startup_timeout)
+            pool.wait_started(settings.startup_timeout, autoscaler=addable_node_types() is not None)
         try:
             ray.get(ingest.start.remote(), timeout=180)  # reads the state records first
         except ray.exceptions.GetTimeoutError as exc:
@@ -558,8 +568,12 @@ def _actor_maker(
     return make
 
 
-def _check_resources(name: str, options: dict[str, Any]) -> None:
-    """Fail at once if no node could ever host an analysis actor (not hang pending)."""
+def _check_resources(
+    name: str, options: dict[str, Any], types: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Fail at once if no node could ever host an actor (not hang pending): no live node
+    offers what it asks for and, with an autoscaler, no node type of its config does
+    either. An actor a node type offers waits for the autoscaler to add such a node."""
     need = {
         "CPU": float(options.get("num_cpus") or 0),
         "GPU": float(options.get("num_gpus") or 0),
@@ -568,11 +582,37 @@ def _check_resources(name: str, options: dict[str, Any]) -> None:
     }
     need = {name: amount for name, amount in need.items() if amount > 0}
     nodes = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
-    if any(
-        all(node["Resources"].get(name, 0) >= amount for name, amount in need.items())
-        for node in nodes
-    ):
+    if any(fits(need, node["Resources"]) for node in nodes):
         return
+    if types is not None:
+        # a node type that does not declare memory gets it from its machine's size
+        able = [
+            kind
+            for kind, spec in types.items()
+            if spec["max_workers"] > 0
+            and not spec["head"]
+            and fits(
+                {k: v for k, v in need.items() if k != "memory" or k in spec["resources"]},
+                spec["resources"],
+            )
+        ]
+        if able:
+            log.info(
+                "no live node can host %s needing %s yet: it waits for the autoscaler to add "
+                "a node of type %s",
+                name,
+                need,
+                " or ".join(able),
+            )
+            return
+        offered = "; ".join(
+            f"{kind}: " + ", ".join(f"{k}={v:g}" for k, v in sorted(spec["resources"].items()))
+            for kind, spec in types.items()
+        )
+        raise ReproducerError(
+            f"no node type of the autoscaler's cluster can host {name} needing {need} "
+            f"(--analysis_num_cpus, --analysis_resources); its node types offer: {offered}"
+        )
     offered = "; ".join(
         ", ".join(f"{k}={v:g}" for k, v in sorted(node["Resources"].items()) if "node:" not in k)
         for node in nodes
@@ -712,6 +752,10 @@ class _Driver:
                 self._commit_transaction()
             self.books.flush_log()
             self.summary.n_in_analysis = sum(pool.n_pending for pool in self.pools.values())
+            self.summary.actors = tuple(
+                (name, counts["running"], counts["starting"], counts["waiting"])
+                for name, counts in ((name, pool.counts()) for name, pool in self.pools.items())
+            )
             # results held for coverage (exactly once) do not keep the run busy: the drain
             # commits those it can, a restart redoes the rest
             held = sum(len(results) for results in self.books.held.values())

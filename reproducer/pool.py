@@ -19,6 +19,12 @@ alone; one that hangs twice is recorded as failed).
 Node failure: an actor whose node died (removed, preempted) is replaced too, and its files
 run again without counting against them. A replacement gets files only once Ray placed it,
 so files wait for a live actor, never behind one that has nowhere to run.
+
+Elastic pools (``max_actors`` above ``n_actors``): the pool grows and shrinks between the
+two as :mod:`reproducer.scaling` decides. A new actor is like a replacement: it gets files
+once placed, and one that no node can host yet is demand for Ray's autoscaler while the
+pool runs on the actors it has. Only idle actors are retired (their ``close`` hook runs,
+then they are stopped), so scaling never loses a file, runs one twice or holds an offset.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from reproducer.actors import AnalysisResult, FileTask, batch_arguments, owner_id
 from reproducer.errors import ReproducerError, first_line
+from reproducer.scaling import ActorRange, Decision, PoolView, ScaleSettings, decide
 
 __all__ = ["AnalysisPool"]
 
@@ -49,6 +56,7 @@ class _Job:
     deaths: int = 0
     last_actor: int = -1
     alone: bool = False  # its batch killed an actor: run it by itself, to know whose fault
+    queued_at: float = 0.0  # when it last joined the queue (monotonic)
 
 
 @dataclass
@@ -62,6 +70,13 @@ class _Call:
 
 MAX_DEATHS = 2
 """A file whose analysis kills its actor this often is recorded as failed."""
+
+PLACEMENT_GRACE_S = 10.0
+"""At the start, how long actors that are not placed yet are waited for once another
+actor of the pool is (or, with an autoscaler, at all): then the pool runs without them."""
+RETIRE_S = 30.0
+"""How long a retired actor's ``close`` hook may run before the actor is stopped anyway."""
+SCALE_EVERY_S = 0.25
 
 
 class AnalysisPool:
@@ -78,16 +93,26 @@ class AnalysisPool:
         on_death: Callable[[Any], object] = lambda actor: None,
         timeout_s: float | None = None,
         name: str = "",
+        max_actors: int | None = None,
+        scale: ScaleSettings | None = None,
     ) -> None:
         self._make_actor = make_actor
+        self._limits = ActorRange(n_actors, max(max_actors or n_actors, n_actors))
+        self._scale_settings = scale or ScaleSettings()
         self._name = name  # the analysis: named in the failures the pool itself records
         self._timeout_s = timeout_s  # per file: a call of n files may run n times this
         self._timed_out: set[str] = set()  # actors killed for running past the time limit
         self._on_death = on_death
+        # one slot per actor; a retired actor's slot is None until a new actor takes it
         self._actors: list[Any] = [make_actor() for _ in range(n_actors)]
         self._busy: list[int] = [0] * n_actors
         self._placed: list[bool] = [False] * n_actors
         self._nodes: list[str] = [""] * n_actors  # each placed actor's node id
+        self._idle_since: list[float | None] = [None] * n_actors  # placed, nothing in flight
+        self._retiring: list[tuple[Any, Any, float]] = []  # (actor, its close call, deadline)
+        self._last_scaled = 0.0
+        self._quiet_since = time.monotonic()  # since no file waited
+        self.n_grown = self.n_retired = 0
         self._pings: dict[Any, int] = {}  # a replacement's ping -> its index
         self._unplaced_since = 0.0
         self._per_actor = per_actor
@@ -107,26 +132,38 @@ class AnalysisPool:
         """Files queued or being analysed."""
         return len(self._queue) + self._n_running
 
-    def wait_started(self, timeout: float, report_every: float = 15.0) -> None:
-        """Wait until every actor answers; say what is awaited while Ray places them.
+    def wait_started(
+        self, timeout: float, report_every: float = 15.0, *, autoscaler: bool = False
+    ) -> None:
+        """Wait until the actors answer; say what is awaited while Ray places them.
 
-        Raises :class:`ReproducerError` after ``timeout`` seconds (resources that no node
-        has free, for instance), or if an actor cannot be created (its reproducer fails to
-        unpickle, say).
+        Actors still unplaced :data:`PLACEMENT_GRACE_S` after another was placed (with an
+        ``autoscaler``, after the start) are left pending: the pool runs on the actors it
+        has, takes them on once placed, and says so once. Raises :class:`ReproducerError`
+        if none was placed within ``timeout`` seconds without an autoscaler (resources that
+        no node has free, for instance), or if an actor cannot be created (its reproducer
+        fails to unpickle, say).
         """
         pending = {actor.ping.remote(): i for i, actor in enumerate(self._actors)}
-        deadline = time.monotonic() + timeout
+        started = reported = time.monotonic()
+        deadline = started + timeout
+        first: float | None = started if autoscaler else None
         while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if first is not None and now - first >= PLACEMENT_GRACE_S:
+                break
+            if now >= deadline:
                 raise ReproducerError(
                     f"{len(pending)} of {len(self._actors)} analysis actors were not placed "
                     f"within {timeout:g} s: does the cluster have the CPUs and resources they "
                     "ask for free (--analysis_num_cpus, --analysis_resources)?"
                 )
-            ready, _ = ray.wait(
-                list(pending), num_returns=len(pending), timeout=min(left, report_every)
-            )
+            until = min(deadline, reported + report_every)
+            if first is not None:
+                until = min(until, first + PLACEMENT_GRACE_S)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(until - now, 0.0))
+            if ready:
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
             for ref in ready:
                 index = pending.pop(ref)
                 try:
@@ -134,30 +171,157 @@ class AnalysisPool:
                 except RayActorError as exc:
                     raise ReproducerError(f"an analysis actor could not start: {exc}") from exc
                 self._placed[index] = True
-            if pending:
+                self._idle_since[index] = time.monotonic()
+                first = first if first is not None else time.monotonic()
+            if pending and time.monotonic() - reported >= report_every:
+                reported = time.monotonic()
                 log.info("waiting for %d analysis actors to be placed", len(pending))
+        if pending:  # taken on as they are placed, as replacements are
+            self._pings.update(pending)
+            self._unplaced_since = time.monotonic()
+            log.warning(
+                "%s: %d of %d actors are not placed yet (no node has what they ask for free%s);"
+                " the run goes on with %d and takes the others on as they are placed",
+                self._name or "analysis",
+                len(pending),
+                len(self._actors),
+                ": the autoscaler is asked for nodes" if autoscaler else "",
+                sum(self._placed),
+            )
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop every actor: files still running are abandoned (their offsets stay
         uncommitted); idle actors run their ``close`` hook first, within ``timeout``."""
         idle = [a for i, a in enumerate(self._actors) if self._placed[i] and not self._busy[i]]
-        if idle:
-            ray.wait([a.close.remote() for a in idle], num_returns=len(idle), timeout=timeout)
-        for actor in self._actors:
-            ray.kill(actor)
-        self._actors, self._running = [], {}
+        closing = [a.close.remote() for a in idle] + [close for _, close, _ in self._retiring]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=timeout)
+        for actor in [*self._actors, *(actor for actor, _, _ in self._retiring)]:
+            if actor is not None:
+                ray.kill(actor)
+        self._actors, self._running, self._retiring = [], {}, []
         self._queue.clear()
 
     def submit(self, task: FileTask) -> None:
-        self._queue.append(_Job(task))
+        self._queue.append(_Job(task, queued_at=time.monotonic()))
 
     @property
     def running(self) -> list[Any]:
         """References to wait on (``ray.wait``) alongside other work: analyses, and
-        replacement actors not placed yet."""
+        new or replacement actors not placed yet."""
         self._enforce_time_limit()
+        self._scale()
         self._dispatch()
         return [*self._running, *self._pings]
+
+    @property
+    def limits(self) -> ActorRange:
+        return self._limits
+
+    def counts(self) -> dict[str, int]:
+        """Its actors: ``running`` (placed), ``starting`` (made, not placed yet: starting, or
+        waiting for a node), and the files ``waiting`` for one of them."""
+        made = sum(actor is not None for actor in self._actors)
+        placed = sum(self._placed)
+        return {"running": placed, "starting": made - placed, "waiting": len(self._queue)}
+
+    # ------------------------------------------------------------------ scaling
+    def _scale(self) -> None:
+        """Grow or shrink within the pool's range (:func:`reproducer.scaling.decide`), and
+        stop retired actors whose ``close`` ended or ran too long."""
+        now = time.monotonic()
+        if now - self._last_scaled < SCALE_EVERY_S:
+            return
+        self._last_scaled = now
+        self._reap(now)
+        if self._queue:
+            self._quiet_since = now
+        if not self._limits.elastic:
+            return
+        view = PoolView(
+            n_queued=len(self._queue),
+            oldest_wait_s=now - min(job.queued_at for job in self._queue) if self._queue else 0.0,
+            n_placed=sum(self._placed),
+            n_starting=sum(a is not None for a in self._actors) - sum(self._placed),
+            idle_s=tuple(
+                (i, now - since)
+                for i, since in enumerate(self._idle_since)
+                if since is not None and self._placed[i] and not self._busy[i]
+            ),
+            quiet_s=now - self._quiet_since,
+            file_seconds=self._file_seconds,
+        )
+        decision = decide(self._limits, self._scale_settings, view)
+        if decision:
+            self._apply(decision, view)
+
+    def _apply(self, decision: Decision, view: PoolView) -> None:
+        for _ in range(decision.add):
+            index = next((i for i, a in enumerate(self._actors) if a is None), None)
+            if index is None:
+                index = len(self._actors)
+                self._actors.append(None)
+                self._busy.append(0)
+                self._placed.append(False)
+                self._nodes.append("")
+                self._idle_since.append(None)
+            self._start(index)
+        for index in decision.retire:
+            actor = self._actors[index]
+            self._retiring.append((actor, actor.close.remote(), time.monotonic() + RETIRE_S))
+            self._vacate(index)
+        starting = [i for i, a in enumerate(self._actors) if a is not None and not self._placed[i]]
+        for index in reversed(starting[len(starting) - decision.give_up :]):
+            ray.kill(self._actors[index])
+            self._pings = {ref: i for ref, i in self._pings.items() if i != index}
+            self._vacate(index)
+        self.n_grown += decision.add
+        self.n_retired += len(decision.retire) + decision.give_up
+        counts = self.counts()
+        if decision.add:
+            why = f"{view.n_queued} file(s) waiting, the longest {view.oldest_wait_s:.1f} s"
+        elif decision.retire:
+            why = f"{len(decision.retire)} idle for {self._scale_settings.idle_timeout_s:g} s"
+        else:
+            why = f"{decision.give_up} not placed, no file waiting"
+        log.info(
+            "%s: %d actor(s) now, %d running and %d starting, range %s (%s)",
+            self._name or "analysis",
+            counts["running"] + counts["starting"],
+            counts["running"],
+            counts["starting"],
+            self._limits,
+            why,
+        )
+
+    def _start(self, index: int) -> None:
+        """A new actor in slot ``index``: it gets files once placed."""
+        actor = self._make_actor()
+        self._actors[index], self._placed[index], self._busy[index] = actor, False, 0
+        self._idle_since[index] = None
+        self._pings[actor.ping.remote()] = index
+        if not self._unplaced_since:
+            self._unplaced_since = time.monotonic()
+
+    def _vacate(self, index: int) -> None:
+        self._actors[index], self._placed[index], self._busy[index] = None, False, 0
+        self._idle_since[index], self._nodes[index] = None, ""
+
+    def _reap(self, now: float) -> None:
+        if not self._retiring:
+            return
+        done, _ = ray.wait(
+            [close for _, close, _ in self._retiring], num_returns=len(self._retiring), timeout=0
+        )
+        ended = set(done)
+        keep = []
+        for actor, close, deadline in self._retiring:
+            if close in ended or now >= deadline:
+                ray.kill(actor)
+                self._on_death(actor)  # a lock it left taken is freed
+            else:
+                keep.append((actor, close, deadline))
+        self._retiring = keep
 
     def _enforce_time_limit(self) -> None:
         """Kill the actor of a call that ran past its time limit (``timeout_s`` per file):
@@ -200,6 +364,8 @@ class AnalysisPool:
             if call is None:
                 continue
             self._busy[call.index] -= 1
+            if not self._busy[call.index] and self._actors[call.index] is call.actor:
+                self._idle_since[call.index] = time.monotonic()
             self._n_running -= len(call.jobs)
             self._start_next(call.actor)
             try:
@@ -208,6 +374,7 @@ class AnalysisPool:
                 if len(call.jobs) > 1:  # whose fault is it? each file alone tells
                     for job in reversed(call.jobs):
                         job.alone = True
+                        job.queued_at = time.monotonic()
                         self._queue.appendleft(job)
                     continue
                 meta = call.jobs[0].task.meta
@@ -302,6 +469,7 @@ class AnalysisPool:
             else:
                 job.deaths += 1
             if job.deaths < MAX_DEATHS:
+                job.queued_at = time.monotonic()
                 self._queue.appendleft(job)  # run again: the actor, not the file, may be at fault
                 continue
             meta = job.task.meta
@@ -330,6 +498,7 @@ class AnalysisPool:
                 job.attempts,
                 result.error.strip().splitlines()[-1],
             )
+            job.queued_at = time.monotonic()
             self._queue.append(job)
             return False
         if result.permanent:  # the input, not the code: one line says it
@@ -351,11 +520,7 @@ class AnalysisPool:
 
     def _replace(self, index: int) -> None:
         self._on_death(self._actors[index])
-        actor = self._make_actor()
-        self._actors[index], self._placed[index] = actor, False
-        self._pings[actor.ping.remote()] = index
-        if not self._unplaced_since:
-            self._unplaced_since = time.monotonic()
+        self._start(index)
 
     def _placed_now(self, ref: Any) -> None:
         index = self._pings.pop(ref)
@@ -366,8 +531,9 @@ class AnalysisPool:
             self._replace(index)
             return
         self._placed[index] = True
-        log.info("replacement analysis actor %d placed on node %s", index, self._nodes[index][:8])
-        if all(self._placed):
+        self._idle_since[index] = time.monotonic()
+        log.info("analysis actor %d placed on node %s", index, self._nodes[index][:8])
+        if all(placed or a is None for placed, a in zip(self._placed, self._actors, strict=True)):
             self._unplaced_since = 0.0
 
     def _dispatch(self) -> None:
@@ -393,6 +559,7 @@ class AnalysisPool:
             started = time.monotonic() if idle else None
             self._running[ref] = _Call(jobs, index, actor, next(self._calls), started)
             self._busy[index] += 1
+            self._idle_since[index] = None
             self._n_running += len(jobs)
         waiting.extend(self._queue)
         self._queue = waiting

@@ -141,14 +141,16 @@ def _python_path() -> str:
 
 
 def cluster_resources() -> set[str]:
-    """The custom resources any live node offers (``ingest``, ``analysis``, ...)."""
-    names: set[str] = set()
-    for node in ray.nodes():  # type: ignore[no-untyped-call]
-        if node.get("Alive"):
-            names.update(
-                name
-                for name in node["Resources"]
-                if name not in {"CPU", "GPU", "memory", "object_store_memory"}
-                and not name.startswith(("node:", "accelerator_type:"))
-            )
-    return names
+    """The custom resources any live node offers (``ingest``, ``analysis``, ...), or a node
+    type the cluster's autoscaler can add does."""
+    from reproducer.autoscaling import addable_node_types  # noqa: PLC0415
+
+    offers = [node["Resources"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+    offers += [spec["resources"] for spec in (addable_node_types() or {}).values()]
+    return {
+        name
+        for offered in offers
+        for name in offered
+        if name not in {"CPU", "GPU", "memory", "object_store_memory"}
+        and not name.startswith(("node:", "accelerator_type:"))
+    }

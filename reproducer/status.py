@@ -24,6 +24,7 @@ from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.errors import ReproducerError
 from reproducer.kafka_log import logged
+from reproducer.telemetry import actors_line
 from reproducer.topics import partitions_of
 
 __all__ = [
@@ -97,6 +98,7 @@ class Status:
                 f"failed, {ingest.get('n_partial_files', 0)} files arriving, "
                 f"{driver.get('n_in_analysis', 0)} in analysis, "
                 f"{ingest.get('n_messages', 0)} messages read"
+                + actors_line(driver.get("actors") or ())
             )
         return "\n".join(lines)
 

@@ -43,6 +43,7 @@ from reproducer.datafile import DownloadDataFile, JSONMessage, ReproducerMessage
 from reproducer.errors import ReproducerError
 from reproducer.pipeline import PipelineSettings, RunSummary, run_pipeline
 from reproducer.results import parse_time
+from reproducer.scaling import ActorRange
 from reproducer.telemetry import Progress
 
 __all__ = [
@@ -64,6 +65,13 @@ class ProcessingResults(NamedTuple):
 
 
 # name -> (add_argument keywords); defaults are the reference's where it has the flag
+def _actor_range(text: str) -> ActorRange:
+    try:
+        return ActorRange.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 _CATALOGUE: dict[str, dict[str, Any]] = {
     "config": {
         "help": "OpenMSIStream INI config file ([broker], [consumer], [producer]): a path, or "
@@ -116,7 +124,15 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "action": "store_true",
         "help": "with local Ray, also start its dashboard (a few seconds more start-up)",
     },
-    "n_analysis_actors": {"type": int, "help": "analysis actors in the pool"},
+    "n_analysis_actors": {
+        "type": _actor_range,
+        "help": "analysis actors in the pool: N, or MIN..MAX for a pool that grows while "
+        "files wait and shrinks when idle (e.g. 1..8)",
+    },
+    "idle_actor_timeout": {
+        "type": float,
+        "help": "an elastic pool retires an actor idle this many seconds (down to its minimum)",
+    },
     "analysis_num_cpus": {"type": float, "help": "CPUs reserved by each analysis actor"},
     "analysis_resources": {
         "type": json.loads,
@@ -235,7 +251,8 @@ class DataFileStreamReproducer:
         ray_address: str | None = None,
         ray_dashboard: bool = False,
         file_transfer: str = "auto",
-        n_analysis_actors: int = 2,
+        n_analysis_actors: int | str | ActorRange = 2,
+        idle_actor_timeout: float = 60.0,
         analysis_num_cpus: float = 1.0,
         analysis_resources: dict[str, float] | None = None,
         ingest_resources: dict[str, float] | None = None,
@@ -270,6 +287,10 @@ class DataFileStreamReproducer:
             Path(output_dir) if output_dir else Path(f"{type(self).__name__}_output")
         ).resolve()
         self.options = dict(other)  # flags a subclass added, and accepted reference flags
+        try:
+            actors = ActorRange.parse(n_analysis_actors)
+        except ValueError as exc:
+            raise ReproducerError(f"n_analysis_actors: {exc}") from exc
         self._settings = PipelineSettings(
             config=load_config(self.config_file),
             consumer_topic=consumer_topic_name,
@@ -281,7 +302,9 @@ class DataFileStreamReproducer:
             ray_address=ray_address,
             ray_dashboard=ray_dashboard,
             file_transfer=file_transfer,
-            n_analysis_actors=n_analysis_actors,
+            n_analysis_actors=actors.min,
+            max_analysis_actors=actors.max if actors.elastic else None,
+            idle_actor_timeout=idle_actor_timeout,
             actor_num_cpus=analysis_num_cpus,
             actor_resources=dict(analysis_resources or {}),
             ingest_resources=dict(ingest_resources or {}),
@@ -381,6 +404,7 @@ class DataFileStreamReproducer:
             "ray_dashboard": False,
             "file_transfer": "auto",
             "n_analysis_actors": 2,
+            "idle_actor_timeout": 60.0,
             "analysis_num_cpus": 1.0,
             "analysis_resources": None,
             "ingest_resources": None,

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -40,6 +41,9 @@ class Progress:
     n_partial_files: int = 0
     held_bytes: int = 0
     commit_lag: int = 0  # messages consumed but not committed yet
+    # per analysis: (name, actors running, actors starting or waiting for a node, files
+    # waiting for an actor)
+    actors: tuple[tuple[str, int, int, int], ...] = ()
 
     def line(self, mb_per_s: float) -> str:
         return (
@@ -47,8 +51,18 @@ class Progress:
             f"{self.n_in_analysis} in analysis, {self.n_partial_files} partial; "
             f"{self.n_messages} messages, {self.n_bytes_read / 1e6:.1f} MB read "
             f"({mb_per_s:.1f} MB/s), {self.held_bytes / 2**20:.0f} MiB held, "
-            f"{self.commit_lag} uncommitted"
+            f"{self.commit_lag} uncommitted{actors_line(self.actors)}"
         )
+
+
+def actors_line(actors: Iterable[Sequence[Any]]) -> str:
+    """``; actors: fft 3 (+1 starting, 40 files waiting), sha 1``, or empty."""
+    parts = []
+    for name, running, starting, waiting in actors:
+        more = [f"+{starting} starting"] if starting else []
+        more += [f"{waiting} files waiting"] if waiting else []
+        parts.append(f"{name} {running}" + (f" ({', '.join(more)})" if more else ""))
+    return f"; actors: {', '.join(parts)}" if parts else ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,14 @@ class _RayMetrics:
             "n_in_analysis": gauge("files_in_analysis", "files in analysis"),
         }
         per_analysis = (*tags, "analysis")
+        self._actors = tagged(
+            Gauge(
+                "reproducer_analysis_actors",
+                description="analysis actors, by state (running; starting, or waiting for a "
+                "node) and files waiting for one (waiting)",
+                tag_keys=(*per_analysis, "state"),
+            )
+        )
         self._seconds = tagged(
             Histogram(
                 "reproducer_analysis_seconds",
@@ -150,6 +172,13 @@ class _RayMetrics:
                 metric.inc(delta)
         for name, metric in self._gauges.items():
             metric.set(getattr(progress, name))
+        for analysis, running, starting, waiting in progress.actors:
+            for state, value in (
+                ("running", running),
+                ("starting", starting),
+                ("waiting", waiting),
+            ):
+                self._actors.set(value, tags={"analysis": analysis, "state": state})
         self._last = progress
 
 

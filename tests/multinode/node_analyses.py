@@ -30,3 +30,17 @@ class PathCheck(Analysis):
             "path": str(path) if path is not None else None,
             "path_sha256": hashlib.sha256(on_disk).hexdigest() if on_disk is not None else None,
         }
+
+
+class Busy(Analysis):
+    """CPU work for ``RR_BUSY_SECONDS`` (default 1) of CPU time per file, then the file's
+    SHA-256: a heavy analysis, for the elastic pools' tests."""
+
+    name = "busy"
+
+    def analyze(self, datafile):
+        seconds = float(os.environ.get("RR_BUSY_SECONDS", "1"))
+        end = time.process_time() + seconds
+        while time.process_time() < end:
+            hashlib.sha256(b"x" * 65536).digest()
+        return {"sha256": hashlib.sha256(datafile.bytestring).hexdigest()}

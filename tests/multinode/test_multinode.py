@@ -92,7 +92,7 @@ def run_and_remove(
 
 
 def submit_command(
-    address: str, config: Path, topic: str, out: Path, *extra: str, n_actors: int = 2
+    address: str, config: Path, topic: str, out: Path, *extra: str, n_actors: int | str = 2
 ) -> list[str]:
     return [
         sys.executable,

@@ -17,6 +17,7 @@ import ray
 from reproducer.actors import AnalysisResult, FileTask, batch_item
 from reproducer.datafile import FileMeta
 from reproducer.pool import AnalysisPool
+from reproducer.scaling import ScaleSettings
 
 pytestmark = [pytest.mark.ray]
 
@@ -66,11 +67,16 @@ def _task(file_id: int, name: str, data: bytes, *, as_object: bool = False) -> F
 
 
 def _run(pool: AnalysisPool, n: int, timeout: float = 120.0) -> list[AnalysisResult]:
+    return _until(pool, lambda results: len(results) >= n, timeout)
+
+
+def _until(pool: AnalysisPool, done: Any, timeout: float = 120.0) -> list[AnalysisResult]:
+    """Drive the pool (as the driver's loop does) until ``done(results)``."""
     results: list[AnalysisResult] = []
     deadline = time.monotonic() + timeout
-    while len(results) < n:
-        assert time.monotonic() < deadline, f"only {len(results)} of {n} results"
-        ready, _ = ray.wait(pool.running, num_returns=1, timeout=1.0)
+    while not done(results):
+        assert time.monotonic() < deadline, f"not done: {pool.counts()}, {len(results)} results"
+        ready, _ = ray.wait(pool.running, num_returns=1, timeout=0.2)
         results += pool.collect(ready)
     return results
 
@@ -124,3 +130,97 @@ def test_a_file_that_breaks_its_batch_fails_alone(
     # rest, the culprit among them, in a batch
     assert sizes[0] == 1
     assert max(sizes) >= len(names) - 2, sizes
+
+
+@ray.remote(num_cpus=0)
+class SlowActor:
+    """Takes ``seconds`` per file (CPU work), answers with the file's SHA-256 and its own
+    actor id; appends its id to ``closed`` when its ``close`` hook runs."""
+
+    def __init__(self, closed: str, seconds: float) -> None:
+        self._closed, self._seconds = Path(closed), seconds
+        self._id = ray.get_runtime_context().get_actor_id()
+
+    def ping(self) -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    def close(self) -> None:
+        with self._closed.open("a") as out:
+            out.write(f"{self._id}\n")
+
+    def analyze(
+        self, metas: list[FileMeta], datas: list[Any], *objects: np.ndarray
+    ) -> list[AnalysisResult]:
+        results = []
+        for meta, data in zip(metas, datas, strict=True):
+            end = time.monotonic() + self._seconds
+            digest = hashlib.sha256(batch_item(data, objects).tobytes()).hexdigest()
+            while time.monotonic() < end:  # busy, as an analysis is
+                hashlib.sha256(b"x" * 4096).digest()
+            results.append(
+                AnalysisResult(
+                    meta.file_id,
+                    meta.relative_path,
+                    self._id.encode(),
+                    digest.encode(),
+                    seconds=self._seconds,
+                )
+            )
+        return results
+
+
+def test_an_elastic_pool_grows_with_a_burst_and_shrinks_when_idle_losing_nothing(
+    local_ray: None, tmp_path: Path
+) -> None:
+    """1..3 actors: a burst grows it to 3; then a trickle (one file in flight at a time)
+    keeps one actor busy while the other two, idle, are retired (their ``close`` runs);
+    every file has exactly one correct result throughout."""
+    closed = tmp_path / "closed"
+    pool = AnalysisPool(
+        lambda: SlowActor.remote(str(closed), 0.3),
+        1,
+        max_actors=3,
+        scale=ScaleSettings(idle_timeout_s=2.0, min_wait_s=0.2),
+        name="slow",
+    )
+    pool.wait_started(60)
+    assert pool.counts() == {"running": 1, "starting": 0, "waiting": 0}
+    data = {i: os.urandom(1000 + i) for i in range(1, 25)}
+    for i, payload in data.items():
+        pool.submit(_task(i, f"f{i}", payload))
+    peak = 0
+
+    def burst_done(results: list[AnalysisResult]) -> bool:
+        nonlocal peak
+        peak = max(peak, pool.counts()["running"])
+        return len(results) == len(data)
+
+    results = _until(pool, burst_done)
+    assert peak == 3 and pool.n_grown == 2, (peak, pool.n_grown)
+    assert len({r.key for r in results}) >= 2  # more than one actor took files
+    # the trickle: the next file as soon as the last one's result is in
+    trickle = {i: os.urandom(900 + i) for i in range(100, 1000)}
+    order = iter(trickle)
+    pool.submit(_task(next(order), "t", trickle[100]))
+    seen: list[AnalysisResult] = []
+
+    def shrunk(results: list[AnalysisResult]) -> bool:
+        while len(seen) < len(results):
+            seen.append(results[len(seen)])
+            following = next(order)
+            pool.submit(_task(following, f"t{following}", trickle[following]))
+        return pool.counts()["running"] == 1 and pool.n_retired == 2
+
+    trickled = _until(pool, shrunk)
+    # the last file submitted is still in flight: its result too
+    trickled += _until(pool, lambda r: len(r) == 1)
+    pool.close()
+    assert pool.n_retired == 2
+    assert len(closed.read_text().split()) >= 2  # the retired actors' close hooks ran
+    everything = {**data, **trickle}
+    ids = [r.file_id for r in results + trickled]
+    assert len(ids) == len(set(ids)), "a file was analysed twice"
+    assert set(ids) == set(data) | {r.file_id for r in trickled}
+    for result in results + trickled:
+        assert not result.error
+        assert result.value == hashlib.sha256(everything[result.file_id]).hexdigest().encode()

@@ -13,6 +13,7 @@ from analyses.runner import _n_actors
 from cluster.submit import with_cluster_defaults
 from reproducer.datafile import DownloadDataFile, FileMeta
 from reproducer.errors import ReproducerError
+from reproducer.scaling import ActorRange
 
 
 def test_placement_flags_are_added_only_for_resources_the_cluster_offers() -> None:
@@ -32,8 +33,11 @@ def test_placement_flags_are_added_only_for_resources_the_cluster_offers() -> No
 def test_n_actors_for_all_or_by_name_and_clear_errors() -> None:
     names = ["a", "b"]
     assert _n_actors(None, names) == {}
-    assert _n_actors("3", names) == {"a": 3, "b": 3}
-    assert _n_actors("a=2, b=5", names) == {"a": 2, "b": 5}
+    assert _n_actors("3", names) == {"a": ActorRange(3, 3), "b": ActorRange(3, 3)}
+    assert _n_actors("a=2, b=5", names) == {"a": ActorRange(2, 2), "b": ActorRange(5, 5)}
+    assert _n_actors("a=1..8", names) == {"a": ActorRange(1, 8)}
+    with pytest.raises(ReproducerError, match="nor a range"):
+        _n_actors("a=4..2", names)
     with pytest.raises(ReproducerError, match="'c' is not one of the analyses"):
         _n_actors("c=2", names)
     with pytest.raises(ReproducerError, match="not a count >= 1"):

@@ -1,0 +1,150 @@
+"""Elastic analysis pools on Ray's fake autoscaling cluster: a head with no ``analysis``
+resource and a worker node type that has it, which Ray's autoscaler adds (at most two)
+for actors it cannot place and removes once idle. The pipeline runs as ``ray submit``
+runs it (``python -m cluster.submit``), exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from reproducer.config import KafkaConfig
+from reproducer.status import pipeline_status
+from tests.multinode.autoscaling import FakeAutoscalingCluster
+from tests.multinode.test_multinode import REPO, stage, submit_command, write_config
+from tests.results import count_results, envelopes, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
+
+WORKER = {"resources": {"CPU": 1, "analysis": 1}, "max_workers": 2}
+
+
+@pytest.fixture
+def autoscaling() -> Iterator[FakeAutoscalingCluster]:
+    cluster = FakeAutoscalingCluster({"CPU": 1}, {"analysis": WORKER}, idle_timeout_minutes=0.1)
+    try:
+        cluster.start()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _alive_workers() -> int:
+    return sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("analysis"))
+
+
+def _command(
+    cluster: FakeAutoscalingCluster, tmp_path: Path, bootstrap: str, topic: str, *extra: str
+) -> list[str]:
+    """``python -m cluster.submit`` of the ``Busy`` analysis on the cluster."""
+    config = write_config(tmp_path, bootstrap)
+    command = submit_command(
+        cluster.address, config, topic, tmp_path / "out", *extra, n_actors="1..2"
+    )
+    command[command.index("--analysis") + 1] = "tests.multinode.node_analyses:Busy"
+    return command
+
+
+def test_resources_no_node_type_offers_stop_the_run_at_once(
+    autoscaling: FakeAutoscalingCluster, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """What no node type of the autoscaler's config offers is said at the start (it would
+    wait forever); what one offers is not (the next test)."""
+    stage(tmp_path / "tree", kafka_bootstrap, topic, ["f.bin"], 1000)
+    done = subprocess.run(
+        _command(
+            autoscaling, tmp_path, kafka_bootstrap, topic, "--analysis_resources", '{"tpu_pod": 1}'
+        ),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "no node type of the autoscaler's cluster can host" in done.stderr, done.stderr[-2000:]
+    assert "'tpu_pod': 1" in done.stderr and "analysis: CPU=1, analysis=1" in done.stderr
+    assert count_results(kafka_bootstrap, topic + "-results") == 0
+
+
+def test_a_burst_grows_the_pool_and_the_cluster_then_both_shrink(
+    autoscaling: FakeAutoscalingCluster, kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """1..2 actors of an analysis only worker nodes can host, none up at the start: the
+    run starts anyway (its actor waits for the autoscaler's node), a burst of CPU-heavy
+    files grows the pool to 2 and the cluster to 2 worker nodes; once the burst is done the
+    pool shrinks to 1 and the autoscaler removes the idle node. Exactly once: every file
+    has one correct result and the committed offsets reach the end."""
+    assert _alive_workers() == 0
+    names = [f"scan{i:02d}.bin" for i in range(16)]
+    group = f"group-{topic}"  # submit_command's
+    log = tmp_path / "run.log"
+    command = _command(
+        autoscaling,
+        tmp_path,
+        kafka_bootstrap,
+        topic,
+        "--exactly_once",
+        "--idle_actor_timeout",
+        "3",
+        "--update_seconds",
+        "1",
+    )
+    files = stage(tmp_path / "tree", kafka_bootstrap, topic, names, 20_000)
+    workers_seen = 0
+
+    def count_workers() -> int:
+        nonlocal workers_seen
+        now = _alive_workers()
+        workers_seen = max(workers_seen, now)
+        return now
+
+    with log.open("w") as stderr:
+        run = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, "RR_BUSY_SECONDS": "1.5"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            results = topic + "-results"
+            wait_for(
+                lambda: count_workers() >= 0 and count_results(kafka_bootstrap, results) >= 16,
+                300,
+                "every file's result",
+            )
+            text = log.read_text()
+            assert re.search(r"busy: 2 actor\(s\) now", text), text[-3000:]
+            # the burst over: back to one actor, and to one worker node
+            wait_for(lambda: "busy: 1 actor(s) now" in log.read_text(), 120, "the pool to shrink")
+            wait_for(lambda: count_workers() == 1, 180, "the idle node to be removed")
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=120)
+        finally:
+            run.kill()
+    text = log.read_text()
+    assert run.returncode == 0, text[-3000:]
+    assert workers_seen == 2, f"the autoscaler added {workers_seen} worker node(s)"
+    # the start did not wait for a node
+    assert "it waits for the autoscaler to add a node of type analysis" in text, text[-3000:]
+
+    got = envelopes(kafka_bootstrap, topic + "-results")
+    paths = [value["file"]["relative_path"] for _, _, value in got]
+    assert sorted(paths) == sorted(files), "a file has no result or more than one"
+    for _, _, value in got:
+        data = files[value["file"]["relative_path"]]
+        assert value["result"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len({value["node"] for _, _, value in got}) == 2  # both worker nodes worked
+    status = pipeline_status(KafkaConfig.for_bootstrap(kafka_bootstrap), topic, group)
+    assert status.lag == 0, status.text()
