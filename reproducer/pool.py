@@ -532,7 +532,12 @@ class AnalysisPool:
             return
         self._placed[index] = True
         self._idle_since[index] = time.monotonic()
-        log.info("analysis actor %d placed on node %s", index, self._nodes[index][:8])
+        log.info(
+            "%s: actor %d placed on node %s",
+            self._name or "analysis",
+            index,
+            self._nodes[index][:8],
+        )
         if all(placed or a is None for placed, a in zip(self._placed, self._actors, strict=True)):
             self._unplaced_since = 0.0
 

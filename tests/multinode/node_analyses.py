@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from analyses import Analysis
+from analyses import Analysis, register
 
 
 class PathCheck(Analysis):
@@ -44,3 +44,13 @@ class Busy(Analysis):
         while time.process_time() < end:
             hashlib.sha256(b"x" * 65536).digest()
         return {"sha256": hashlib.sha256(datafile.bytestring).hexdigest()}
+
+
+@register("busy-a", files=r"a.*", num_cpus=1, min_actors=1, max_actors=2)
+class BusyA(Busy):
+    """``Busy`` for files named ``a*``, in a pool of 1..2 actors of one CPU each."""
+
+
+@register("busy-b", files=r"b.*", num_cpus=1, min_actors=1, max_actors=2)
+class BusyB(Busy):
+    """``Busy`` for files named ``b*``, in a pool of 1..2 actors of one CPU each."""

@@ -1,7 +1,8 @@
-"""Elastic analysis pools on Ray's fake autoscaling cluster: a head with no ``analysis``
-resource and a worker node type that has it, which Ray's autoscaler adds (at most two)
-for actors it cannot place and removes once idle. The pipeline runs as ``ray submit``
-runs it (``python -m cluster.submit``), exactly once."""
+"""Elastic analysis pools on multi-node Ray: on Ray's fake autoscaling cluster (a head with
+no ``analysis`` resource and a worker node type that has it, which Ray's autoscaler adds,
+at most two, for actors it cannot place and removes once idle), and on a fixed cluster
+shared by two analyses. The pipeline runs as ``ray submit`` runs it (``python -m
+cluster.submit``), exactly once."""
 
 from __future__ import annotations
 
@@ -15,14 +16,23 @@ from pathlib import Path
 
 import pytest
 import ray
+from ray.cluster_utils import Cluster
 
 from reproducer.config import KafkaConfig
 from reproducer.status import pipeline_status
 from tests.multinode.autoscaling import FakeAutoscalingCluster
-from tests.multinode.test_multinode import REPO, stage, submit_command, write_config
+from tests.multinode.test_multinode import (
+    REPO,
+    clusters,
+    stage,
+    submit_command,
+    write_config,
+)
 from tests.results import count_results, envelopes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.slow]
+
+__all__ = ["clusters"]  # the fixture, shared with test_multinode
 
 WORKER = {"resources": {"CPU": 1, "analysis": 1}, "max_workers": 2}
 
@@ -148,3 +158,69 @@ def test_a_burst_grows_the_pool_and_the_cluster_then_both_shrink(
     assert len({value["node"] for _, _, value in got}) == 2  # both worker nodes worked
     status = pipeline_status(KafkaConfig.for_bootstrap(kafka_bootstrap), topic, group)
     assert status.lag == 0, status.text()
+
+
+def test_the_busy_analysis_takes_the_capacity_the_idle_one_leaves(
+    clusters: list[Cluster], kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    """Two analyses of 1..2 one-CPU actors on a cluster of 3 CPUs: a burst for ``busy-b``
+    grows it to 2 (all 3 CPUs taken); then a burst for ``busy-a``, at once: its second actor
+    waits for a CPU until ``busy-b``'s idle actor is retired, then takes it. Every file has
+    one correct result."""
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 3, "include_dashboard": False}
+    )
+    clusters.append(cluster)
+    command = submit_command(
+        cluster.address,
+        write_config(tmp_path, kafka_bootstrap),
+        topic,
+        tmp_path / "out",
+        "--exactly_once",
+        "--idle_actor_timeout",
+        "6",
+    )
+    command.remove("--n_actors")
+    command.remove("2")  # each analysis's own range
+    both = "tests.multinode.node_analyses:BusyA,tests.multinode.node_analyses:BusyB"
+    command[command.index("--analysis") + 1] = both
+    results = topic + "-results"
+    files = stage(tmp_path / "b", kafka_bootstrap, topic, [f"b{i}.bin" for i in range(8)], 5000)
+    log = tmp_path / "run.log"
+    with log.open("w") as stderr:
+        run = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, "RR_BUSY_SECONDS": "1.5"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for(lambda: count_results(kafka_bootstrap, results) >= 8, 180, "busy-b's results")
+            files |= stage(
+                tmp_path / "a", kafka_bootstrap, topic, [f"a{i}.bin" for i in range(8)], 5000
+            )
+            wait_for(lambda: count_results(kafka_bootstrap, results) >= 16, 180, "busy-a's results")
+            run.send_signal(signal.SIGTERM)
+            run.wait(timeout=120)
+        finally:
+            run.kill()
+    text = log.read_text()
+    assert run.returncode == 0, text[-3000:]
+    order = [
+        "busy-b: 2 actor(s) now",
+        "busy-a: 2 actor(s) now",  # asked for while busy-b held the third CPU
+        "busy-b: 1 actor(s) now",  # its idle actor retired
+        "busy-a: actor 1 placed",  # on the CPU it left
+    ]
+    at = [text.find(line) for line in order]
+    assert -1 not in at and at == sorted(at), (at, text[-3000:])
+    actors: dict[str, set[str]] = {"busy-a": set(), "busy-b": set()}
+    got = envelopes(kafka_bootstrap, results)
+    assert sorted(v["file"]["relative_path"] for _, _, v in got) == sorted(files)
+    for analysis, _, value in got:
+        data = files[value["file"]["relative_path"]]
+        assert value["result"]["sha256"] == hashlib.sha256(data).hexdigest()
+        actors[analysis].add(value["actor"])
+    # 2 + 2 actors of one CPU never fit in 3: busy-a's second came after busy-b shrank
+    assert len(actors["busy-b"]) == 2 and len(actors["busy-a"]) == 2, actors
