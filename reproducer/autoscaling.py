@@ -99,8 +99,23 @@ def _read_types(path: Path) -> dict[str, dict[str, Any]] | None:
     }
 
 
-def fits(need: Mapping[str, float], offered: Mapping[str, float]) -> bool:
-    return all(float(offered.get(name, 0) or 0) >= amount for name, amount in need.items())
+def fits(
+    need: Mapping[str, float],
+    offered: Mapping[str, float],
+    *,
+    unknown: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether ``offered`` has room for ``need``; a resource in ``unknown`` that ``offered``
+    does not name counts as enough (a node type's CPUs and memory, which a cloud launcher
+    fills in from the machine type)."""
+    return all(
+        (name in unknown and name not in offered) or float(offered.get(name, 0) or 0) >= amount
+        for name, amount in need.items()
+    )
+
+
+MEASURED = frozenset({"CPU", "memory"})
+"""What a node type may leave out of its config: its machine says."""
 
 
 def request_nodes(bundles: list[dict[str, float]]) -> None:

@@ -144,6 +144,7 @@ class IngestStats:
     n_rebalances: int = 0  # times partitions were revoked or lost (and read again)
     catching_up: bool = False  # over budget with partial files: reading the oldest partition
     commit_lag: int = 0  # messages consumed and not committed yet
+    topic_lag: int = 0  # messages in the assigned partitions not read yet (cached ends)
     committed: dict[int, int] = field(default_factory=dict)
 
 
@@ -604,9 +605,25 @@ class Ingest:
         with self._stats_lock:
             return self._published
 
+    def _topic_lag(self) -> int:
+        """Messages not read yet in the assigned partitions, by the ends the last fetches
+        told (no request to the broker)."""
+        from confluent_kafka import TopicPartition  # noqa: PLC0415
+
+        lag = 0
+        for partition in self._assigned:
+            position = self._tracker.position(partition)
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(self.settings.topic, partition), cached=True
+            )
+            if position is not None and high > position:
+                lag += high - position
+        return lag
+
     def _publish(self) -> None:
         self.stats.n_partial_files = len(self._reassembler)
         self.stats.commit_lag = self._tracker.lag()
+        self.stats.topic_lag = self._topic_lag()
         self.stats.held_bytes = self._reassembler.held_bytes
         self.stats.in_flight = len(self._in_flight)
         copy = IngestStats(**{**self.stats.__dict__, "committed": dict(self.stats.committed)})

@@ -37,7 +37,7 @@ from reproducer.actors import (
     ProducerActor,
     Target,
 )
-from reproducer.autoscaling import addable_node_types, fits
+from reproducer.autoscaling import MEASURED, addable_node_types, fits, request_nodes
 from reproducer.chunk import LOGS_DIR
 from reproducer.config import KafkaConfig
 from reproducer.datafile import FileMeta
@@ -121,7 +121,7 @@ class RunSummary:
     n_in_analysis: int = 0
     stats: IngestStats = field(default_factory=IngestStats)  # the last attempt's, if resumed
     ingest_memory: dict[str, int] = field(default_factory=dict)  # rss, peak_rss (bytes)
-    actors: tuple[tuple[str, int, int, int], ...] = ()  # see Progress.actors
+    actors: tuple[tuple[str, int, int, int, int], ...] = ()  # see Progress.actors
 
     def progress(self) -> Progress:
         return Progress(
@@ -174,6 +174,8 @@ class _Books:
     txn_done: list[int] = field(default_factory=list)  # files finished since the last one
     last_txn: float = 0.0
     last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
+    asked: tuple[tuple[tuple[str, float], ...], ...] = ()  # bundles asked of the autoscaler
+    asked_at: float = 0.0  # when they were last considered (monotonic)
     n_messages: int = 0  # what this run's ingest has read so far
     base_messages: int = 0  # what earlier attempts read, when this one resumes theirs
     base_files: int = 0  # the files they completed (the ingest's counts start from zero)
@@ -485,6 +487,7 @@ def _run_once(
             books,
             console,
             state_topic=ingest_settings.state_topic,
+            node_types=addable_node_types(),
         )
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:
@@ -498,6 +501,7 @@ def _run_once(
                 name=target.name,
                 max_actors=target.max_actors,
                 scale=ScaleSettings(idle_timeout_s=settings.idle_actor_timeout),
+                need=_needs(options),
             )
         if refused := broker.verdict():
             raise ReproducerError(refused)
@@ -505,7 +509,7 @@ def _run_once(
         _check_started("ingest", ingest)
         started = True
         for pool in pools.values():
-            pool.wait_started(settings.startup_timeout, autoscaler=addable_node_types() is not None)
+            pool.wait_started(settings.startup_timeout, autoscaler=driver.node_types is not None)
         try:
             ray.get(ingest.start.remote(), timeout=180)  # reads the state records first
         except ray.exceptions.GetTimeoutError as exc:
@@ -568,33 +572,34 @@ def _actor_maker(
     return make
 
 
-def _check_resources(
-    name: str, options: dict[str, Any], types: dict[str, dict[str, Any]] | None = None
-) -> None:
-    """Fail at once if no node could ever host an actor (not hang pending): no live node
-    offers what it asks for and, with an autoscaler, no node type of its config does
-    either. An actor a node type offers waits for the autoscaler to add such a node."""
+def _needs(options: dict[str, Any]) -> dict[str, float]:
+    """What one actor made with these options asks Ray for, as a resource bundle."""
     need = {
         "CPU": float(options.get("num_cpus") or 0),
         "GPU": float(options.get("num_gpus") or 0),
         "memory": float(options.get("memory") or 0),
         **options.get("resources", {}),
     }
-    need = {name: amount for name, amount in need.items() if amount > 0}
+    return {name: amount for name, amount in need.items() if amount > 0}
+
+
+def _check_resources(
+    name: str, options: dict[str, Any], types: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Fail at once if no node could ever host an actor (not hang pending): no live node
+    offers what it asks for and, with an autoscaler, no node type of its config does
+    either. An actor a node type offers waits for the autoscaler to add such a node."""
+    need = _needs(options)
     nodes = [node for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
     if any(fits(need, node["Resources"]) for node in nodes):
         return
     if types is not None:
-        # a node type that does not declare memory gets it from its machine's size
         able = [
             kind
             for kind, spec in types.items()
             if spec["max_workers"] > 0
             and not spec["head"]
-            and fits(
-                {k: v for k, v in need.items() if k != "memory" or k in spec["resources"]},
-                spec["resources"],
-            )
+            and fits(need, spec["resources"], unknown=MEASURED)
         ]
         if able:
             log.info(
@@ -635,6 +640,8 @@ def _check_started(name: str, actor: Any) -> None:
 
 
 MAX_DELIVERY_ATTEMPTS = 3
+ASK_EVERY_S = 5.0  # how often the backlog is weighed against the nodes asked for
+LAG_AHEAD_S = 60.0  # a pool's share of the topic's lag past this many seconds: nodes asked
 
 
 @dataclass
@@ -652,6 +659,7 @@ class _Driver:
     console: Console  # one per process run: a resumed run keeps it
     telemetry: Telemetry | None = None  # set by loop()
     state_topic: str | None = None  # exactly once: the group's (reproducer.state)
+    node_types: dict[str, dict[str, Any]] | None = None  # an autoscaler that can add nodes
 
     def loop(self, stop: threading.Event, targets: list[Target]) -> None:
         """Run the passes with the run's telemetry and console around them."""
@@ -674,6 +682,48 @@ class _Driver:
         finally:
             telemetry.tick(self.summary.progress())
             telemetry.close()
+            if self.books.asked:  # the autoscaler need not keep room for a stopped run
+                with contextlib.suppress(Exception):
+                    request_nodes([])
+
+    def _ask_for_nodes(self, now: float) -> None:
+        """With an autoscaler that can add nodes: room for the whole range of every elastic
+        pool whose files wait past its target, or whose files still in the topic (its lag,
+        in files) would keep its actors busy for over :data:`LAG_AHEAD_S` (so nodes come
+        before the files reach the pool); the request is released once neither holds."""
+        if self.node_types is None or now - self.books.asked_at < ASK_EVERY_S:
+            return
+        self.books.asked_at = now
+        per_file = self.summary.n_msgs_read / max(self.summary.n_files_read, 1)
+        lag_files = self.summary.stats.topic_lag / max(per_file, 1.0)
+        bundles: list[dict[str, float]] = []
+        why = []
+        for name, pool in self.pools.items():
+            if not pool.limits.elastic or not pool.need:
+                continue
+            counts = pool.counts()
+            actors = max(counts["running"] + counts["starting"], 1)
+            ahead = lag_files * (pool.file_seconds or 0.0) / actors
+            if pool.late or ahead > LAG_AHEAD_S:
+                bundles += [pool.need] * pool.limits.max
+                why.append(
+                    f"{name}: {counts['waiting']} files waiting, ~{lag_files:.0f} in the topic"
+                )
+        asked = tuple(tuple(sorted(b.items())) for b in bundles)
+        if asked == self.books.asked:
+            return
+        try:
+            request_nodes(bundles)
+        except Exception as exc:  # noqa: BLE001 - the pools grow as their actors are placed
+            log.warning("could not ask the autoscaler for nodes: %s", exc)
+            return
+        self.books.asked = asked
+        if bundles:
+            log.info(
+                "asked the autoscaler for room for %d actor(s) (%s)", len(bundles), "; ".join(why)
+            )
+        else:
+            log.info("released the request for nodes: no backlog")
 
     def _passes(self, stop: threading.Event, targets: list[Target], telemetry: Telemetry) -> None:
         """Wait on whichever is ready first: new files, finished analyses, acknowledgements."""
@@ -753,7 +803,7 @@ class _Driver:
             self.books.flush_log()
             self.summary.n_in_analysis = sum(pool.n_pending for pool in self.pools.values())
             self.summary.actors = tuple(
-                (name, counts["running"], counts["starting"], counts["waiting"])
+                (name, counts["running"], counts["starting"], counts["pending"], counts["waiting"])
                 for name, counts in ((name, pool.counts()) for name, pool in self.pools.items())
             )
             # results held for coverage (exactly once) do not keep the run busy: the drain
@@ -762,6 +812,7 @@ class _Driver:
             producing = len(self.books.producing) > held
             if busy or not consuming or self.summary.n_in_analysis or producing:
                 last_work = now
+            self._ask_for_nodes(now)
             progress = self.summary.progress()
             telemetry.tick(progress)
             if now - self.books.last_noted >= 2.0:  # for `reproducer status`

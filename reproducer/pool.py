@@ -42,7 +42,14 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from reproducer.actors import AnalysisResult, FileTask, batch_arguments, owner_id
 from reproducer.errors import ReproducerError, first_line
-from reproducer.scaling import ActorRange, Decision, PoolView, ScaleSettings, decide
+from reproducer.scaling import (
+    ActorRange,
+    Decision,
+    PoolView,
+    ScaleSettings,
+    decide,
+    target_wait,
+)
 
 __all__ = ["AnalysisPool"]
 
@@ -95,10 +102,13 @@ class AnalysisPool:
         name: str = "",
         max_actors: int | None = None,
         scale: ScaleSettings | None = None,
+        need: dict[str, float] | None = None,
     ) -> None:
         self._make_actor = make_actor
         self._limits = ActorRange(n_actors, max(max_actors or n_actors, n_actors))
         self._scale_settings = scale or ScaleSettings()
+        self.need = dict(need or {})  # one actor's resource bundle
+        self._pending = 0  # unplaced actors the cluster has no room for (see counts)
         self._name = name  # the analysis: named in the failures the pool itself records
         self._timeout_s = timeout_s  # per file: a call of n files may run n times this
         self._timed_out: set[str] = set()  # actors killed for running past the time limit
@@ -218,12 +228,46 @@ class AnalysisPool:
     def limits(self) -> ActorRange:
         return self._limits
 
+    @property
+    def file_seconds(self) -> float | None:
+        """What one file takes on one actor (a moving average), once known."""
+        return self._file_seconds
+
+    @property
+    def late(self) -> bool:
+        """Whether files wait longer than the pool's target wait (it wants more actors)."""
+        if not self._queue:
+            return False
+        waited = time.monotonic() - min(job.queued_at for job in self._queue)
+        return waited > target_wait(self._scale_settings, self._file_seconds)
+
     def counts(self) -> dict[str, int]:
-        """Its actors: ``running`` (placed), ``starting`` (made, not placed yet: starting, or
-        waiting for a node), and the files ``waiting`` for one of them."""
+        """Its actors: ``running`` (placed), ``starting`` (made, not placed yet), of those
+        ``pending`` (what they ask for is not free anywhere in the cluster: they wait for a
+        node, from the autoscaler or another run), and the files ``waiting`` for one."""
         made = sum(actor is not None for actor in self._actors)
         placed = sum(self._placed)
-        return {"running": placed, "starting": made - placed, "waiting": len(self._queue)}
+        pending = min(self._pending, made - placed)
+        return {
+            "running": placed,
+            "starting": made - placed - pending,
+            "pending": pending,
+            "waiting": len(self._queue),
+        }
+
+    def _count_pending(self) -> None:
+        """How many unplaced actors the cluster has no room for now (by its free resources,
+        summed over the nodes: a lower bound)."""
+        unplaced = sum(a is not None for a in self._actors) - sum(self._placed)
+        if not unplaced or not self.need:
+            self._pending = 0
+            return
+        free = ray.available_resources()  # type: ignore[no-untyped-call]
+        room = min(
+            (int(free.get(name, 0.0) // amount) for name, amount in self.need.items()),
+            default=unplaced,
+        )
+        self._pending = max(unplaced - room, 0)
 
     # ------------------------------------------------------------------ scaling
     def _scale(self) -> None:
@@ -234,6 +278,7 @@ class AnalysisPool:
             return
         self._last_scaled = now
         self._reap(now)
+        self._count_pending()
         if self._queue:
             self._quiet_since = now
         if not self._limits.elastic:

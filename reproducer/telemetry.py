@@ -41,9 +41,8 @@ class Progress:
     n_partial_files: int = 0
     held_bytes: int = 0
     commit_lag: int = 0  # messages consumed but not committed yet
-    # per analysis: (name, actors running, actors starting or waiting for a node, files
-    # waiting for an actor)
-    actors: tuple[tuple[str, int, int, int], ...] = ()
+    # per analysis: (name, actors running, starting, waiting for a node, files waiting)
+    actors: tuple[tuple[str, int, int, int, int], ...] = ()
 
     def line(self, mb_per_s: float) -> str:
         return (
@@ -56,10 +55,12 @@ class Progress:
 
 
 def actors_line(actors: Iterable[Sequence[Any]]) -> str:
-    """``; actors: fft 3 (+1 starting, 40 files waiting), sha 1``, or empty."""
+    """``; actors: fft 3 (+1 starting, +2 waiting for a node, 40 files waiting), sha 1``,
+    or empty."""
     parts = []
-    for name, running, starting, waiting in actors:
+    for name, running, starting, pending, waiting in actors:
         more = [f"+{starting} starting"] if starting else []
+        more += [f"+{pending} waiting for a node"] if pending else []
         more += [f"{waiting} files waiting"] if waiting else []
         parts.append(f"{name} {running}" + (f" ({', '.join(more)})" if more else ""))
     return f"; actors: {', '.join(parts)}" if parts else ""
@@ -139,8 +140,8 @@ class _RayMetrics:
         self._actors = tagged(
             Gauge(
                 "reproducer_analysis_actors",
-                description="analysis actors, by state (running; starting, or waiting for a "
-                "node) and files waiting for one (waiting)",
+                description="analysis actors by state (running, starting, pending: waiting for "
+                "a node), and files waiting for one (waiting)",
                 tag_keys=(*per_analysis, "state"),
             )
         )
@@ -172,11 +173,9 @@ class _RayMetrics:
                 metric.inc(delta)
         for name, metric in self._gauges.items():
             metric.set(getattr(progress, name))
-        for analysis, running, starting, waiting in progress.actors:
-            for state, value in (
-                ("running", running),
-                ("starting", starting),
-                ("waiting", waiting),
+        for analysis, *values in progress.actors:
+            for state, value in zip(
+                ("running", "starting", "pending", "waiting"), values, strict=True
             ):
                 self._actors.set(value, tags={"analysis": analysis, "state": state})
         self._last = progress

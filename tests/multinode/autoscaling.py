@@ -77,6 +77,10 @@ class FakeAutoscalingCluster:
             "rsync_exclude": [],
             "rsync_filter": [],
         }
+        # Ray's default for a new cluster, token authentication (the token in the user's
+        # ~/.ray, made by the first Ray started): what every process that joins it by
+        # address must say it uses
+        self.joining_env = {"RAY_AUTH_MODE": "token"}
         self._folder = Path(tempfile.mkdtemp(prefix="fake-autoscaling-"))
         self._head: subprocess.Popen[bytes] | None = None
 
@@ -100,9 +104,9 @@ class FakeAutoscalingCluster:
             command.append(f"--resources={json.dumps(head)}")
         env = {
             **os.environ,
+            **self.joining_env,
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             "RAY_FAKE_CLUSTER": "1",
-            "RAY_AUTH_MODE": "disabled",  # a test cluster: joined by address, no token
         }
         self._head = subprocess.Popen(
             command,
@@ -117,7 +121,10 @@ class FakeAutoscalingCluster:
             if self._head.poll() is not None:
                 raise RuntimeError(f"the head did not start: {self.log()}")
             done = subprocess.run(
-                [sys.executable, "-c", probe, self.address], capture_output=True, check=False
+                [sys.executable, "-c", probe, self.address],
+                env={**os.environ, **self.joining_env},
+                capture_output=True,
+                check=False,
             )
             if done.returncode == 0:
                 return self.address

@@ -11,11 +11,11 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from ray.cluster_utils import Cluster
 
 from reproducer.config import KafkaConfig
@@ -38,19 +38,37 @@ WORKER = {"resources": {"CPU": 1, "analysis": 1}, "max_workers": 2}
 
 
 @pytest.fixture
-def autoscaling() -> Iterator[FakeAutoscalingCluster]:
+def autoscaling(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAutoscalingCluster]:
     cluster = FakeAutoscalingCluster({"CPU": 1}, {"analysis": WORKER}, idle_timeout_minutes=0.1)
+    # every process that joins it (the runs, the probes) authenticates as the cluster does
+    for name, value in cluster.joining_env.items():
+        monkeypatch.setenv(name, value)
     try:
         cluster.start()
-        ray.init(address=cluster.address, logging_level="WARNING")
         yield cluster
     finally:
-        ray.shutdown()
         cluster.shutdown()
 
 
-def _alive_workers() -> int:
-    return sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("analysis"))
+COUNT_WORKERS = """
+import ray, sys
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print("workers:", sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("analysis")))
+"""
+
+
+def _alive_workers(cluster: FakeAutoscalingCluster) -> int:
+    """The worker nodes up now (asked from another process: Ray's authentication mode is
+    read once per process, and this one may have run a local Ray before)."""
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_WORKERS, cluster.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (count,) = re.findall(r"^workers: (\d+)$", done.stdout, re.MULTILINE)  # among Ray's lines
+    return int(count)
 
 
 def _command(
@@ -95,7 +113,7 @@ def test_a_burst_grows_the_pool_and_the_cluster_then_both_shrink(
     files grows the pool to 2 and the cluster to 2 worker nodes; once the burst is done the
     pool shrinks to 1 and the autoscaler removes the idle node. Exactly once: every file
     has one correct result and the committed offsets reach the end."""
-    assert _alive_workers() == 0
+    assert _alive_workers(autoscaling) == 0
     names = [f"scan{i:02d}.bin" for i in range(16)]
     group = f"group-{topic}"  # submit_command's
     log = tmp_path / "run.log"
@@ -115,7 +133,7 @@ def test_a_burst_grows_the_pool_and_the_cluster_then_both_shrink(
 
     def count_workers() -> int:
         nonlocal workers_seen
-        now = _alive_workers()
+        now = _alive_workers(autoscaling)
         workers_seen = max(workers_seen, now)
         return now
 
@@ -146,6 +164,11 @@ def test_a_burst_grows_the_pool_and_the_cluster_then_both_shrink(
     text = log.read_text()
     assert run.returncode == 0, text[-3000:]
     assert workers_seen == 2, f"the autoscaler added {workers_seen} worker node(s)"
+    # the pool's second actor waited for the autoscaler's node, and the run said so
+    assert re.search(r"actors: busy 1 \(\+1 waiting for a node", text), text[-3000:]
+    # room for the whole range asked ahead of the actors, and released after the burst
+    asked = text.find("asked the autoscaler for room for 2 actor(s)")
+    assert 0 <= asked < text.find("released the request for nodes"), text[-3000:]
     # the start did not wait for a node
     assert "it waits for the autoscaler to add a node of type analysis" in text, text[-3000:]
 

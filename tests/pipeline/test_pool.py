@@ -184,7 +184,7 @@ def test_an_elastic_pool_grows_with_a_burst_and_shrinks_when_idle_losing_nothing
         name="slow",
     )
     pool.wait_started(60)
-    assert pool.counts() == {"running": 1, "starting": 0, "waiting": 0}
+    assert pool.counts() == {"running": 1, "starting": 0, "pending": 0, "waiting": 0}
     data = {i: os.urandom(1000 + i) for i in range(1, 25)}
     for i, payload in data.items():
         pool.submit(_task(i, f"f{i}", payload))

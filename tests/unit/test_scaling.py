@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reproducer.scaling import ActorRange, PoolView, ScaleSettings, decide, target_wait
+from reproducer.telemetry import Progress, actors_line
 
 SETTINGS = ScaleSettings(idle_timeout_s=60.0, min_wait_s=0.5)
 
@@ -75,3 +76,10 @@ def test_actors_waiting_for_a_node_are_given_up_once_no_file_waits() -> None:
     # the minimum stays, placed or not: it is what the autoscaler must bring
     none_placed = PoolView(n_queued=0, oldest_wait_s=0.0, n_placed=0, n_starting=2, quiet_s=99.0)
     assert decide(ActorRange(1, 4), SETTINGS, none_placed).give_up == 1
+
+
+def test_the_progress_line_shows_each_analysis_actors() -> None:
+    assert actors_line([]) == ""
+    line = actors_line([("fft", 3, 1, 2, 40), ("sha", 1, 0, 0, 0)])
+    assert line == "; actors: fft 3 (+1 starting, +2 waiting for a node, 40 files waiting), sha 1"
+    assert Progress(actors=(("fft", 1, 0, 0, 0),)).line(0.0).endswith("; actors: fft 1")
