@@ -178,12 +178,20 @@ def write_doc(
         "- This machine's speed drifts (up to 2x within an hour on shared VMs): compare only "
         "figures from the same sitting, as here.",
         "",
+        *elastic_lines(path.parent / folder / "elastic.md"),
         "## On paper, past one machine",
         "",
         *model_lines(limit),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def elastic_lines(section: Path) -> list[str]:
+    """The last ``bench/elastic.py --doc`` section, if there is one (its own sitting)."""
+    if not section.exists():
+        return []
+    return ["## Elastic pools under a burst", "", *section.read_text().splitlines(), ""]
 
 
 def model_lines(limit: dict[str, Any] | None) -> list[str]:

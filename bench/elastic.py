@@ -3,7 +3,9 @@
 
     python bench/elastic.py [--files 200] [--quiet 300] [--idle_actor_timeout 60] \\
         [--actors 1 4 1..4] [--repeats 1] [--analysis_num_cpus CPUS] \\
-        [--plot docs/elastic_burst.png] [--json FILE] [--logs DIR]
+        [--plot docs/benchmarks/elastic_burst.png] [--json FILE] [--logs DIR] \
+        [--doc docs/benchmarks/elastic.md]
+    python bench/elastic.py --from_json FILE [--plot ...] [--doc ...]   # no new measurement
 
 Uses $KAFKA_BOOTSTRAP_SERVERS, or starts a local broker. For each pool (``--actors``: a fixed
 count N, or an elastic range MIN..MAX), a fresh process runs a reproducer ported from the
@@ -629,10 +631,25 @@ def main() -> int:
     parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds idle between warm-up and burst"
     )
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "elastic_burst.png")
+    parser.add_argument(
+        "--plot", type=Path, default=ROOT / "docs" / "benchmarks" / "elastic_burst.png"
+    )
     parser.add_argument("--json", type=Path, help="write every run's raw samples here")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help="write the figures as a markdown section here (docs/benchmarks/elastic.md: "
+        "bench/compare.py puts it in docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--from_json", type=Path, help="the table, plot and doc of a run saved with --json"
+    )
     parser.add_argument("--logs", type=Path, help="keep each pipeline's stderr in this folder")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        kept = argparse.Namespace(**{**saved["args"], "plot": args.plot, "doc": args.doc})
+        return report(saved["runs"], kept, minutes=None)
     largest = max(ActorRange.parse(spec).max for spec in args.actors)
     if args.analysis_num_cpus is None:
         args.analysis_num_cpus = min(1.0, (os.cpu_count() or 1) / largest)
@@ -650,10 +667,19 @@ def main() -> int:
         for repeat in range(args.repeats):
             for spec in args.actors:
                 runs.append(run_one(spec, args, folder, bootstrap, repeat))
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args), "runs": runs}, default=str, indent=1))
+        print(f"\nraw samples: {args.json}")
+    return report(runs, args, minutes=(time.time() - started) / 60)
+
+
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, minutes: float | None) -> int:
+    """The table, what each elastic pool did, the plot and (``--doc``) the markdown."""
+    took = f", {minutes:.1f} min" if minutes is not None else ""
     print(
         f"\n{args.files} x 1 MiB {KIND} files, analysis actors of {args.analysis_num_cpus:g} "
         f"CPU on {os.cpu_count()} cores, idle actor timeout {args.idle_actor_timeout:g} s, "
-        f"{args.repeats} repeat(s), {(time.time() - started) / 60:.1f} min\n"
+        f"{args.repeats} repeat(s){took}\n"
     )
     busy = [r["others_busy_cores"] for r in runs if r["others_busy_cores"] is not None]
     if busy:
@@ -677,12 +703,49 @@ def main() -> int:
             print(f"\n{run['config']} (repeat {run['repeat']}) warnings and errors:")
             for line in run["warnings"][:10]:
                 print(f"    {line}")
-    if args.json:
-        args.json.write_text(json.dumps({"args": vars(args), "runs": runs}, default=str, indent=1))
-        print(f"\nraw samples: {args.json}")
-    if plot(runs, args.plot):
+    plotted = plot(runs, Path(args.plot))
+    if plotted:
         print(f"plot: {args.plot}")
+    if args.doc:
+        Path(args.doc).write_text(doc(runs, args, Path(args.plot) if plotted else None))
+        print(f"doc: {args.doc}")
     return 0
+
+
+def doc(runs: list[dict[str, Any]], args: argparse.Namespace, plot_path: Path | None) -> str:
+    """A markdown section: when, how, the table, the plot, what the elastic pools did."""
+    when = datetime.datetime.fromtimestamp(
+        min(r["burst_start_unix"] for r in runs), tz=datetime.timezone.utc
+    ).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured by `python bench/elastic.py --repeats {args.repeats}` on {when}: a burst of "
+        f"{args.files} files of 1 MiB (`bench/work.py`'s fft, about 0.2 s of CPU each) uploaded "
+        "at once to a pipeline already running (a ported reproducer, local Ray, analysis actors "
+        f"of {args.analysis_num_cpus:g} CPU on {os.cpu_count()} cores), for a fixed pool of "
+        "each size and an elastic one (`--n_analysis_actors MIN..MAX`, idle actor timeout "
+        f"{args.idle_actor_timeout:g} s). Drain time: from the upload's start to the last "
+        f"result. Actor-seconds: over the burst and the {args.quiet:g} quiet seconds after it "
+        "(an elastic pool's measured until it is back at its minimum, the rest at the "
+        "minimum). Medians of the repeats, with their range.",
+        "",
+        table(runs, args),
+        "",
+    ]
+    if plot_path is not None:
+        lines += [
+            f"![Actors and files waiting during the burst](benchmarks/{plot_path.name})",
+            "",
+            "*Actors (top) and files waiting for an actor and not done yet (bottom), for the "
+            "run of median drain time of each pool*",
+            "",
+        ]
+    described = set()
+    for run in runs:  # the first repeat of each elastic pool
+        if run["elastic"] and run["config"] not in described:
+            described.add(run["config"])
+            lines.append(f"What the elastic pool {run['config']} did (first repeat):")
+            lines += [f"- {line}" for line in behaviour(run)]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
