@@ -63,6 +63,12 @@ def register(
     and if it runs past the limit again it is recorded as failed (a dead-letter report).
     """
 
+    if min_actors is not None and n_actors != 1:
+        raise RegistrationError(
+            f"analysis {name!r}: give n_actors (a fixed pool) or min_actors/max_actors (an "
+            f"elastic one), not both (n_actors={n_actors}, min_actors={min_actors})"
+        )
+
     def decorate(cls: T) -> T:
         spec = make_spec(
             cls,

@@ -40,20 +40,32 @@ def autoscaler_running() -> bool:
         return False
 
 
-def node_types(proc: Path = Path("/proc")) -> dict[str, dict[str, Any]] | None:
-    """``{type name: {"resources": {...}, "max_workers": n}}`` from the config file the
-    autoscaler on this machine was started with, or ``None``."""
+def node_types(
+    gcs_address: str | None = None, proc: Path = Path("/proc")
+) -> dict[str, dict[str, Any]] | None:
+    """``{type name: {"resources": {...}, "max_workers": n, "head": bool}}`` from the
+    config file the autoscaler of this cluster (the one whose GCS is at ``gcs_address``,
+    by default the one this process joined) was started with, if it runs on this machine;
+    else ``None``."""
+    if gcs_address is None:
+        import ray  # noqa: PLC0415
+
+        gcs_address = ray.get_runtime_context().gcs_address
+    ours = f"--gcs-address={gcs_address}".encode()
     for cmdline in proc.glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if not any(b"autoscaler" in arg and b"monitor" in arg for arg in args[:4]):
-            continue
+        if ours not in args or not any(b"autoscaler" in a and b"monitor" in a for a in args[:4]):
+            continue  # another cluster's monitor, or not a monitor
         for arg in args:
             text = arg.decode(errors="replace")
             if text.startswith(_CONFIG_FLAG):
-                return _read_types(Path(text[len(_CONFIG_FLAG) :]))
+                path = Path(text[len(_CONFIG_FLAG) :]).expanduser()
+                if not path.is_absolute():  # as the monitor sees it, from its folder
+                    path = cmdline.parent / "cwd" / path
+                return _read_types(path)
     return None
 
 

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import re
 import signal
 import threading
@@ -176,6 +177,7 @@ class _Books:
     last_noted: float = 0.0  # when the ingest was last told the progress (monotonic)
     asked: tuple[tuple[tuple[str, float], ...], ...] = ()  # bundles asked of the autoscaler
     asked_at: float = 0.0  # when they were last considered (monotonic)
+    backlog_at: dict[str, float] = field(default_factory=dict)  # per pool, last seen
     n_messages: int = 0  # what this run's ingest has read so far
     base_messages: int = 0  # what earlier attempts read, when this one resumes theirs
     base_files: int = 0  # the files they completed (the ingest's counts start from zero)
@@ -559,7 +561,8 @@ def _log_placement(ingest_node: str, pools: dict[str, AnalysisPool]) -> None:
         log.info(
             "placement: %s: %s",
             name,
-            ", ".join(f"{n} actor(s) on node {where(node)}" for node, n in counts.items()),
+            ", ".join(f"{n} actor(s) on node {where(node)}" for node, n in counts.items())
+            or "no actor placed yet",
         )
 
 
@@ -688,27 +691,31 @@ class _Driver:
 
     def _ask_for_nodes(self, now: float) -> None:
         """With an autoscaler that can add nodes: room for the whole range of every elastic
-        pool whose files wait past its target, or whose files still in the topic (its lag,
-        in files) would keep its actors busy for over :data:`LAG_AHEAD_S` (so nodes come
-        before the files reach the pool); the request is released once neither holds."""
+        pool with a backlog (files waiting past its target, or its files still in the
+        topic, the lag in files, enough to keep its actors busy for over
+        :data:`LAG_AHEAD_S`) in the last idle timeout, so that nodes come before the
+        actors do, beside room for every other pool's actors (the request is for the
+        cluster's whole size). Released once no pool had a backlog for that long."""
         if self.node_types is None or now - self.books.asked_at < ASK_EVERY_S:
             return
         self.books.asked_at = now
         per_file = self.summary.n_msgs_read / max(self.summary.n_files_read, 1)
         lag_files = self.summary.stats.topic_lag / max(per_file, 1.0)
-        bundles: list[dict[str, float]] = []
+        wanted: list[dict[str, float]] = []
+        others: list[dict[str, float]] = []
         why = []
         for name, pool in self.pools.items():
-            if not pool.limits.elastic or not pool.need:
-                continue
             counts = pool.counts()
-            actors = max(counts["running"] + counts["starting"], 1)
-            ahead = lag_files * (pool.file_seconds or 0.0) / actors
-            if pool.late or ahead > LAG_AHEAD_S:
-                bundles += [pool.need] * pool.limits.max
-                why.append(
-                    f"{name}: {counts['waiting']} files waiting, ~{lag_files:.0f} in the topic"
-                )
+            actors = counts["running"] + counts["starting"] + counts["pending"]
+            ahead = lag_files * (pool.file_seconds or 0.0) / max(actors, 1)
+            if pool.limits.elastic and pool.need and (pool.late or ahead > LAG_AHEAD_S):
+                self.books.backlog_at[name] = now
+                why.append(f"{name}: {counts['waiting']} files waiting, ~{lag_files:.0f} to read")
+            if now - self.books.backlog_at.get(name, -math.inf) < self.settings.idle_actor_timeout:
+                wanted += [pool.need] * pool.limits.max
+            elif pool.need:
+                others += [pool.need] * actors
+        bundles = wanted + others if wanted else []
         asked = tuple(tuple(sorted(b.items())) for b in bundles)
         if asked == self.books.asked:
             return
@@ -720,7 +727,9 @@ class _Driver:
         self.books.asked = asked
         if bundles:
             log.info(
-                "asked the autoscaler for room for %d actor(s) (%s)", len(bundles), "; ".join(why)
+                "asked the autoscaler for room for %d actor(s) (%s)",
+                len(bundles),
+                "; ".join(why) or "a backlog in the last idle timeout",
             )
         else:
             log.info("released the request for nodes: no backlog")

@@ -81,6 +81,9 @@ MAX_DEATHS = 2
 PLACEMENT_GRACE_S = 10.0
 """At the start, how long actors that are not placed yet are waited for once another
 actor of the pool is (or, with an autoscaler, at all): then the pool runs without them."""
+MAX_FAILED_STARTS = 3
+"""Actors of a pool that fail to start (their constructor raised, the node went) this many
+times in a row stop the run: the next would fail the same way."""
 RETIRE_S = 30.0
 """How long a retired actor's ``close`` hook may run before the actor is stopped anyway."""
 SCALE_EVERY_S = 0.25
@@ -109,6 +112,8 @@ class AnalysisPool:
         self._scale_settings = scale or ScaleSettings()
         self.need = dict(need or {})  # one actor's resource bundle
         self._pending = 0  # unplaced actors the cluster has no room for (see counts)
+        self._pending_at = 0.0  # when that was last counted (monotonic)
+        self._failed_starts = 0  # actors that failed to start, in a row
         self._name = name  # the analysis: named in the failures the pool itself records
         self._timeout_s = timeout_s  # per file: a call of n files may run n times this
         self._timed_out: set[str] = set()  # actors killed for running past the time limit
@@ -190,8 +195,9 @@ class AnalysisPool:
             self._pings.update(pending)
             self._unplaced_since = time.monotonic()
             log.warning(
-                "%s: %d of %d actors are not placed yet (no node has what they ask for free%s);"
-                " the run goes on with %d and takes the others on as they are placed",
+                "%s: %d of %d actors have not answered yet (waiting for a node with room, or "
+                "still starting%s); the run goes on with %d and takes the others on as they "
+                "are placed",
                 self._name or "analysis",
                 len(pending),
                 len(self._actors),
@@ -255,19 +261,25 @@ class AnalysisPool:
             "waiting": len(self._queue),
         }
 
-    def _count_pending(self) -> None:
-        """How many unplaced actors the cluster has no room for now (by its free resources,
-        summed over the nodes: a lower bound)."""
+    def _count_pending(self, now: float) -> None:
+        """How many unplaced actors the cluster has no room for, at most every 2 s: those
+        beyond the room its free resources leave, and beyond the room its whole capacity
+        leaves beside this pool's placed actors; the smaller (a lower bound: an actor still
+        in its constructor holds its resources, and other work holds some too)."""
         unplaced = sum(a is not None for a in self._actors) - sum(self._placed)
         if not unplaced or not self.need:
             self._pending = 0
             return
-        free = ray.available_resources()  # type: ignore[no-untyped-call]
-        room = min(
-            (int(free.get(name, 0.0) // amount) for name, amount in self.need.items()),
-            default=unplaced,
-        )
-        self._pending = max(unplaced - room, 0)
+        if now - self._pending_at < 2.0:
+            return
+        self._pending_at = now
+
+        def room(offered: dict[str, float]) -> int:
+            return min(int(offered.get(name, 0.0) // amount) for name, amount in self.need.items())
+
+        free = room(ray.available_resources())  # type: ignore[no-untyped-call]
+        total = room(ray.cluster_resources()) - sum(self._placed)  # type: ignore[no-untyped-call]
+        self._pending = max(min(unplaced - free, unplaced - total), 0)
 
     # ------------------------------------------------------------------ scaling
     def _scale(self) -> None:
@@ -278,7 +290,7 @@ class AnalysisPool:
             return
         self._last_scaled = now
         self._reap(now)
-        self._count_pending()
+        self._count_pending(now)
         if self._queue:
             self._quiet_since = now
         if not self._limits.elastic:
@@ -408,9 +420,10 @@ class AnalysisPool:
             call = self._running.pop(ref, None)
             if call is None:
                 continue
-            self._busy[call.index] -= 1
-            if not self._busy[call.index] and self._actors[call.index] is call.actor:
-                self._idle_since[call.index] = time.monotonic()
+            if self._actors[call.index] is call.actor:  # not a replaced or retired one's call
+                self._busy[call.index] -= 1
+                if not self._busy[call.index]:
+                    self._idle_since[call.index] = time.monotonic()
             self._n_running -= len(call.jobs)
             self._start_next(call.actor)
             try:
@@ -572,9 +585,21 @@ class AnalysisPool:
         try:
             self._nodes[index] = ray.get(ref)
         except RayActorError as exc:  # could not start where Ray put it: another try
-            log.warning("a replacement analysis actor failed to start: %s", first_line(exc))
+            self._failed_starts += 1
+            if self._failed_starts >= MAX_FAILED_STARTS:
+                raise ReproducerError(
+                    f"{self._name or 'analysis'}: {self._failed_starts} actors in a row could "
+                    f"not start: {first_line(exc)}"
+                ) from exc
+            log.warning(
+                "%s: an actor failed to start (%d in a row), another is started: %s",
+                self._name or "analysis",
+                self._failed_starts,
+                first_line(exc),
+            )
             self._replace(index)
             return
+        self._failed_starts = 0
         self._placed[index] = True
         self._idle_since[index] = time.monotonic()
         log.info(

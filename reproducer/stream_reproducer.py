@@ -33,6 +33,7 @@ import argparse
 import inspect
 import json
 import logging
+import math
 import threading
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -291,6 +292,10 @@ class DataFileStreamReproducer:
             actors = ActorRange.parse(n_analysis_actors)
         except ValueError as exc:
             raise ReproducerError(f"n_analysis_actors: {exc}") from exc
+        if not (isinstance(idle_actor_timeout, int | float) and 0 < idle_actor_timeout < math.inf):
+            raise ReproducerError(
+                f"idle_actor_timeout must be a number of seconds > 0, not {idle_actor_timeout!r}"
+            )
         self._settings = PipelineSettings(
             config=load_config(self.config_file),
             consumer_topic=consumer_topic_name,

@@ -3,9 +3,16 @@ gives up actors still waiting for a node."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
 
+from analyses import Analysis, RegistrationError, Resources, known, register, resolve
+from reproducer.autoscaling import node_types
+from reproducer.errors import ReproducerError
 from reproducer.scaling import ActorRange, PoolView, ScaleSettings, decide, target_wait
+from reproducer.stream_reproducer import DataFileStreamReproducer
 from reproducer.telemetry import Progress, actors_line
 
 SETTINGS = ScaleSettings(idle_timeout_s=60.0, min_wait_s=0.5)
@@ -83,3 +90,60 @@ def test_the_progress_line_shows_each_analysis_actors() -> None:
     line = actors_line([("fft", 3, 1, 2, 40), ("sha", 1, 0, 0, 0)])
     assert line == "; actors: fft 3 (+1 starting, +2 waiting for a node, 40 files waiting), sha 1"
     assert Progress(actors=(("fft", 1, 0, 0, 0),)).line(0.0).endswith("; actors: fft 1")
+
+
+def test_an_elastic_range_is_registered_and_checked() -> None:
+    name = f"elastic-{uuid.uuid4().hex[:8]}"
+
+    @register(name, min_actors=2, max_actors=6)
+    class Elastic(Analysis):
+        def analyze(self, datafile: object) -> dict[str, int]:
+            return {}
+
+    assert name in known()
+    (spec,) = resolve(name)
+    assert (spec.resources.n_actors, spec.resources.max_actors) == (2, 6)
+    assert Resources(n_actors=3, max_actors=2).problems() == [
+        "max_actors must be an integer >= min_actors (3), not 2"
+    ]
+    with pytest.raises(RegistrationError, match="not both"):
+        register("both-ways", n_actors=4, min_actors=1, max_actors=8)
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan"), float("inf"), "60"])
+def test_the_idle_timeout_must_be_seconds_above_zero(tmp_path: Path, timeout: object) -> None:
+    config = tmp_path / "c.config"
+    config.write_text("[broker]\nbootstrap.servers = localhost:9\n")
+    with pytest.raises(ReproducerError, match="idle_actor_timeout must be"):
+        DataFileStreamReproducer(config, "t", "r", idle_actor_timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(ReproducerError, match="n_analysis_actors"):
+        DataFileStreamReproducer(config, "t", "r", n_analysis_actors="3..1")
+
+
+def test_the_autoscaler_config_is_this_clusters_own(tmp_path: Path) -> None:
+    """Monitors of two clusters on one machine: the node types are read from the config of
+    the one whose GCS address is asked for (a relative path from its folder), never the
+    other's; none without a monitor of that cluster."""
+    proc = tmp_path / "proc"
+
+    def monitor(pid: int, gcs: str, config: str, cwd: Path) -> None:
+        folder = proc / str(pid)
+        folder.mkdir(parents=True)
+        args = ["python", "-u", "/x/ray/autoscaler/_private/monitor.py", f"--gcs-address={gcs}"]
+        args.append(f"--autoscaling-config={config}")
+        (folder / "cmdline").write_bytes("\0".join(args).encode() + b"\0")
+        (folder / "cwd").symlink_to(cwd)
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for folder, kind in ((mine, "analysis"), (theirs, "gpu")):
+        folder.mkdir()
+        (folder / "c.yaml").write_text(
+            f"head_node_type: head\navailable_node_types:\n  head: {{resources: {{}}}}\n"
+            f"  {kind}: {{resources: {{CPU: 4}}, max_workers: 3}}\n"
+        )
+    monitor(10, "10.0.0.1:6379", str(theirs / "c.yaml"), theirs)
+    monitor(11, "10.0.0.2:6379", "c.yaml", mine)
+    types = node_types("10.0.0.2:6379", proc=proc)
+    assert types is not None and set(types) == {"head", "analysis"}
+    assert types["analysis"] == {"resources": {"CPU": 4}, "max_workers": 3, "head": False}
+    assert node_types("10.0.0.3:6379", proc=proc) is None
