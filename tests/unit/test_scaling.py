@@ -12,6 +12,7 @@ from analyses import Analysis, RegistrationError, Resources, known, register, re
 from reproducer.autoscaling import node_types
 from reproducer.errors import ReproducerError
 from reproducer.scaling import ActorRange, PoolView, ScaleSettings, decide, target_wait
+from reproducer.status import Status
 from reproducer.stream_reproducer import DataFileStreamReproducer
 from reproducer.telemetry import Progress, actors_line
 
@@ -147,3 +148,14 @@ def test_the_autoscaler_config_is_this_clusters_own(tmp_path: Path) -> None:
     assert types is not None and set(types) == {"head", "analysis"}
     assert types["analysis"] == {"resources": {"CPU": 4}, "max_workers": 3, "head": False}
     assert node_types("10.0.0.3:6379", proc=proc) is None
+
+
+def test_status_shows_a_running_pipelines_actors() -> None:
+    live = {
+        "actor": "ingest:g:1",
+        "node": "ab" * 20,
+        "driver": {"n_results": 5, "actors": [["fft", 2, 1, 1, 30]]},
+        "ingest": {},
+    }
+    text = Status(topic="t", group="g", live=[live]).text()
+    assert "actors: fft 2 (+1 starting, +1 waiting for a node, 30 files waiting)" in text
