@@ -607,16 +607,18 @@ class Ingest:
 
     def _topic_lag(self) -> int:
         """Messages not read yet in the assigned partitions, by the ends the last fetches
-        told (no request to the broker)."""
+        told (no request to the broker; a partition paused for the budget keeps its last)."""
         from confluent_kafka import TopicPartition  # noqa: PLC0415
 
         lag = 0
         for partition in self._assigned:
-            position = self._tracker.position(partition)
-            _, high = self._consumer.get_watermark_offsets(
+            low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self.settings.topic, partition), cached=True
             )
-            if position is not None and high > position:
+            position = self._tracker.position(partition)
+            if position is None:  # nothing read yet: from its commit, else its start
+                position = self.stats.committed.get(partition, low)
+            if position is not None and 0 <= position < high:
                 lag += high - position
         return lag
 
