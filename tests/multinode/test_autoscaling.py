@@ -201,7 +201,7 @@ def test_the_busy_analysis_takes_the_capacity_the_idle_one_leaves(
         tmp_path / "out",
         "--exactly_once",
         "--idle_actor_timeout",
-        "15",
+        "8",  # longer than busy-a's burst takes to arrive, shorter than its work
     )
     command.remove("--n_actors")
     command.remove("2")  # each analysis's own range
@@ -221,9 +221,9 @@ def test_the_busy_analysis_takes_the_capacity_the_idle_one_leaves(
         try:
             wait_for(lambda: count_results(kafka_bootstrap, results) >= 8, 180, "busy-b's results")
             files |= stage(
-                tmp_path / "a", kafka_bootstrap, topic, [f"a{i}.bin" for i in range(8)], 5000
+                tmp_path / "a", kafka_bootstrap, topic, [f"a{i}.bin" for i in range(10)], 5000
             )
-            wait_for(lambda: count_results(kafka_bootstrap, results) >= 16, 180, "busy-a's results")
+            wait_for(lambda: count_results(kafka_bootstrap, results) >= 18, 180, "busy-a's results")
             run.send_signal(signal.SIGTERM)
             run.wait(timeout=120)
         finally:
