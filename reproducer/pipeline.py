@@ -338,6 +338,7 @@ def run_targets(
                 ingest_settings=ingest_settings,
                 console=console,
                 broker=broker,
+                node_types=node_types,
             )
         except RunInterrupted as exc:
             fruitless = fruitless + 1 if summary.n_results_produced == produced else 1
@@ -430,6 +431,7 @@ def _run_once(
     ingest_settings: IngestSettings,
     console: Console,
     broker: _BrokerCheck,
+    node_types: dict[str, dict[str, Any]] | None,
 ) -> RunSummary:
     """Start the actors, run the driver loop until the run ends, drain, stop them."""
     books = _Books(
@@ -489,7 +491,7 @@ def _run_once(
             books,
             console,
             state_topic=ingest_settings.state_topic,
-            node_types=addable_node_types(),
+            node_types=node_types,
         )
         source = FileSource(ingest, settings.file_transfer)
         for target in targets:

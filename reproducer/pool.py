@@ -242,21 +242,26 @@ class AnalysisPool:
     @property
     def late(self) -> bool:
         """Whether files wait longer than the pool's target wait (it wants more actors)."""
-        if not self._queue:
-            return False
-        waited = time.monotonic() - min(job.queued_at for job in self._queue)
+        waited = self._oldest_wait(time.monotonic())
         return waited > target_wait(self._scale_settings, self._file_seconds)
+
+    def _oldest_wait(self, now: float) -> float:
+        """How long the longest-waiting queued file has waited (0 with none queued)."""
+        return now - min(job.queued_at for job in self._queue) if self._queue else 0.0
+
+    def _n_unplaced(self) -> int:
+        """Actors made that have not answered yet (starting, or waiting for a node)."""
+        return sum(actor is not None for actor in self._actors) - sum(self._placed)
 
     def counts(self) -> dict[str, int]:
         """Its actors: ``running`` (placed), ``starting`` (made, not placed yet), of those
         ``pending`` (what they ask for is not free anywhere in the cluster: they wait for a
         node, from the autoscaler or another run), and the files ``waiting`` for one."""
-        made = sum(actor is not None for actor in self._actors)
-        placed = sum(self._placed)
-        pending = min(self._pending, made - placed)
+        unplaced = self._n_unplaced()
+        pending = min(self._pending, unplaced)
         return {
-            "running": placed,
-            "starting": made - placed - pending,
+            "running": sum(self._placed),
+            "starting": unplaced - pending,
             "pending": pending,
             "waiting": len(self._queue),
         }
@@ -266,7 +271,7 @@ class AnalysisPool:
         beyond the room its free resources leave, and beyond the room its whole capacity
         leaves beside this pool's placed actors; the smaller (a lower bound: an actor still
         in its constructor holds its resources, and other work holds some too)."""
-        unplaced = sum(a is not None for a in self._actors) - sum(self._placed)
+        unplaced = self._n_unplaced()
         if not unplaced or not self.need:
             self._pending = 0
             return
@@ -297,9 +302,9 @@ class AnalysisPool:
             return
         view = PoolView(
             n_queued=len(self._queue),
-            oldest_wait_s=now - min(job.queued_at for job in self._queue) if self._queue else 0.0,
+            oldest_wait_s=self._oldest_wait(now),
             n_placed=sum(self._placed),
-            n_starting=sum(a is not None for a in self._actors) - sum(self._placed),
+            n_starting=self._n_unplaced(),
             idle_s=tuple(
                 (i, now - since)
                 for i, since in enumerate(self._idle_since)
