@@ -91,6 +91,17 @@ def run_and_remove(
     return run.returncode, stderr
 
 
+def refused_at_start(command: list[str], bootstrap: str, topic: str) -> str:
+    """Run ``command``, which must stop at its start with an error and produce nothing;
+    its standard error."""
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode != 0, done.stderr[-2000:]
+    assert count_results(bootstrap, topic + "-results") == 0
+    return done.stderr
+
+
 def submit_command(
     address: str, config: Path, topic: str, out: Path, *extra: str, n_actors: int | str = 2
 ) -> list[str]:
