@@ -7,8 +7,10 @@
                        [--format jsonl|csv|parquet] [--output FILE] [--follow]
     reproducer status --config FILE --topic_name T --consumer_group_id G [--output_dir DIR]
                       [--ray_address auto|HOST:PORT] [--json]
+    reproducer web --config FILE --topic_name RESULTS [--dead_letter_topic D] [--output_dir DIR]
+                   [--since TIME] [--host H] [--port N] [--ray_address A]   # the results page
     reproducer broker [--port N] [--sasl_ssl]   # a local Apache Kafka broker for tests and trials
-    reproducer demo [--mode memory|disk|both]   # upload, pipeline and results on local Kafka + Ray
+    reproducer demo [--mode memory|disk|both] [--web]   # upload, pipeline and results on local Kafka + Ray
 
 This module is the only place that parses command lines and configures logging handlers.
 It is the command layer: the one place that knows both ``reproducer`` (the pipeline) and
@@ -123,6 +125,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    web = sub.add_parser(
+        "web",
+        help="a live results page: results, plots, failures and progress in a browser "
+        "(needs the web extra)",
+    )
+    web.add_argument("--config", required=True, type=Path, help="config file (as for upload)")
+    web.add_argument("--topic_name", required=True, help="the results topic")
+    web.add_argument(
+        "--dead_letter_topic", default=None, help="the dead-letter topic (the failures view)"
+    )
+    web.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="the pipeline's output folder: the plots its results name are served from it",
+    )
+    web.add_argument(
+        "--since", default=None, help="only results produced from this ISO 8601 time on"
+    )
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: this machine only; any other needs a token)",
+    )
+    web.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: a free one)")
+    web.add_argument(
+        "--web_token",
+        default=None,
+        help="a token every request must carry (default: $REPRODUCER_WEB_TOKEN; required "
+        "off this machine)",
+    )
+    web.add_argument(
+        "--ray_address",
+        default=None,
+        help="show the progress and lag of the pipelines running on this Ray cluster "
+        "('auto': the one started on this machine)",
+    )
+    web.add_argument(
+        "--max_entries",
+        type=_positive_int,
+        default=10_000,
+        help="results (and as many failures) the server holds; older ones are dropped from "
+        "the page (default: 10000)",
+    )
+
     run = sub.add_parser(
         "run",
         add_help=False,
@@ -141,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="rebuilt files (disk modes), plots and LOGS (default: ./reproducer_demo_output)",
+    )
+    demo.add_argument(
+        "--web",
+        action="store_true",
+        help="show the results live on the results page (needs the web extra); on a "
+        "terminal it stays open until Enter is pressed",
+    )
+    demo.add_argument(
+        "--web_port", type=int, default=8000, help="port of the results page (default: 8000)"
     )
     return parser
 
@@ -169,10 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _results(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "web":
+            return _web(args)
         if args.command == "demo":
             from cluster.demo import run_demo  # noqa: PLC0415
 
-            return run_demo(args.mode, args.size_mb, args.output_dir)
+            on_terminal = sys.stdin.isatty() and sys.stdout.isatty()
+            return run_demo(
+                args.mode,
+                args.size_mb,
+                args.output_dir,
+                web_port=args.web_port if args.web else None,
+                wait=input if on_terminal else None,
+            )
     except ReproducerError as exc:
         log.error("%s", exc)
         return 1
@@ -275,6 +340,29 @@ def _status(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
     )
     print(json.dumps(status.as_dict(), indent=2) if args.json else status.text())
+    return 0
+
+
+def _web(args: argparse.Namespace) -> int:
+    from reproducer.results import parse_time  # noqa: PLC0415
+    from reproducer.web import FeedSettings, WebSettings, serve  # noqa: PLC0415
+
+    serve(
+        WebSettings(
+            FeedSettings(
+                load_config(args.config),
+                args.topic_name,
+                args.dead_letter_topic,
+                since=parse_time(args.since) if args.since else None,
+                ray_address=args.ray_address,
+            ),
+            host=args.host,
+            port=args.port,
+            token=args.web_token,
+            output_dir=args.output_dir,
+            max_entries=args.max_entries,
+        )
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from reproducer.errors import ReproducerError
 from reproducer.results import ResultSet, read_results, write_rows
 from reproducer.upload import upload
 
-__all__ = ["FileCheck", "make_lab_data", "make_sample_tree", "run_demo"]
+__all__ = ["FileCheck", "corrupt_upload", "make_lab_data", "make_sample_tree", "run_demo"]
 
 ANALYSES = "file-check,hdf5-summary,metadata-json,spectrum-peaks"
 XRD_CSV = """[Measurement conditions]
@@ -119,7 +120,7 @@ class FileCheck(Analysis):
         return {"size": datafile.size, "sha512": hashlib.sha512(datafile.buffer).hexdigest()}
 
 
-def _corrupt_upload(bootstrap: str, topic: str) -> str:
+def corrupt_upload(bootstrap: str, topic: str) -> str:
     """A two-chunk file whose second chunk was damaged on the way: a poison file."""
     from confluent_kafka import Producer  # noqa: PLC0415
 
@@ -184,9 +185,16 @@ def _figures(analysis: str, result: dict[str, Any]) -> str:
     return "; ".join(found)
 
 
-def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
+def run_demo(
+    mode: Mode,
+    size_mb: int,
+    output_dir: Path | None,
+    web_port: int | None = None,
+    wait: Callable[[str], object] | None = None,
+) -> int:
     """Upload a data set to a local broker, run the built-in analyses on it with local
-    Ray, print and check the results."""
+    Ray, print and check the results. With ``web_port``, the results page shows them as
+    they come, and stays open until ``wait`` (``input``, on a terminal) returns."""
     from analyses.runner import AnalysesRun  # noqa: PLC0415
     from cluster.broker import broker_from_env, create_topic  # noqa: PLC0415
 
@@ -205,7 +213,7 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
         create_topic(bootstrap, dead_topic, partitions=1)
         print(f"broker {bootstrap}: {len(expected)} files to {topic} (3 partitions)")
         sent = upload([source], KafkaConfig.for_bootstrap(bootstrap), topic)
-        corrupt = _corrupt_upload(bootstrap, topic)
+        corrupt = corrupt_upload(bootstrap, topic)
         print(
             f"upload:   {sent.n_chunks} chunks, {sent.n_bytes / 1e6:.1f} MB, "
             f"{sent.mb_per_s:.1f} MB/s; and {corrupt}, corrupted on the way"
@@ -227,43 +235,100 @@ def run_demo(mode: Mode, size_mb: int, output_dir: Path | None) -> int:
             stop_when_idle=3.0,
             update_seconds=5.0,
         )
+        page = (
+            None
+            if web_port is None
+            else _start_page(config_file, results_topic, dead_topic, output, web_port)
+        )
         print(f"pipeline: local Ray, analyses {ANALYSES} (start-up takes a few seconds)")
-        ran = run.produce_processing_results_for_files_as_read()
-        print(f"pipeline: {ran.n_msgs_read} messages read, {ran.n_results_produced} results")
-        records = read_results(config_file, results_topic)
-        results = {(r["file"]["relative_path"], r["analysis"]): r["result"] for r in records}
-        reports = [value for value, key in _read_all(bootstrap, dead_topic) if key]
-        # the ingest's reports (a file that could not be rebuilt) and the analyses' (a
-        # file an analysis could not take: "analysis" names it)
-        failed = {value["file"]: value for value in reports if "analysis" not in value}
-        declined = {
-            (value["file"], value["analysis"]): value for value in reports if "analysis" in value
-        }
-        problems = _check(expected, results, failed, corrupt)
-        print(f"\n{'file':28} {'analysis':15} {'status':7} key figures")
-        for (relative, analysis), result in sorted(results.items()):
-            bad = any(f" {relative}" in p for p in problems)
-            status = "BAD" if bad else "ok"
-            print(f"{relative:28} {analysis:15} {status:7} {_figures(analysis, result)}")
-        for relative, report in sorted(failed.items()):
-            print(f"{relative:28} {'-':15} {'failed':7} {report['reason']}: {report['detail']}")
-        for (relative, analysis), report in sorted(declined.items()):
-            why = report["reason"].strip().splitlines()[-1]  # the exception, not its trace
-            print(f"{relative:28} {analysis:15} {'n/a':7} {why}")
-        plots = sorted((output / "plots").rglob("*.png"))
-        print(f"\n{len(plots)} plots under {output / 'plots'}" if plots else "\nno plots")
-        plot_problems, skipped = _check_plots(results)
-        problems += plot_problems
-        if skipped:
-            print(f"plots skipped for {skipped} datasets: {MISSING}")
-        _save_tables(records, output, config_file, results_topic)
+        try:
+            ran = run.produce_processing_results_for_files_as_read()
+            problems, n_results = _show_and_check(
+                ran,
+                expected,
+                corrupt,
+                output,
+                config_file=config_file,
+                bootstrap=bootstrap,
+                results_topic=results_topic,
+                dead_topic=dead_topic,
+            )
+            if page is not None:
+                print(f"\nresults page: {page.url}")
+                if wait is not None:
+                    wait("press Enter to end the demo (and close the page) ")
+        finally:
+            if page is not None:
+                page.stop()
         if problems:
             raise ReproducerError("demo failed: " + "; ".join(problems))
         print(
-            f"demo ok: {len(results)} correct results for the {len(expected)} files, "
+            f"demo ok: {n_results} correct results for the {len(expected)} files, "
             f"and {corrupt} reported as corrupt"
         )
     return 0
+
+
+def _show_and_check(
+    ran: Any,
+    expected: dict[str, str],
+    corrupt: str,
+    output: Path,
+    *,
+    config_file: Path,
+    bootstrap: str,
+    results_topic: str,
+    dead_topic: str,
+) -> tuple[list[str], int]:
+    """Print the results, failures and plots of the run; what is wrong, and how many
+    results there are."""
+    print(f"pipeline: {ran.n_msgs_read} messages read, {ran.n_results_produced} results")
+    records = read_results(config_file, results_topic)
+    results = {(r["file"]["relative_path"], r["analysis"]): r["result"] for r in records}
+    reports = [value for value, key in _read_all(bootstrap, dead_topic) if key]
+    # the ingest's reports (a file that could not be rebuilt) and the analyses' (a
+    # file an analysis could not take: "analysis" names it)
+    failed = {value["file"]: value for value in reports if "analysis" not in value}
+    declined = {
+        (value["file"], value["analysis"]): value for value in reports if "analysis" in value
+    }
+    problems = _check(expected, results, failed, corrupt)
+    print(f"\n{'file':28} {'analysis':15} {'status':7} key figures")
+    for (relative, analysis), result in sorted(results.items()):
+        bad = any(f" {relative}" in p for p in problems)
+        status = "BAD" if bad else "ok"
+        print(f"{relative:28} {analysis:15} {status:7} {_figures(analysis, result)}")
+    for relative, report in sorted(failed.items()):
+        print(f"{relative:28} {'-':15} {'failed':7} {report['reason']}: {report['detail']}")
+    for (relative, analysis), report in sorted(declined.items()):
+        why = report["reason"].strip().splitlines()[-1]  # the exception, not its trace
+        print(f"{relative:28} {analysis:15} {'n/a':7} {why}")
+    plots = sorted((output / "plots").rglob("*.png"))
+    print(f"\n{len(plots)} plots under {output / 'plots'}" if plots else "\nno plots")
+    plot_problems, skipped = _check_plots(results)
+    problems += plot_problems
+    if skipped:
+        print(f"plots skipped for {skipped} datasets: {MISSING}")
+    _save_tables(records, output, config_file, results_topic)
+    return problems, len(results)
+
+
+def _start_page(
+    config_file: Path, results_topic: str, dead_topic: str, output: Path, port: int
+) -> Any:
+    """The results page for the demo's topics (the progress of its run once it joined Ray)."""
+    from reproducer.config import load_config  # noqa: PLC0415
+    from reproducer.status import running_pipelines  # noqa: PLC0415
+    from reproducer.web import FeedSettings, WebSettings, start  # noqa: PLC0415
+    from reproducer.web.feed import with_lags  # noqa: PLC0415
+
+    config = load_config(config_file)
+    page = start(
+        WebSettings(FeedSettings(config, results_topic, dead_topic), port=port, output_dir=output),
+        lambda: with_lags(config, running_pipelines(None)),
+    )
+    print(f"results page: {page.url} (live while the pipeline runs)")
+    return page
 
 
 def _save_tables(records: ResultSet, output: Path, config_file: Path, results_topic: str) -> None:

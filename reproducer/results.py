@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -40,7 +41,9 @@ __all__ = [
     "SCHEMAS",
     "SCHEMA_VERSION",
     "ResultSet",
+    "as_record",
     "flat_row",
+    "messages",
     "parse_time",
     "read_results",
     "schema",
@@ -231,19 +234,27 @@ def read_results(
         config = load_config(config)
     records = ResultSet()
     keep = records.append if on_record is None else on_record
-    for record in _records(config, topic_name, since, follow, timeout):
+    for message in messages(config, topic_name, since=since, follow=follow, timeout=timeout):
+        record = as_record(message)
         if analysis is None or record.get("analysis") == analysis:
             keep(record)
     return records
 
 
-def _records(
+def messages(
     config: KafkaConfig,
     topic: str,
-    since: dt.datetime | str | None,
-    follow: bool,
-    timeout: float,
-) -> Iterator[dict[str, Any]]:
+    *,
+    since: dt.datetime | str | None = None,
+    follow: bool = False,
+    timeout: float = 30.0,
+    stop: threading.Event | None = None,
+    on_assigned: Callable[[], None] | None = None,
+) -> Iterator[Any]:
+    """The messages of ``topic`` as :func:`read_results` reads them (every partition,
+    committed transactions only, from the beginning or ``since``), as confluent-kafka
+    ``Message`` objects; ``follow`` keeps reading until ``stop`` is set (checked at least
+    once a second). ``on_assigned`` is called once every partition is assigned."""
     from confluent_kafka import (  # noqa: PLC0415
         OFFSET_BEGINNING,
         OFFSET_END,
@@ -279,8 +290,10 @@ def _records(
                 for tp in found
             ]
         consumer.assign(start)
+        if on_assigned is not None:
+            on_assigned()
         open_partitions = set(partitions)
-        while follow or open_partitions:
+        while (follow or open_partitions) and not (stop is not None and stop.is_set()):
             message = consumer.poll(1.0)
             if message is None:
                 continue
@@ -292,12 +305,14 @@ def _records(
                 if error.fatal() or not error.retriable():
                     raise ReproducerError(f"cannot read results from {topic}: {error.str()}")
                 continue
-            yield _record(message)
+            yield message
     finally:
         consumer.close()
 
 
-def _record(message: Any) -> dict[str, Any]:
+def as_record(message: Any) -> dict[str, Any]:
+    """A message as a record of :class:`ResultSet`: the envelope (or ``{"value": text}``
+    for a value that is not one) plus where it was read."""
     value, key = message.value(), message.key()
     text = value.decode("utf-8", errors="replace") if value is not None else None
     try:

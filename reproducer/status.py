@@ -32,14 +32,19 @@ __all__ = [
     "PartitionLag",
     "Status",
     "ingest_actor_name",
+    "partition_lags",
     "pipeline_status",
+    "running_pipelines",
 ]
 
 NAMESPACE = "ray-reproducer"  # the Ray namespace of the pipelines' named actors
 
 
+_INGEST = "ingest:"
+
+
 def ingest_actor_name(group: str, run_id: str) -> str:
-    return f"ingest:{group}:{run_id}"
+    return f"{_INGEST}{group}:{run_id}"
 
 
 @dataclass
@@ -124,6 +129,14 @@ def pipeline_status(
     return status
 
 
+def partition_lags(
+    config: KafkaConfig, topic: str, group: str, *, timeout: float = 30.0
+) -> list[PartitionLag]:
+    """Per partition of ``topic``: the group's committed offset, the end offset and the
+    lag in messages (not in bytes, which takes reading them: see :func:`pipeline_status`)."""
+    return _lags(config, topic, group, 0.0, timeout)
+
+
 def _lags(
     config: KafkaConfig, topic: str, group: str, measure_seconds: float, timeout: float
 ) -> list[PartitionLag]:
@@ -150,7 +163,8 @@ def _lags(
             raise ReproducerError(f"cannot read the offsets of {topic}: {exc}") from exc
     finally:
         consumer.close()
-    _measure_bytes(config, topic, lags, measure_seconds)
+    if measure_seconds > 0:
+        _measure_bytes(config, topic, lags, measure_seconds)
     return lags
 
 
@@ -235,21 +249,34 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter=";"))
 
 
-def _live(address: str, group: str) -> list[dict[str, Any]]:
-    """The progress of the running pipelines of ``group`` on the Ray cluster at
-    ``address`` (joined for this, as a driver of its own)."""
-    import logging  # noqa: PLC0415
+def _live(address: str | None, group: str | None) -> list[dict[str, Any]]:
+    return running_pipelines(address, group)
 
+
+def running_pipelines(address: str | None, group: str | None = None) -> list[dict[str, Any]]:
+    """The progress of the running pipelines of ``group`` (of every group: ``None``) on
+    the Ray cluster at ``address`` (joined for this, as a driver of its own; ``None``:
+    the cluster this process has joined already). Each: ``actor`` (the ingest actor's
+    name), ``group``, ``topic``, ``node``, ``started``, ``driver`` (the run's counts as
+    its driver last noted them) and ``ingest`` (the ingest actor's own)."""
+    import logging  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if address is None:  # this process's own connection, if it has one (never a new one)
+        joined = sys.modules.get("ray")
+        if joined is None or not joined.is_initialized():
+            return []
     # A local instance (a pipeline's own) authenticates clients with this machine's token
     # (Ray's default for new local instances): the client must send it, which Ray decides
     # when it is imported.
-    if (Path.home() / ".ray" / "auth_token").is_file():
+    elif (Path.home() / ".ray" / "auth_token").is_file():
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray  # noqa: PLC0415
 
     from reproducer.ray_launch import running_cluster  # noqa: PLC0415
 
     if not ray.is_initialized():
+        assert address is not None
         if address == "auto" and running_cluster() is None:
             raise ReproducerError(
                 "--ray_address auto: no Ray cluster was started on this machine with `ray "
@@ -259,7 +286,7 @@ def _live(address: str, group: str) -> list[dict[str, Any]]:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
         except ConnectionError as exc:
             raise ReproducerError(f"cannot join the Ray cluster at {address}: {exc}") from exc
-    prefix = ingest_actor_name(group, "")
+    prefix = ingest_actor_name(group, "") if group is not None else _INGEST
     found = []
     for entry in _named_actors():
         if entry.get("namespace") != NAMESPACE or not entry["name"].startswith(prefix):
@@ -269,7 +296,13 @@ def _live(address: str, group: str) -> list[dict[str, Any]]:
             progress: dict[str, Any] = ray.get(actor.progress.remote(), timeout=10)
         except Exception:  # noqa: BLE001 - it ended while we asked: not running any more
             continue
-        found.append({"actor": entry["name"], **progress})
+        found.append(
+            {
+                "actor": entry["name"],
+                "group": entry["name"].removeprefix(_INGEST).rpartition(":")[0],
+                **progress,
+            }
+        )
     return found
 
 

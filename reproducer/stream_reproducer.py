@@ -192,6 +192,19 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "help": "read from the first message produced at or after this ISO 8601 time (e.g. "
         "2026-12-01T08:00; without a zone, local time), whatever the group committed",
     },
+    "web_port": {
+        "type": int,
+        "help": "serve the live results page on this port while the run lasts (needs the web "
+        "extra; 0: a free port, logged)",
+    },
+    "web_host": {
+        "help": "address of the results page (default: 127.0.0.1, this machine only; any "
+        "other needs a token)"
+    },
+    "web_token": {
+        "help": "a token every request to the results page must carry (default: "
+        "$REPRODUCER_WEB_TOKEN)"
+    },
     "reprocess": {
         "action": "store_true",
         "help": "rebuild and produce again files the consumer group's state records "
@@ -348,11 +361,17 @@ class DataFileStreamReproducer:
         state = dict(self.__dict__)
         state.pop("_settings", None)
         state.pop("last_run", None)
+        state["options"] = {k: v for k, v in self.options.items() if k != "web_token"}
         return state
 
     def produce_processing_results_for_files_as_read(self) -> ProcessingResults:
         """Run the pipeline until stopped; return the reference's five values."""
-        summary = self._run(threading.Event(), RunSummary())
+        page = self._start_page()
+        try:
+            summary = self._run(threading.Event(), RunSummary())
+        finally:
+            if page is not None:
+                page.stop()
         self.last_run = summary  # everything the run counted, beyond the reference's five
         return ProcessingResults(*summary.as_tuple())
 
@@ -363,16 +382,46 @@ class DataFileStreamReproducer:
         summary, stop = RunSummary(), threading.Event()
         handle = PipelineHandle(summary, stop)
 
+        page = self._start_page()
+
         def body() -> None:
             try:
                 self.last_run = self._run(stop, summary)
             except BaseException as exc:  # noqa: BLE001 - raised by the handle's wait()
                 handle._error = exc
             finally:
+                if page is not None:
+                    page.stop()
                 handle._done.set()
 
         threading.Thread(target=body, name=type(self).__name__, daemon=True).start()
         return handle
+
+    def _start_page(self) -> Any:
+        """The results page beside the run (``web_port``), showing its results topic, its
+        dead-letter topic and its progress; ``None`` without a port."""
+        port = self.options.get("web_port")
+        if port is None:
+            return None
+        from reproducer.web import FeedSettings, WebSettings, start  # noqa: PLC0415
+        from reproducer.web.feed import with_lags  # noqa: PLC0415
+
+        config = self._settings.config
+
+        def runs() -> list[dict[str, Any]]:
+            from reproducer.status import running_pipelines  # noqa: PLC0415
+
+            return with_lags(config, running_pipelines(None))  # once this run joined Ray
+
+        feed = FeedSettings(config, self.producer_topic_name, self._settings.dead_letter_topic)
+        settings = WebSettings(
+            feed,
+            host=self.options.get("web_host") or "127.0.0.1",
+            port=int(port),
+            token=self.options.get("web_token"),
+            output_dir=self.output_dir,
+        )
+        return start(settings, runs)
 
     def _run(self, stop: threading.Event, summary: RunSummary) -> RunSummary:
         """One run of the pipeline (a subclass running other targets overrides it)."""
@@ -426,6 +475,9 @@ class DataFileStreamReproducer:
             "from_beginning": False,
             "start_time": None,
             "reprocess": False,
+            "web_port": None,
+            "web_host": "127.0.0.1",
+            "web_token": None,
         }
         return args, kwargs
 

@@ -40,8 +40,8 @@ def test_the_demo_passes_on_a_plain_install(kafka_bootstrap: str, tmp_path: Path
             str(python),
             "-c",
             "import importlib.util as u; "
-            "print([m for m in ('matplotlib', 'scipy', 'pandas', 'pyarrow', 'aiohttp') "
-            "if u.find_spec(m)])",
+            "print([m for m in ('matplotlib', 'scipy', 'pandas', 'pyarrow', 'aiohttp', "
+            "'starlette', 'uvicorn') if u.find_spec(m)])",
         ],
         capture_output=True,
         text=True,
@@ -65,3 +65,30 @@ def test_the_demo_passes_on_a_plain_install(kafka_bootstrap: str, tmp_path: Path
     assert not list((tmp_path / "out").rglob("*.png"))
     assert (tmp_path / "out" / "results.csv").is_file()
     assert not (tmp_path / "out" / "results.parquet").exists()  # no pyarrow: said, skipped
+
+    # the results page: its files are in the package; without the web extra it says so
+    config = tmp_path / "plain.config"
+    config.write_text(f"[broker]\nbootstrap.servers = {kafka_bootstrap}\n")
+    page_files = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.resources as r; s = r.files('reproducer.web') / 'static'; "
+            "print(sorted(p.name for p in s.iterdir()))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert page_files.stdout.strip() == "['app.js', 'index.html', 'style.css']"
+    web = subprocess.run(
+        [str(venv / "bin" / "reproducer"), "web", "--config", str(config), "--topic_name", "r"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert web.returncode == 1
+    assert "needs the web extra: pip install 'ray-reproducer[web]'" in web.stderr
