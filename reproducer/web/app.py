@@ -21,9 +21,11 @@ page sets, or ``?token=T`` (which sets that cookie).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import io
 import math
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -57,26 +59,40 @@ class _Changes:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.event: asyncio.Event | None = None
+        self._pending = threading.Event()  # a wake-up is on its way to the loop
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
 
     def notify(self) -> None:
-        loop, event = self.loop, self.event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        """One wake-up on its way at a time: a backlog read at thousands of messages a
+        second costs the loop one wake-up per turn, not one per message."""
+        loop = self.loop
+        if loop is None or loop.is_closed() or self._pending.is_set():
+            return
+        self._pending.set()
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop closed meanwhile: nobody is listening
+            self._pending.clear()
 
-    async def wait(self, timeout: float) -> None:
+    def _wake(self) -> None:
+        self._pending.clear()
+        if self.event is not None:  # a new event for the next turn: none is cleared
+            woken, self.event = self.event, asyncio.Event()
+            woken.set()
+
+    async def wait(self, timeout: float, ready: Callable[[], bool]) -> None:
+        """Until the next change, at most ``timeout`` seconds; at once if ``ready()``
+        (checked with no await before the wait begins, so no change is missed)."""
         event = self.event
-        if event is None:
-            await asyncio.sleep(timeout)
+        if ready() or event is None:
             return
         try:
             await asyncio.wait_for(event.wait(), timeout)
         except asyncio.TimeoutError:
             return
-        event.clear()  # every stream re-reads the window after a wake: none misses one
 
 
 def create_app(
@@ -185,21 +201,18 @@ def create_app(
             yield _event("state", feed.state())
             last_state = asyncio.get_running_loop().time()
             while not closing.is_set():
-                newer = window.since(after, chosen)
+                newer, after = window.since(after, chosen)
                 if newer:
-                    after = newer[-1].seq
                     yield _event(
                         "entries", {"rows": [e.row() for e in newer], "counts": window.counts()}
                     )
-                elif window.last_seq > after:
-                    after = window.last_seq
                 now = asyncio.get_running_loop().time()
                 if now - last_state >= STATE_EVERY_S:
                     last_state = now
                     yield _event("state", feed.state())
                 if await request.is_disconnected():
                     return
-                await changes.wait(STATE_EVERY_S)
+                await changes.wait(STATE_EVERY_S, functools.partial(_newer, window, after))
 
         return StreamingResponse(
             stream(),
@@ -349,6 +362,10 @@ class _Guard:
         ]
         expected = self.token.encode()
         return any(o is not None and hmac.compare_digest(o.encode(), expected) for o in offered)
+
+
+def _newer(window: Any, after: int) -> bool:
+    return bool(window.last_seq > after)
 
 
 def _event(name: str, data: Any) -> str:

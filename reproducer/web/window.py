@@ -9,6 +9,7 @@ records; older ones are dropped (and counted), never the newest. A client holds 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import heapq
 import json
 import threading
@@ -48,18 +49,18 @@ class Entry:
     record: dict[str, Any]
     size: int  # bytes of the message, what the window counts against max_bytes
 
-    @property
+    @functools.cached_property
     def analysis(self) -> str:
         return str(self.record.get("analysis") or "")
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         file = self.record.get("file")
         if isinstance(file, Mapping):
             return str(file.get("relative_path") or "")
         return str(file or self.record.get("key") or "")
 
-    @property
+    @functools.cached_property
     def timestamp_ms(self) -> int | None:
         value = self.record.get("timestamp")
         return value if isinstance(value, int) else None
@@ -227,7 +228,7 @@ class _Part:
 class Window:
     """The newest entries, thread-safe: the feed adds, the page reads."""
 
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 2**20) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("a window holds at least one entry and one byte")
         self.max_entries, self.max_bytes = max_entries, max_bytes
@@ -291,19 +292,24 @@ class Window:
                 chosen.append(entry)
         return chosen, total
 
-    def since(self, after: int, where: Filter, limit: int = 500) -> list[Entry]:
+    def since(self, after: int, where: Filter, limit: int = 500) -> tuple[list[Entry], int]:
         """Matching entries newer than ``after`` (a ``seq``), oldest first, at most
-        ``limit`` (the newest of them)."""
+        ``limit`` (the newest of them); and the newest ``seq`` looked at, the ``after``
+        of the next call (no entry is seen twice or missed between calls)."""
         newer: list[Entry] = []
+        with self._lock:
+            upto = self._seq
         for entry in self._newest_first(where.status):
             if entry.seq <= after:
                 break
+            if entry.seq > upto:
+                continue
             if where.matches(entry):
                 newer.append(entry)
                 if len(newer) >= limit:
                     break
         newer.reverse()
-        return newer
+        return newer, max(upto, after)
 
     def entries(self, where: Filter) -> list[Entry]:
         """Every matching entry held, oldest first."""

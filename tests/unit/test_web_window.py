@@ -115,9 +115,11 @@ def test_failures_are_held_apart_from_results() -> None:
 
 def test_since_gives_newer_matching_entries_oldest_first() -> None:
     window = filled(10)
-    newer = window.since(6, Filter(analysis="peaks"))
-    assert [e.seq for e in newer] == [7, 9]  # seq 7 is i=6 ("peaks"), seq 9 is i=8
-    assert window.since(10, Filter()) == []
+    newer, upto = window.since(6, Filter(analysis="peaks"))
+    assert [e.seq for e in newer] == [7, 9] and upto == 10  # i=6 and i=8 are "peaks"
+    assert window.since(10, Filter()) == ([], 10)
+    window.add("ok", envelope(99, "summary"), 1)
+    assert window.since(upto, Filter(analysis="peaks")) == ([], 11)  # looked at, not shown
 
 
 def test_rows_carry_text_as_it_was_sent() -> None:
