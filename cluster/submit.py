@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from reproducer.ray_launch import cluster_resources, connect, running_cluster
 
-__all__ = ["main", "with_cluster_defaults"]
+__all__ = ["main", "masked", "with_cluster_defaults"]
 
 log = logging.getLogger("cluster.submit")
 
@@ -75,10 +75,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     argv = with_cluster_defaults(argv, cluster_resources())
     where = "local Ray" if address in (None, "local") else address
-    log.info("running on %s: reproducer run %s", where, " ".join(argv))
+    log.info("running on %s: reproducer run %s", where, " ".join(masked(argv)))
     from cluster.cli import main as cli_main  # noqa: PLC0415 - after Ray is up
 
     return cli_main(["run", *argv])
+
+
+SECRET_FLAGS = ("--web_token",)
+
+
+def masked(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret flags (``--web_token T``, ``--web_token=T``)
+    replaced, for a log line."""
+    out: list[str] = []
+    hide = False
+    for word in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif word in SECRET_FLAGS:
+            out.append(word)
+            hide = True
+        elif word.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+            out.append(word.split("=", 1)[0] + "=***")
+        else:
+            out.append(word)
+    return out
 
 
 if __name__ == "__main__":

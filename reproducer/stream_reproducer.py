@@ -30,6 +30,7 @@ in parallel on as many actors as ``--n_analysis_actors``; ``lock`` is held clust
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import inspect
 import json
 import logging
@@ -202,8 +203,8 @@ _CATALOGUE: dict[str, dict[str, Any]] = {
         "other needs a token)"
     },
     "web_token": {
-        "help": "a token every request to the results page must carry (default: "
-        "$REPRODUCER_WEB_TOKEN)"
+        "help": "a token every request to the results page must carry (better: set "
+        "$REPRODUCER_WEB_TOKEN, which no process list shows)"
     },
     "reprocess": {
         "action": "store_true",
@@ -413,7 +414,14 @@ class DataFileStreamReproducer:
 
             return with_lags(config, running_pipelines(None))  # once this run joined Ray
 
-        feed = FeedSettings(config, self.producer_topic_name, self._settings.dead_letter_topic)
+        # this run's results (and others produced to the topic meanwhile); `reproducer web
+        # --since` shows earlier ones
+        feed = FeedSettings(
+            config,
+            self.producer_topic_name,
+            self._settings.dead_letter_topic,
+            since=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5),
+        )
         settings = WebSettings(
             feed,
             host=self.options.get("web_host") or "127.0.0.1",

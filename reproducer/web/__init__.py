@@ -22,6 +22,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reproducer.errors import ReproducerError
 from reproducer.web.feed import Feed, FeedSettings, RunSource
@@ -90,15 +91,28 @@ class PageServer:
         self.settings = settings
         window = Window(settings.max_entries, int(settings.max_mb * 2**20))
         self.feed = Feed(settings.feed, window, runs=runs)
-        self.app = app = create_app(self.feed, output_dir=settings.output_dir, token=token)
         self.sock = _bind(settings.host, settings.port)
+        port = self.sock.getsockname()[1]
+        self.app = app = create_app(
+            self.feed,
+            output_dir=settings.output_dir,
+            token=token,
+            cookie=f"reproducer_token_{port}",
+            hosts=(settings.host,),
+        )
         config = uvicorn.Config(
             app,
             log_level="warning",
             timeout_graceful_shutdown=2,
             lifespan="on",
         )
-        self.server = uvicorn.Server(config)
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                app.state.close()  # ^C: open event streams end, so the server need not wait
+                super().handle_exit(sig, frame)
+
+        self.server = Server(config)
         self._thread: threading.Thread | None = None
         self.token_required = token is not None
 

@@ -26,6 +26,7 @@ import hmac
 import io
 import math
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,16 @@ def create_app(
     *,
     output_dir: Path | None = None,
     token: str | None = None,
-    title: str = "ray-reproducer results",
+    cookie: str = TOKEN_COOKIE,
+    hosts: tuple[str, ...] = (),
 ) -> Any:
-    """The ASGI application; the feed is started and stopped with it."""
+    """The ASGI application; the feed is started and stopped with it.
+
+    ``token``: required of every request (``cookie``: the name of the cookie that
+    carries it; one per port, as browsers send a host's cookies to all its ports).
+    Without a token only requests naming this machine (or one of ``hosts``) in their
+    ``Host`` header are answered: a web site that points its own name at 127.0.0.1 (DNS
+    rebinding) gets nothing."""
     from starlette.applications import Starlette  # noqa: PLC0415
     from starlette.middleware import Middleware  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
@@ -115,7 +123,9 @@ def create_app(
     from starlette.staticfiles import StaticFiles  # noqa: PLC0415
 
     window = feed.window
+    instance = uuid.uuid4().hex[:12]  # a page that reconnects to a new server starts over
     changes = _Changes()
+    reads = asyncio.Semaphore(4)  # attachments read at once (each up to its size in memory)
     feed.on_change = changes.notify
     closing = asyncio.Event()
 
@@ -134,7 +144,8 @@ def create_app(
 
     async def entries(request: Request) -> Response:
         try:
-            chosen, total = window.page(
+            found = await asyncio.to_thread(
+                window.page,
                 where(request),
                 before=_int(request.query_params.get("before")),
                 limit=min(_int(request.query_params.get("limit")) or 100, MAX_LIMIT),
@@ -143,9 +154,11 @@ def create_app(
             return error(str(exc), 400)
         return as_json(
             {
-                "rows": [e.row() for e in chosen],
-                "total": total,
-                "last_seq": window.last_seq,
+                "rows": [e.row() for e in found.entries],
+                "total": found.total,
+                "more": found.more,
+                "last_seq": found.upto,  # where the live stream goes on: nothing missed
+                "instance": instance,
                 "counts": window.counts(),
             }
         )
@@ -171,7 +184,8 @@ def create_app(
         if i is None or not 0 <= i < len(claims):
             return error(f"this result has {len(claims)} attachment(s)", 404)
         try:
-            file = await asyncio.to_thread(read_attachment, output_dir, claims[i])
+            async with reads:
+                file = await asyncio.to_thread(read_attachment, output_dir, claims[i])
         except AttachmentError as exc:
             return error(str(exc), exc.status)
         headers = {
@@ -181,8 +195,11 @@ def create_app(
         }
         return Response(file.data, media_type=file.media_type, headers=headers)
 
+    def current() -> dict[str, Any]:
+        return {**feed.state(), "instance": instance}
+
     async def state(request: Request) -> Response:
-        return as_json(feed.state())
+        return as_json(current())
 
     async def events(request: Request) -> Response:
         try:
@@ -198,18 +215,23 @@ def create_app(
         async def stream() -> AsyncIterator[str]:
             nonlocal after
             yield ": connected\n\n"
-            yield _event("state", feed.state())
+            yield _event("state", current())
             last_state = asyncio.get_running_loop().time()
             while not closing.is_set():
-                newer, after = window.since(after, chosen)
+                newer, after, matched = window.since(after, chosen)
                 if newer:
                     yield _event(
-                        "entries", {"rows": [e.row() for e in newer], "counts": window.counts()}
+                        "entries",
+                        {
+                            "rows": [e.row() for e in newer],
+                            "matched": matched,  # more than the rows after a flood
+                            "counts": window.counts(),
+                        },
                     )
                 now = asyncio.get_running_loop().time()
                 if now - last_state >= STATE_EVERY_S:
                     last_state = now
-                    yield _event("state", feed.state())
+                    yield _event("state", current())
                 if await request.is_disconnected():
                     return
                 await changes.wait(STATE_EVERY_S, functools.partial(_newer, window, after))
@@ -223,7 +245,8 @@ def create_app(
     async def fields(request: Request) -> Response:
         analysis = request.query_params.get("analysis") or None
         held = window.entries(Filter(analysis=analysis, status="ok"))
-        return as_json({"analysis": analysis, "fields": numeric_fields(held)})
+        names = await asyncio.to_thread(numeric_fields, held)
+        return as_json({"analysis": analysis, "fields": names})
 
     def points(request: Request) -> tuple[list[dict[str, Any]], str, str]:
         analysis = request.query_params.get("analysis") or None
@@ -242,14 +265,14 @@ def create_app(
 
     async def trend(request: Request) -> Response:
         try:
-            found, field, x = points(request)
+            found, field, x = await asyncio.to_thread(points, request)
         except ValueError as exc:
             return error(str(exc), 400)
         return as_json({"field": field, "x": x, "points": found})
 
     async def trend_png(request: Request) -> Response:
         try:
-            found, field, x = points(request)
+            found, field, x = await asyncio.to_thread(points, request)
         except ValueError as exc:
             return error(str(exc), 400)
         try:
@@ -284,7 +307,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(_Guard, token=token, title=title)],
+        middleware=[Middleware(_Guard, token=token, cookie=cookie, hosts=hosts)],
         lifespan=_lifespan(lifespan),
     )
 
@@ -306,33 +329,42 @@ def _lifespan(body: Callable[[Any], AsyncIterator[None]]) -> Any:
 
 
 class _Guard:
-    """Security headers on every answer, and the token, when there is one, on every
-    request (compared in constant time; a wrong one is told nothing more)."""
+    """Security headers on every answer; the token, when there is one, on every request
+    (compared in constant time; a wrong one is told nothing more); without one, only
+    requests that name this machine in their Host header."""
 
-    def __init__(self, app: Any, token: str | None, title: str) -> None:
-        self.app, self.token, self.title = app, token, title
+    def __init__(self, app: Any, token: str | None, cookie: str, hosts: tuple[str, ...]) -> None:
+        self.app, self.token, self.cookie = app, token, cookie
+        self.hosts = {"127.0.0.1", "localhost", "::1", *(h.strip("[]").lower() for h in hosts)}
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any
     ) -> None:
+        if scope["type"] == "websocket":  # none is served
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         from starlette.requests import Request  # noqa: PLC0415
-        from starlette.responses import PlainTextResponse  # noqa: PLC0415
+        from starlette.responses import PlainTextResponse, RedirectResponse  # noqa: PLC0415
 
         request = Request(scope)
         from_query = request.query_params.get("token")
-        if self.token is not None and not self._allowed(request, from_query):
-            response = PlainTextResponse(
-                "401: this page needs its token: open it as http://HOST:PORT/?token=... "
-                "(or send 'Authorization: Bearer ...')\n",
-                401,
-                headers=_SECURITY_HEADERS,
+        refusal = self._refusal(request, from_query)
+        if refusal is not None:
+            await PlainTextResponse(refusal[1], refusal[0], headers=_SECURITY_HEADERS)(
+                scope, receive, send
             )
-            await response(scope, receive, send)
             return
-        set_cookie = self.token is not None and from_query is not None
+        cookie = None
+        if self.token is not None and from_query is not None:
+            cookie = f"{self.cookie}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            if scope["path"] == "/":  # the address bar and history keep no token
+                response = RedirectResponse("/", 303, headers=_SECURITY_HEADERS)
+                response.headers.append("set-cookie", cookie)
+                await response(scope, receive, send)
+                return
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -341,27 +373,33 @@ class _Guard:
                 for key, value in _SECURITY_HEADERS.items():
                     if key.encode() not in names:
                         headers.append((key.encode(), value.encode()))
-                if set_cookie:
-                    headers.append(
-                        (
-                            b"set-cookie",
-                            f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode(),
-                        )
-                    )
+                if cookie is not None:
+                    headers.append((b"set-cookie", cookie.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    def _allowed(self, request: Any, from_query: str | None) -> bool:
-        assert self.token is not None
+    def _refusal(self, request: Any, from_query: str | None) -> tuple[int, str] | None:
+        if self.token is None:
+            host = request.headers.get("host", "")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name.strip("[]").lower() not in self.hosts:
+                return 421, "421: this page answers only to the address it listens on\n"
+            return None
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         offered = [
             from_query,
-            request.cookies.get(TOKEN_COOKIE),
-            request.headers.get("authorization", "").removeprefix("Bearer ").strip() or None,
+            request.cookies.get(self.cookie),
+            credentials.strip() if scheme.lower() == "bearer" else None,
         ]
         expected = self.token.encode()
-        return any(o is not None and hmac.compare_digest(o.encode(), expected) for o in offered)
+        if any(o and hmac.compare_digest(o.encode(), expected) for o in offered):
+            return None
+        return 401, (
+            "401: this page needs its token: open it as http://HOST:PORT/?token=... "
+            "(or send 'Authorization: Bearer ...')\n"
+        )
 
 
 def _newer(window: Any, after: int) -> bool:
@@ -393,6 +431,7 @@ def _trend_png(points: list[dict[str, Any]], field: str, x: str, analysis: str) 
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     fig = Figure(figsize=(7, 3.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -410,6 +449,7 @@ def _trend_png(points: list[dict[str, Any]], field: str, x: str, analysis: str) 
     else:
         xs = list(range(1, len(points) + 1))
         ax.set_xlabel("result (in the order read)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, color="tab:blue")
     ax.set_ylabel(field)
     ax.set_title(f"{analysis or 'all analyses'}: {field} ({len(ys)} results)", fontsize=10)

@@ -9,7 +9,9 @@ symbolic links; and only when its size and SHA-256 are those the result names.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -58,8 +60,7 @@ def read_attachment(output_dir: Path | None, check: Mapping[str, Any]) -> Attach
     if not isinstance(size, int) or size < 0 or size > MAX_ATTACHMENT_BYTES:
         raise AttachmentError(f"the claim check of {raw!r} names no usable size", 422)
     try:
-        with target.open("rb") as handle:
-            data = handle.read(size + 1)
+        data = _read_regular(target, size + 1)
     except FileNotFoundError as exc:
         raise AttachmentError(
             f"{raw!r} is not in the output folder (made on another node, or removed)", 404
@@ -81,6 +82,19 @@ def read_attachment(output_dir: Path | None, check: Mapping[str, Any]) -> Attach
     suffix = target.suffix.lower()
     media = _IMAGE_TYPES.get(suffix)
     return Attachment(target.name, data, media or "application/octet-stream", media is not None)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file (a FIFO or a device named by a claim
+    check would block or never end: refused)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AttachmentError(f"{path.name!r} is not a regular file", 403)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read(limit)
+    finally:
+        os.close(fd)
 
 
 def _inside(root: Path, raw: str) -> Path:

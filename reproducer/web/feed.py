@@ -63,6 +63,7 @@ class Feed:
         self.topics: dict[str, str] = {}  # topic -> "reading" or why not
         self.runs: list[dict[str, Any]] = []
         self.runs_note = ""
+        self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
 
     def start(self) -> None:
         self._spawn(self._read, self.settings.results_topic, False)
@@ -122,6 +123,12 @@ class Feed:
             self._stop.wait(RETRY_S)
 
     def _add(self, message: Any, failures: bool) -> None:
+        # after a reading error the topic is read again from the start: what was held
+        # already is passed over, not added twice
+        partition = (message.topic(), message.partition())
+        if message.offset() < self._next.get(partition, 0):
+            return
+        self._next[partition] = message.offset() + 1
         size = len(message.value() or b"") + len(message.key() or b"")
         if failures:
             headers = dict(message.headers() or [])

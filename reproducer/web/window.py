@@ -25,6 +25,7 @@ __all__ = [
     "STATUSES",
     "Entry",
     "Filter",
+    "Page",
     "Window",
     "claim_checks",
     "failure_record",
@@ -86,6 +87,8 @@ class Entry:
         if self.status == "failed":
             row["reason"] = _short_reason(record.get("reason"))
             row["kind"] = record.get("kind")
+            detail = record.get("detail")
+            row["detail"] = detail[:300] if isinstance(detail, str) else None
         else:
             row["headline"] = _headline(record.get("result"))
             row["attachments"] = len(claim_checks(record))
@@ -225,8 +228,24 @@ class _Part:
     seen: int = 0
 
 
+@dataclass(frozen=True)
+class Page:
+    entries: list[Entry]  # newest first
+    total: int  # matching entries held
+    more: bool  # matching entries older than the last of these are held
+    upto: int  # the newest seq when the page was made: where a live stream goes on
+
+
+MAX_ANALYSES = 500  # distinct analysis names counted; more are counted together
+
+
 class Window:
-    """The newest entries, thread-safe: the feed adds, the page reads."""
+    """The newest entries, thread-safe: the feed adds, the page reads.
+
+    At most ``max_entries`` results and ``max_entries`` failures (kept apart, so that a
+    flood of results never pushes a failure out), and at most ``max_bytes`` of their
+    messages in all (the oldest results go first). Held as Python objects, the entries
+    take several times their messages' bytes (about 6 KB for a 1 KB result)."""
 
     def __init__(self, max_entries: int = 10_000, max_bytes: int = 64 * 2**20) -> None:
         if max_entries < 1 or max_bytes < 1:
@@ -248,15 +267,27 @@ class Window:
             part.bytes += entry.size
             part.seen += 1
             if entry.analysis:
-                self._analyses[entry.analysis] = self._analyses.get(entry.analysis, 0) + 1
-            # the newest entry always stays, however large
-            while len(part.entries) > 1 and (
-                len(part.entries) > self.max_entries or part.bytes > self.max_bytes
-            ):
-                old = part.entries.popleft()
-                part.bytes -= old.size
-                part.dropped += 1
+                name = entry.analysis
+                if name not in self._analyses and len(self._analyses) >= MAX_ANALYSES:
+                    name = "(others)"
+                self._analyses[name] = self._analyses.get(name, 0) + 1
+            while len(part.entries) > self.max_entries:
+                self._drop(part)
+            # the oldest results go first; the newest entry of each kind always stays
+            while self._results.bytes + self._failures.bytes > self.max_bytes:
+                if len(self._results.entries) > 1:
+                    self._drop(self._results)
+                elif len(self._failures.entries) > 1:
+                    self._drop(self._failures)
+                else:
+                    break
             return entry
+
+    @staticmethod
+    def _drop(part: _Part) -> None:
+        old = part.entries.popleft()
+        part.bytes -= old.size
+        part.dropped += 1
 
     @property
     def last_seq(self) -> int:
@@ -277,51 +308,64 @@ class Window:
                         lo, hi = (mid + 1, hi) if found < seq else (lo, mid - 1)
         return None
 
-    def page(
-        self, where: Filter, *, before: int | None = None, limit: int = 100
-    ) -> tuple[list[Entry], int]:
+    def page(self, where: Filter, *, before: int | None = None, limit: int = 100) -> Page:
         """Up to ``limit`` matching entries older than ``before`` (a ``seq``; ``None``:
-        the newest), newest first, and how many in the window match in all."""
+        the newest), newest first; how many match in all; whether older ones match."""
         chosen: list[Entry] = []
-        total = 0
-        for entry in self._newest_first(where.status):
+        total, more = 0, False
+        held, upto = self._snapshot(where.status)
+        for entry in held:
             if not where.matches(entry):
                 continue
             total += 1
-            if (before is None or entry.seq < before) and len(chosen) < limit:
-                chosen.append(entry)
-        return chosen, total
+            if before is None or entry.seq < before:
+                if len(chosen) < limit:
+                    chosen.append(entry)
+                else:
+                    more = True
+        return Page(chosen, total, more, upto)
 
-    def since(self, after: int, where: Filter, limit: int = 500) -> tuple[list[Entry], int]:
+    def since(self, after: int, where: Filter, limit: int = 500) -> tuple[list[Entry], int, int]:
         """Matching entries newer than ``after`` (a ``seq``), oldest first, at most
-        ``limit`` (the newest of them); and the newest ``seq`` looked at, the ``after``
-        of the next call (no entry is seen twice or missed between calls)."""
-        newer: list[Entry] = []
-        with self._lock:
-            upto = self._seq
-        for entry in self._newest_first(where.status):
-            if entry.seq <= after:
-                break
-            if entry.seq > upto:
-                continue
-            if where.matches(entry):
-                newer.append(entry)
-                if len(newer) >= limit:
-                    break
+        ``limit`` (the newest of them); the newest ``seq`` looked at, the ``after`` of the
+        next call (no entry is seen twice or missed between calls); and how many matched
+        (more than returned when over ``limit``)."""
+        held, upto = self._snapshot(where.status, newer_than=after)
+        newer = [e for e in held if where.matches(e)]
+        matched = len(newer)
+        newer = newer[:limit]
         newer.reverse()
-        return newer, max(upto, after)
+        return newer, max(upto, after), matched
 
     def entries(self, where: Filter) -> list[Entry]:
         """Every matching entry held, oldest first."""
-        found = [e for e in self._newest_first(where.status) if where.matches(e)]
+        held, _ = self._snapshot(where.status)
+        found = [e for e in held if where.matches(e)]
         found.reverse()
         return found
 
-    def _newest_first(self, status: str | None) -> Iterator[Entry]:
-        with self._lock:  # a copy: the feed may add while a page is made
-            results = list(self._results.entries) if status != "failed" else []
-            failures = list(self._failures.entries) if status in (None, "failed") else []
-        yield from heapq.merge(reversed(results), reversed(failures), key=lambda e: -e.seq)
+    def _snapshot(self, status: str | None, newer_than: int = 0) -> tuple[list[Entry], int]:
+        """The entries of ``status`` newer than ``newer_than``, newest first, and the
+        newest seq; taken under the lock (the feed may add meanwhile), without copying
+        the entries older than asked for."""
+        parts = []
+        with self._lock:
+            if status != "failed":
+                parts.append(self._results)
+            if status in (None, "failed"):
+                parts.append(self._failures)
+            lists = []
+            for part in parts:
+                found = []
+                for entry in reversed(part.entries):
+                    if entry.seq <= newer_than:
+                        break
+                    found.append(entry)
+                lists.append(found)
+            upto = self._seq
+        if len(lists) == 1:
+            return lists[0], upto
+        return list(heapq.merge(*lists, key=lambda e: -e.seq)), upto
 
     def counts(self) -> dict[str, Any]:
         """For the page's header: what was read and what is held."""

@@ -214,20 +214,33 @@ def test_trend_points_and_plot(page: dict[str, Any]) -> None:
 
 def test_the_token_is_required_when_set(page: dict[str, Any]) -> None:
     url = page["guarded"].url
+    port = url.rstrip("/").rsplit(":", 1)[1]
     with httpx.Client(base_url=url, timeout=30) as client:
-        for path in ("/", "/api/entries", "/api/state", "/static/app.js"):
+        for path in ("/", "/api/entries", "/api/state", "/api/events", "/static/app.js"):
             refused = client.get(path)
-            assert refused.status_code == 401 and "s3cret" not in refused.text
+            assert refused.status_code == 401 and "s3cret" not in refused.text, path
+        assert client.get("/api/entries/1/attachments/0").status_code == 401
         assert (
             client.get("/api/state", headers={"authorization": "Bearer wrong"}).status_code == 401
         )
         assert (
-            client.get("/api/state", headers={"authorization": "Bearer s3cret-t0ken"}).status_code
+            client.get("/api/state", headers={"authorization": "bearer s3cret-t0ken"}).status_code
             == 200
         )
         opened = client.get("/", params={"token": "s3cret-t0ken"})
-        assert opened.status_code == 200
+        # the token leaves the address (and the history) at once, for a cookie of this port's
+        assert opened.status_code == 303 and opened.headers["location"] == "/"
+        assert opened.headers["set-cookie"].startswith(f"reproducer_token_{port}=")
+        assert "HttpOnly" in opened.headers["set-cookie"]
         assert client.get("/api/state").status_code == 200  # the cookie it set
+
+
+def test_without_a_token_only_this_machine_s_names_are_answered(page: dict[str, Any]) -> None:
+    """A site that points its own name at 127.0.0.1 (DNS rebinding) reads nothing."""
+    client: httpx.Client = page["client"]
+    refused = client.get("/api/state", headers={"host": "evil.example:8000"})
+    assert refused.status_code == 421 and "results" not in refused.text
+    assert client.get("/api/state", headers={"host": "localhost:8000"}).status_code == 200
 
 
 def test_a_port_in_use_and_a_public_address_without_token_are_clear_errors(

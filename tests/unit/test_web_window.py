@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,14 @@ def test_pages_are_newest_first_and_page_back_without_gaps_or_repeats() -> None:
     seen: list[int] = []
     before = None
     while True:
-        page, total = window.page(Filter(), before=before, limit=100)
-        assert total == 250
-        if not page:
+        page = window.page(Filter(), before=before, limit=100)
+        assert page.total == 250 and page.upto == 250
+        seen += [e.seq for e in page.entries]
+        if not page.more:
             break
-        assert [e.seq for e in page] == sorted((e.seq for e in page), reverse=True)
-        seen += [e.seq for e in page]
-        before = page[-1].seq
-    assert seen == list(range(250, 0, -1))
+        before = page.entries[-1].seq
+    assert seen == list(range(250, 0, -1))  # newest first, no gap, no repeat
+    assert len(page.entries) == 50
 
 
 def test_filters_by_analysis_path_status_and_time() -> None:
@@ -66,7 +67,7 @@ def test_filters_by_analysis_path_status_and_time() -> None:
     window.add("raw", {"value": "size=1", "key": "run/raw_result", "timestamp": T0}, 10)
 
     def files(**query: str) -> list[str]:
-        return [e.path for e in window.page(Filter.from_query(query), limit=1000)[0]]
+        return [e.path for e in window.page(Filter.from_query(query), limit=1000).entries]
 
     assert len(files(analysis="peaks")) == 10
     assert files(path="SCAN_007") == ["run/scan_007.h5"]  # a substring, any case
@@ -92,12 +93,14 @@ def test_the_window_is_bounded_by_count_and_by_bytes_and_counts_what_it_dropped(
         20,
         30,
     )
-    page, total = window.page(Filter(), limit=100)
-    assert total == 20 and page[0].seq == 50 and page[-1].seq == 31
+    page = window.page(Filter(), limit=100)
+    assert page.total == 20 and page.entries[0].seq == 50 and page.entries[-1].seq == 31
     assert window.get(10) is None and window.get(40) is not None
 
     by_bytes = filled(50, max_bytes=1000)  # 100 bytes an entry
     assert by_bytes.counts()["results_held"] == 10
+    by_bytes.add("failed", {"file": "x", "reason": "r"}, 100)  # one budget: results go first
+    assert (by_bytes.counts()["results_held"], by_bytes.counts()["failures_held"]) == (9, 1)
     huge = Window(max_bytes=10)
     huge.add("ok", envelope(1), 10_000)  # the newest stays, however large
     assert huge.counts()["results_held"] == 1
@@ -108,18 +111,21 @@ def test_failures_are_held_apart_from_results() -> None:
     window.add("failed", {"file": "a.h5", "reason": "hash_mismatch"}, 10)
     for i in range(100):  # a flood of results does not push the failure out
         window.add("ok", envelope(i), 10)
-    assert [e.path for e in window.page(Filter(status="failed"))[0]] == ["a.h5"]
-    merged, total = window.page(Filter(), limit=11)
-    assert total == 11 and merged[-1].path == "a.h5"
+    assert [e.path for e in window.page(Filter(status="failed")).entries] == ["a.h5"]
+    merged = window.page(Filter(), limit=11)
+    assert merged.total == 11 and merged.entries[-1].path == "a.h5"
+    assert not merged.more
 
 
 def test_since_gives_newer_matching_entries_oldest_first() -> None:
     window = filled(10)
-    newer, upto = window.since(6, Filter(analysis="peaks"))
-    assert [e.seq for e in newer] == [7, 9] and upto == 10  # i=6 and i=8 are "peaks"
-    assert window.since(10, Filter()) == ([], 10)
+    newer, upto, matched = window.since(6, Filter(analysis="peaks"))
+    assert [e.seq for e in newer] == [7, 9] and upto == 10 and matched == 2  # i=6, i=8
+    assert window.since(10, Filter()) == ([], 10, 0)
     window.add("ok", envelope(99, "summary"), 1)
-    assert window.since(upto, Filter(analysis="peaks")) == ([], 11)  # looked at, not shown
+    assert window.since(upto, Filter(analysis="peaks")) == ([], 11, 0)  # looked at, not shown
+    flood, _, matched = window.since(0, Filter(), limit=3)
+    assert [e.seq for e in flood] == [9, 10, 11] and matched == 11  # the newest, and a count
 
 
 def test_rows_carry_text_as_it_was_sent() -> None:
@@ -226,3 +232,59 @@ def test_off_this_machine_the_page_needs_a_token(monkeypatch: pytest.MonkeyPatch
         check_host("0.0.0.0", None)
     monkeypatch.setenv("REPRODUCER_WEB_TOKEN", "from-env")
     assert check_host("0.0.0.0", None) == "from-env"
+
+
+def test_a_fifo_named_by_a_claim_check_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "plot.png")  # opening it to read would block forever
+    with pytest.raises(AttachmentError, match="not a regular file") as caught:
+        read_attachment(tmp_path, claim("plot.png", b"x"))
+    assert caught.value.status == 403
+
+
+def test_a_secret_flag_is_masked_in_the_submit_log_line() -> None:
+    from cluster.submit import masked  # noqa: PLC0415
+
+    argv = ["--config", "c", "--web_token", "s3cret", "--web_token=other", "--web_port", "80"]
+    shown = " ".join(masked(argv))
+    assert "s3cret" not in shown and "other" not in shown
+    assert shown == "--config c --web_token *** --web_token=*** --web_port 80"
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        self._where, self._value = (partition, offset), value
+
+    def topic(self) -> str:
+        return "results"
+
+    def partition(self) -> int:
+        return self._where[0]
+
+    def offset(self) -> int:
+        return self._where[1]
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, T0
+
+
+def test_a_topic_read_again_after_an_error_adds_nothing_twice() -> None:
+    from reproducer.config import KafkaConfig  # noqa: PLC0415
+    from reproducer.web.feed import Feed, FeedSettings  # noqa: PLC0415
+
+    window = Window()
+    feed = Feed(FeedSettings(KafkaConfig.for_bootstrap("unused:1"), "results"), window)
+    messages = [_Message(p, o, json.dumps(envelope(o)).encode()) for p in (0, 1) for o in range(3)]
+    for message in messages:
+        feed._add(message, failures=False)
+    for message in messages:  # read again from the start, as after a reading error
+        feed._add(message, failures=False)
+    assert window.counts()["results_read"] == 6

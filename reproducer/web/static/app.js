@@ -16,6 +16,10 @@ const state = {
   retry: null,
   trendTimer: null,
   counts: null,
+  instance: null, // the server's: a new one (restarted) means starting over
+  request: 0, // the newest page asked for: older answers are dropped
+  more: false,
+  opened: 0,
 };
 
 function el(tag, props, ...children) {
@@ -95,7 +99,9 @@ function cell(key, row) {
     return el("td", { className: "headline" }, parts.join("  "));
   }
   if (key === "attachments") return el("td", {}, value ? String(value) : "");
-  if (key === "reason") return el("td", { className: "error" }, value || "");
+  if (key === "reason") {
+    return el("td", { className: "error" }, value || "", row.detail ? el("div", { className: "detail" }, row.detail) : null);
+  }
   return el("td", {}, value === null || value === undefined ? "" : value);
 }
 
@@ -125,19 +131,22 @@ function renderRows(rows) {
   updatePager(rows.length);
 }
 
-function prependRows(rows) {
+function prependRows(rows, matched) {
   const body = $("entries-body");
   for (const row of rows) body.prepend(rowNode(row, true));
-  while (body.children.length > PAGE) body.lastElementChild.remove();
+  while (body.children.length > PAGE) {
+    body.lastElementChild.remove();
+    state.more = true;
+  }
   const last = body.lastElementChild;
   state.lastRowSeq = last ? Number(last.dataset.seq) : null;
-  state.total += rows.length;
+  state.total += matched;
   updatePager(body.children.length);
 }
 
 function updatePager(shown) {
   $("newest").disabled = state.newest;
-  $("older").disabled = shown === 0 || state.lastRowSeq === null || shown >= state.total && state.newest;
+  $("older").disabled = !state.more || state.lastRowSeq === null;
   const what = state.view === "failures" ? "failures" : "entries";
   $("page-note").textContent = state.newest
     ? `${shown} newest of ${state.total} matching ${what} held (live)`
@@ -154,14 +163,18 @@ async function loadPage(before) {
   const params = filterParams();
   params.set("limit", String(PAGE));
   if (before !== null && before !== undefined) params.set("before", String(before));
+  const asked = ++state.request;
   let page;
   try {
     page = await getJSON(`/api/entries?${params}`);
   } catch (error) {
-    $("list-note").textContent = `cannot load: ${error.message}`;
+    if (asked === state.request) $("list-note").textContent = `cannot load: ${error.message}`;
     return;
   }
+  if (asked !== state.request) return; // a newer page was asked for meanwhile
+  state.instance = page.instance;
   state.total = page.total;
+  state.more = page.more;
   showCounts(page.counts);
   renderRows(page.rows);
   if (state.newest) connect(page.last_seq);
@@ -196,10 +209,22 @@ function connect(after) {
     const rows = data.rows;
     if (!rows.length) return;
     state.seenSeq = rows[rows.length - 1].seq;
-    if (listView() && state.newest) prependRows(rows);
-    if (state.view === "trend") scheduleTrend();
+    if (listView() && state.newest) prependRows(rows, data.matched);
+    if (state.view === "trend" && rows.some((r) => r.analysis === $("t-analysis").value)) scheduleTrend();
   });
-  source.addEventListener("state", (event) => showState(JSON.parse(event.data)));
+  source.addEventListener("state", (event) => {
+    const data = JSON.parse(event.data);
+    if (state.instance !== null && data.instance !== state.instance) {
+      // the server restarted: its entries are numbered anew, so start over
+      state.instance = data.instance;
+      state.seenSeq = 0;
+      if (listView()) restart();
+      else connect(0);
+      return;
+    }
+    state.instance = data.instance;
+    showState(data);
+  });
   source.addEventListener("error", () => {
     // reconnect from the newest entry seen (the browser's own retry would start over)
     setLive(false);
@@ -232,6 +257,7 @@ function fillAnalyses(select, names) {
 // ---------------------------------------------------------------- one entry
 async function openEntry(seq) {
   state.selected = seq;
+  const asked = ++state.opened;
   for (const tr of $("entries-body").children) tr.classList.toggle("selected", Number(tr.dataset.seq) === seq);
   const panel = $("detail");
   panel.hidden = false;
@@ -242,9 +268,10 @@ async function openEntry(seq) {
   try {
     entry = await getJSON(`/api/entries/${seq}`);
   } catch (error) {
-    $("detail-title").textContent = error.message;
+    if (asked === state.opened) $("detail-title").textContent = error.message;
     return;
   }
+  if (asked !== state.opened) return; // another entry was opened meanwhile
   const row = entry.row;
   $("detail-title").textContent = [row.file || row.key, row.analysis, row.status].filter(Boolean).join(" · ");
   $("detail-json").textContent = JSON.stringify(entry.record, null, 2);
@@ -311,8 +338,11 @@ function drawTrend() {
 }
 
 function scheduleTrend() {
-  clearTimeout(state.trendTimer);
-  state.trendTimer = setTimeout(drawTrend, 1500);
+  if (state.trendTimer) return; // at most one redraw every 1.5 s, however fast results come
+  state.trendTimer = setTimeout(() => {
+    state.trendTimer = null;
+    drawTrend();
+  }, 1500);
 }
 
 // ---------------------------------------------------------------- pipelines
@@ -396,9 +426,6 @@ function init() {
   $("t-analysis").addEventListener("change", () => loadFields().then(drawTrend));
   $("t-field").addEventListener("change", drawTrend);
   $("t-x").addEventListener("change", drawTrend);
-  if (new URLSearchParams(location.search).has("token")) {
-    history.replaceState(null, "", location.pathname); // the cookie carries it from here
-  }
   renderHead();
   loadPage(null);
 }
