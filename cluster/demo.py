@@ -256,7 +256,8 @@ def run_demo(
             if page is not None:
                 print(f"\nresults page: {page.url}")
                 if wait is not None:
-                    wait("press Enter to end the demo (and close the page) ")
+                    print("press Enter to end the demo (and close the page)", flush=True)
+                    wait("")
         finally:
             if page is not None:
                 page.stop()
