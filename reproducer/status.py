@@ -133,7 +133,8 @@ def partition_lags(
     config: KafkaConfig, topic: str, group: str, *, timeout: float = 30.0
 ) -> list[PartitionLag]:
     """Per partition of ``topic``: the group's committed offset, the end offset and the
-    lag in messages (not in bytes, which takes reading them: see :func:`pipeline_status`)."""
+    lag in messages (in bytes only where there is none: 0; the rest takes reading them, see
+    :func:`pipeline_status`)."""
     return _lags(config, topic, group, 0.0, timeout)
 
 
@@ -163,8 +164,7 @@ def _lags(
             raise ReproducerError(f"cannot read the offsets of {topic}: {exc}") from exc
     finally:
         consumer.close()
-    if measure_seconds > 0:
-        _measure_bytes(config, topic, lags, measure_seconds)
+    _measure_bytes(config, topic, lags, measure_seconds)
     return lags
 
 
@@ -179,7 +179,7 @@ def _measure_bytes(
     for p in lags:
         if p.lag == 0:
             p.lag_bytes = 0
-    if not behind:
+    if not behind or seconds <= 0:
         return
     consumer = Consumer(
         logged(
