@@ -346,22 +346,24 @@ def _status(args: argparse.Namespace) -> int:
 def _web(args: argparse.Namespace) -> int:
     from reproducer.results import parse_time  # noqa: PLC0415
     from reproducer.web import FeedSettings, WebSettings, serve  # noqa: PLC0415
+    from reproducer.web.feed import runs_on  # noqa: PLC0415
 
+    config = load_config(args.config)
     serve(
         WebSettings(
             FeedSettings(
-                load_config(args.config),
+                config,
                 args.topic_name,
                 args.dead_letter_topic,
                 since=parse_time(args.since) if args.since else None,
-                ray_address=args.ray_address,
             ),
             host=args.host,
             port=args.port,
             token=args.web_token,
             output_dir=args.output_dir,
             max_entries=args.max_entries,
-        )
+        ),
+        runs_on(config, args.ray_address) if args.ray_address else None,
     )
     return 0
 

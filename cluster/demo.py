@@ -319,14 +319,13 @@ def _start_page(
 ) -> Any:
     """The results page for the demo's topics (the progress of its run once it joined Ray)."""
     from reproducer.config import load_config  # noqa: PLC0415
-    from reproducer.status import running_pipelines  # noqa: PLC0415
     from reproducer.web import FeedSettings, WebSettings, start  # noqa: PLC0415
-    from reproducer.web.feed import with_lags  # noqa: PLC0415
+    from reproducer.web.feed import runs_on  # noqa: PLC0415
 
     config = load_config(config_file)
     page = start(
         WebSettings(FeedSettings(config, results_topic, dead_topic), port=port, output_dir=output),
-        lambda: with_lags(config, running_pipelines(None)),
+        runs_on(config, None),
     )
     print(f"results page: {page.url} (live while the pipeline runs)")
     return page

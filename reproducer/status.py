@@ -125,7 +125,7 @@ def pipeline_status(
     if output_dir is not None:
         status.in_progress, status.results_logged = _logs(output_dir / LOGS_DIR, topic, group)
     if ray_address is not None:
-        status.live = _live(ray_address, group)
+        status.live = running_pipelines(ray_address, group)
     return status
 
 
@@ -247,10 +247,6 @@ def _logs(logs: Path, topic: str, group: str) -> tuple[list[dict[str, str]], dic
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle, delimiter=";"))
-
-
-def _live(address: str | None, group: str | None) -> list[dict[str, Any]]:
-    return running_pipelines(address, group)
 
 
 def running_pipelines(address: str | None, group: str | None = None) -> list[dict[str, Any]]:

@@ -405,14 +405,9 @@ class DataFileStreamReproducer:
         if port is None:
             return None
         from reproducer.web import FeedSettings, WebSettings, start  # noqa: PLC0415
-        from reproducer.web.feed import with_lags  # noqa: PLC0415
+        from reproducer.web.feed import runs_on  # noqa: PLC0415
 
         config = self._settings.config
-
-        def runs() -> list[dict[str, Any]]:
-            from reproducer.status import running_pipelines  # noqa: PLC0415
-
-            return with_lags(config, running_pipelines(None))  # once this run joined Ray
 
         # this run's results (and others produced to the topic meanwhile); `reproducer web
         # --since` shows earlier ones
@@ -429,7 +424,7 @@ class DataFileStreamReproducer:
             token=self.options.get("web_token"),
             output_dir=self.output_dir,
         )
-        return start(settings, runs)
+        return start(settings, runs_on(config, None))  # once this run joined Ray
 
     def _run(self, stop: threading.Event, summary: RunSummary) -> RunSummary:
         """One run of the pipeline (a subclass running other targets overrides it)."""

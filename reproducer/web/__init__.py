@@ -166,9 +166,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: WebSettings) -> None:
+def serve(settings: WebSettings, runs: RunSource | None = None) -> None:
     """``reproducer web``: serve the page until interrupted."""
-    PageServer(settings).run()
+    PageServer(settings, runs).run()
 
 
 def start(settings: WebSettings, runs: RunSource | None = None) -> PageServer:

@@ -21,6 +21,7 @@ page sets, or ``?token=T`` (which sets that cookie).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import io
@@ -42,7 +43,6 @@ TOKEN_COOKIE = "reproducer_token"
 STATIC = Path(__file__).parent / "static"
 MAX_LIMIT = 500
 STATE_EVERY_S = 2.0
-KEEPALIVE_S = 15.0
 
 # no inline script or style: what a result holds can never run as code on the page
 _SECURITY_HEADERS = {
@@ -296,6 +296,7 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
+    @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         changes.bind()
         feed.start()
@@ -308,7 +309,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_Guard, token=token, cookie=cookie, hosts=hosts)],
-        lifespan=_lifespan(lifespan),
+        lifespan=lifespan,
     )
 
     def close() -> None:
@@ -320,12 +321,6 @@ def create_app(
 
     app.state.close = close
     return app
-
-
-def _lifespan(body: Callable[[Any], AsyncIterator[None]]) -> Any:
-    import contextlib  # noqa: PLC0415
-
-    return contextlib.asynccontextmanager(body)
 
 
 class _Guard:

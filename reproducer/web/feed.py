@@ -22,7 +22,7 @@ from reproducer.errors import ReproducerError
 from reproducer.results import as_record, messages
 from reproducer.web.window import Window, failure_record
 
-__all__ = ["Feed", "FeedSettings", "RunSource"]
+__all__ = ["Feed", "FeedSettings", "RunSource", "runs_on", "with_lags"]
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,11 @@ class FeedSettings:
     results_topic: str
     dead_letter_topic: str | None = None
     since: dt.datetime | None = None
-    ray_address: str | None = None  # where to look for running pipelines (None: nowhere)
 
 
 class Feed:
-    """Fills a window from Kafka and keeps the runs' progress; ``on_change`` is called
-    (from a reader thread) after entries were added."""
+    """Fills a window from Kafka and keeps the progress of the runs ``runs`` finds (none
+    without it); ``on_change`` is called (from a reader thread) after entries were added."""
 
     def __init__(
         self,
@@ -55,21 +54,26 @@ class Feed:
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings, self.window = settings, window
-        self._runs = runs if runs is not None else self._ray_runs
+        self._runs = runs
         self.on_change = on_change
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.topics: dict[str, str] = {}  # topic -> "reading" or why not
         self.runs: list[dict[str, Any]] = []
-        self.runs_note = ""
+        self.runs_note = (
+            ""
+            if runs is not None
+            else "progress of a running pipeline: start the page with --ray_address"
+        )
         self._next: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
 
     def start(self) -> None:
         self._spawn(self._read, self.settings.results_topic, False)
         if self.settings.dead_letter_topic:
             self._spawn(self._read, self.settings.dead_letter_topic, True)
-        self._spawn(self._watch_runs)
+        if self._runs is not None:
+            self._spawn(self._watch_runs, self._runs)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -145,32 +149,30 @@ class Feed:
             self.window.add("ok" if "analysis" in record else "raw", record, size)
         self.on_change()
 
-    def _watch_runs(self) -> None:
+    def _watch_runs(self, source: RunSource) -> None:
         while not self._stop.is_set():
             try:
-                runs, note = self._runs(), ""
+                runs, note = source(), ""
             except Exception as exc:  # noqa: BLE001 - shown on the page, tried again
                 runs, note = [], f"cannot look for running pipelines: {exc}"
             if not runs and not note:
-                note = (
-                    "no running pipeline found"
-                    if self.settings.ray_address is not None or self._runs != self._ray_runs
-                    else "progress of a running pipeline: start the page with --ray_address"
-                )
+                note = "no running pipeline found"
             with self._lock:
                 self.runs, self.runs_note = runs, note
             self._stop.wait(STATUS_EVERY_S)
 
-    def _ray_runs(self) -> list[dict[str, Any]]:
-        if self.settings.ray_address is None:
-            return []
-        return with_lags(self.settings.config, _running(self.settings.ray_address))
 
+def runs_on(config: KafkaConfig, address: str | None) -> RunSource:
+    """The pipelines running on the Ray cluster at ``address`` (joined when first asked;
+    ``None``: the one this process has joined, as a run's driver has, never a new one),
+    each with its lag."""
 
-def _running(address: str | None) -> list[dict[str, Any]]:
-    from reproducer.status import running_pipelines  # noqa: PLC0415 - joins Ray
+    def runs() -> list[dict[str, Any]]:
+        from reproducer.status import running_pipelines  # noqa: PLC0415 - imports Ray
 
-    return running_pipelines(address)
+        return with_lags(config, running_pipelines(address))
+
+    return runs
 
 
 def with_lags(config: KafkaConfig, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
